@@ -1,0 +1,267 @@
+"""prisonctl: query and drive prisond, as jls and jexec do for jails.
+
+    prisonctl [--socket PATH] list [--json]
+    prisonctl [--socket PATH] show NAME [--json]
+    prisonctl [--socket PATH] start|stop|restart NAME...
+    prisonctl [--socket PATH] exec NAME [--] [CMD [ARGS...]]
+    prisonctl [--socket PATH] reload [--dry-run] [--json]
+    prisonctl [--socket PATH] health [--json]
+    prisonctl check FILE
+
+Exit status: 0 success; 1 the daemon refused or failed; 2 bad arguments or an invalid
+configuration file; 69 the daemon is not running; 77 permission denied.  `exec` exits with
+the command's own status (126 not executable, 127 not found).
+Only the standard library's lightest modules are imported on the `exec` path.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from .client import Client, ClientError, DaemonError
+
+DEFAULT_SOCKET = "/run/prisond/control.sock"
+EX_ERROR, EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 1, 2, 69, 77
+
+USAGE = """usage: prisonctl [--socket PATH] COMMAND [ARGS]
+
+commands:
+  list [--json]                       prisons, like jls
+  show NAME [--json]                  one prison: addresses, processes, what they bound
+  start NAME... | stop NAME... | restart NAME...
+  exec NAME [--] [CMD [ARGS...]]      run CMD in the prison (default: a shell), like jexec
+  reload [--dry-run] [--json]         re-read the configuration; apply only what changed
+  health [--json]                     is the daemon up
+  check FILE                          validate a configuration file offline
+
+--socket PATH (or $PRISOND_SOCKET) names the control socket (default /run/prisond/control.sock)."""
+
+
+class Usage(Exception):
+    pass
+
+
+def fail(message: str, status: int) -> int:
+    print(f"prisonctl: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv=None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    socket_path = os.environ.get("PRISOND_SOCKET") or DEFAULT_SOCKET
+    try:
+        while args and args[0].startswith("-") and args[0] != "--":
+            opt = args.pop(0)
+            if opt in ("-h", "--help"):
+                print(USAGE)
+                return 0
+            if opt in ("-s", "--socket"):
+                if not args:
+                    raise Usage("--socket needs a path")
+                socket_path = args.pop(0)
+            elif opt.startswith("--socket="):
+                socket_path = opt.split("=", 1)[1]
+            else:
+                raise Usage(f"unknown option {opt}")
+        if not args:
+            raise Usage("no command given")
+        command = args.pop(0)
+        if command == "check":
+            return cmd_check(args)
+        handler = COMMANDS.get(command)
+        if handler is None:
+            raise Usage(f"unknown command {command!r}")
+        with Client(socket_path) as client:
+            return handler(client, args)
+    except Usage as exc:
+        print(f"prisonctl: {exc}\n{USAGE}", file=sys.stderr)
+        return EX_USAGE
+    except ClientError as exc:
+        return fail(str(exc), EX_NOPERM if exc.kind == "permission_denied" else
+                    EX_UNAVAILABLE if exc.kind == "not_running" else EX_ERROR)
+    except DaemonError as exc:
+        if exc.problems:  # a reload refused for an invalid configuration
+            return fail("invalid configuration, nothing changed:\n" + "\n".join(exc.problems), EX_USAGE)
+        return fail(str(exc), EX_NOPERM if exc.code == "permission_denied" else EX_ERROR)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EX_ERROR
+
+
+def flags(args: list[str], allowed: set[str], positional: int | None = None) -> tuple[set[str], list[str]]:
+    seen, rest = set(), []
+    for a in args:
+        if a.startswith("--"):
+            if a not in allowed:
+                raise Usage(f"unknown option {a}")
+            seen.add(a)
+        else:
+            rest.append(a)
+    if positional is not None and len(rest) != positional:
+        raise Usage(f"expected {positional} argument{'s' if positional != 1 else ''}, got {len(rest)}")
+    return seen, rest
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_list(client: Client, args: list[str]) -> int:
+    opts, _ = flags(args, {"--json"}, 0)
+    prisons = client.call("prison.list")
+    if "--json" in opts:
+        print(json.dumps(prisons, indent=2))
+        return 0
+    rows = [("JID", "NAME", "HOSTNAME", "IP", "STATE", "PROCS")]
+    for p in prisons:
+        rows.append((str(p["jid"]), p["name"], p["hostname"], ",".join(p["ip4"] + p["ip6"]) or "-",
+                     p["state"], str(p["procs"])))
+    print_table(rows)
+    return 0
+
+
+def cmd_show(client: Client, args: list[str]) -> int:
+    opts, rest = flags(args, {"--json"}, 1)
+    p = client.call("prison.show", name=rest[0])
+    if "--json" in opts:
+        print(json.dumps(p, indent=2))
+        return 0
+    state = p["state"] + (f" ({p['reason']})" if p.get("reason") else "")
+    print(f"{p['name']} (jid {p['jid']}): {state}")
+    svc = p.get("service")
+    lines = [("hostname", p["hostname"]),
+             ("addresses", " ".join(p["addresses"]) or "-"),
+             ("enforcement", p["enforcement"]),
+             ("cgroup", p.get("cgroup") or "-"),
+             ("stop.timeout", f"{p['stop_timeout']:g}s"),
+             ("allow", ", ".join(p["allow"]) or "-")]
+    if svc:
+        lines.append(("service", f"{' '.join(svc['argv'])} (pid {svc['pid'] or '-'}, {svc['status'] or 'not started'})"))
+    for k, v in lines:
+        print(f"  {k:<13}{v}")
+    if p["processes"]:
+        print()
+        rows = [("  PID", "USER", "BOUND", "COMMAND")]
+        for proc in p["processes"]:
+            bound = ",".join(f"{s['proto']}:{s['local']}" for s in proc["sockets"]) or "-"
+            rows.append((f"  {proc['pid']}", proc["user"], bound, proc["command"][:60]))
+        print_table(rows)
+    return 0
+
+
+def _lifecycle(method: str):
+    def run(client: Client, args: list[str]) -> int:
+        _, names = flags(args, set())
+        if not names:
+            raise Usage("name a prison")
+        status = 0
+        for name in names:
+            try:
+                r = client.call(method, name=name)
+                print(f"{r['name']}: {r['state']}")
+            except DaemonError as exc:
+                print(f"prisonctl: {exc}", file=sys.stderr)
+                status = EX_NOPERM if exc.code == "permission_denied" else EX_ERROR
+        return status
+    return run
+
+
+def cmd_reload(client: Client, args: list[str]) -> int:
+    opts, _ = flags(args, {"--dry-run", "--json"}, 0)
+    r = client.call("daemon.reload", dry_run="--dry-run" in opts)
+    if "--json" in opts:
+        print(json.dumps(r, indent=2))
+        return 0
+    verb = "would" if r["dry_run"] else "did"
+    for key, word in (("added", "add"), ("changed", "restart"), ("removed", "remove")):
+        for name in r[key]:
+            print(f"{verb} {word}: {name}")
+    if not (r["added"] or r["changed"] or r["removed"]):
+        print("no changes")
+    return 0
+
+
+def cmd_health(client: Client, args: list[str]) -> int:
+    opts, _ = flags(args, {"--json"}, 0)
+    r = client.call("daemon.health")
+    if "--json" in opts:
+        print(json.dumps(r, indent=2))
+    else:
+        counts = ", ".join(f"{n} {s}" for s, n in r["prisons"].items()) or "no prisons"
+        print(f"prisond pid {r['pid']}: {r['status']} ({counts})")
+    return 0 if r["status"] == "ready" else EX_ERROR
+
+
+def cmd_exec(client: Client, args: list[str]) -> int:
+    """Enter the prison in this very process and exec, as jexec does: stdin, stdout, stderr,
+    the exit status and signals are the command's own, with nothing in between."""
+    if not args or args[0].startswith("-"):
+        raise Usage("exec needs a prison name")
+    name = args.pop(0)
+    if args and args[0] == "--":
+        args.pop(0)
+    if not args:
+        args = [os.environ.get("SHELL") or "/bin/sh"]
+    info = client.call("prison.exec", name=name)
+    client.close()
+    env = dict(os.environ)
+    env.update(info["env"])
+    env.update(info["policy"])
+    preload = info["preload"]
+    old = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p and p != preload]
+    env["LD_PRELOAD"] = ":".join([preload] + old)
+    try:
+        fd = os.open(info["cgroup_procs"], os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    except PermissionError:
+        return fail(f"permission denied entering prison {name}", EX_NOPERM)
+    except OSError as exc:
+        return fail(f"cannot enter prison {name}: {exc.strerror}", EX_ERROR)
+    try:
+        os.execvpe(args[0], args, env)
+    except FileNotFoundError:
+        return fail(f"exec: {args[0]}: command not found", 127)
+    except PermissionError:
+        return fail(f"exec: {args[0]}: permission denied", 126)
+    except OSError as exc:
+        return fail(f"exec: {args[0]}: {exc.strerror}", 126)
+    return EX_ERROR  # not reached
+
+
+def cmd_check(args: list[str]) -> int:
+    _, rest = flags(args, set(), 1)
+    from .config import load_file  # only here: yaml is heavy for the other commands
+    from .errors import ConfigError
+    try:
+        config = load_file(rest[0])
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_USAGE
+    print(f"{rest[0]}: ok, {len(config.prisons)} prison{'s' if len(config.prisons) != 1 else ''}")
+    return 0
+
+
+def print_table(rows) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "show": cmd_show,
+    "start": _lifecycle("prison.start"),
+    "stop": _lifecycle("prison.stop"),
+    "restart": _lifecycle("prison.restart"),
+    "exec": cmd_exec,
+    "reload": cmd_reload,
+    "health": cmd_health,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

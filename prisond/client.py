@@ -1,0 +1,92 @@
+"""A small synchronous client for the control socket.  Imports stay lean: prisonctl exec is on
+the path of every command a user runs in a prison."""
+from __future__ import annotations
+
+import json
+import socket
+
+VERSION = 1  # keep in step with protocol.VERSION (checked by the tests)
+
+
+class ClientError(Exception):
+    """Raised for transport problems; `kind` is not_running, permission_denied or broken."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class DaemonError(Exception):
+    """The daemon answered with an error."""
+
+    def __init__(self, code: str, message: str, problems=None):
+        super().__init__(message)
+        self.code = code
+        self.problems = problems or []
+
+
+class Client:
+    def __init__(self, path: str, timeout: float | None = 120.0):
+        self.path = path
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._next = 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            s.close()
+            raise ClientError("not_running", f"prisond is not running (nothing listens on {self.path})") from None
+        except PermissionError:
+            s.close()
+            raise ClientError("permission_denied", f"permission denied connecting to {self.path}") from None
+        except OSError as exc:
+            s.close()
+            raise ClientError("broken", f"cannot connect to {self.path}: {exc.strerror}") from None
+        self._sock = s
+
+    def close(self) -> None:
+        if self._sock:
+            self._sock.close()
+            self._sock = None
+
+    def call(self, method: str, **params):
+        if self._sock is None:
+            self.connect()
+        rid = self._next
+        self._next += 1
+        line = json.dumps({"v": VERSION, "id": rid, "method": method, "params": params}).encode() + b"\n"
+        try:
+            self._sock.sendall(line)
+            reply = self._read_line()
+        except socket.timeout:
+            raise ClientError("broken", "prisond did not answer in time") from None
+        except OSError as exc:
+            raise ClientError("broken", f"connection to prisond failed: {exc.strerror or exc}") from None
+        try:
+            msg = json.loads(reply)
+        except ValueError:
+            raise ClientError("broken", "prisond sent a malformed reply") from None
+        if not msg.get("ok"):
+            err = msg.get("error") or {}
+            raise DaemonError(err.get("code", "internal"), err.get("message", "unknown error"), err.get("problems"))
+        return msg.get("result")
+
+    def _read_line(self) -> bytes:
+        while b"\n" not in self._buf:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ClientError("broken", "prisond closed the connection")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line

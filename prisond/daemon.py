@@ -1,0 +1,192 @@
+"""prisond: the daemon.  Loads the configuration, starts the prisons, serves the control
+socket; SIGHUP reloads, SIGTERM/SIGINT stop every prison and exit 0.
+
+Errors a user can fix are one line on stderr and exit status 2 (configuration) or 1 (other).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+
+from . import sdnotify
+from .api import Api
+from .cgroup import CgroupTree, detect_host
+from .config import Config, load_file
+from .control import ControlServer
+from .errors import ConfigError, PrisonError
+from .launcher import Launcher
+from .net import AliasBook, Netlink
+from .prison import Deps
+from .registry import Registry
+from .state import StateStore
+from .tasks import spawn
+
+DEFAULT_CONFIG = "/etc/prisond/prisond.yaml"
+DEFAULT_SOCKET = "/run/prisond/control.sock"
+DEFAULT_STATE = "/var/lib/prisond"
+SHIM_NAME = "libprisonshim.so"
+
+log = logging.getLogger("prisond")
+
+
+class _Formatter(logging.Formatter):
+    """journald reads "<N>" priority prefixes on stderr; a terminal gets time and level."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def __init__(self, journal: bool):
+        super().__init__()
+        self.journal = journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        prison = getattr(record, "prison", None)
+        if prison:
+            msg = f"prison {prison}: {msg}"
+        if record.exc_info and record.levelno >= logging.ERROR:
+            msg += "\n" + self.formatException(record.exc_info)
+        if self.journal:
+            return f"<{self.PRIORITY.get(record.levelno, 6)}>{msg}"
+        return f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower():7} {msg}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+
+
+def install_shim(runtime_dir: str) -> str:
+    """Copy the shim where every prison process can read it, replacing it atomically: a running
+    process that has the old copy mapped must never see the file change under it."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), SHIM_NAME)
+    if not os.path.exists(src):
+        raise PrisonError(f"the shim {src} is missing: was prisond installed with 'pip install'?", "internal")
+    os.makedirs(runtime_dir, mode=0o755, exist_ok=True)
+    os.chmod(runtime_dir, 0o755)
+    dst = os.path.join(runtime_dir, SHIM_NAME)
+    tmp = f"{dst}.tmp.{os.getpid()}"
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
+    return dst
+
+
+class Daemon:
+    def __init__(self, config: Config, args: argparse.Namespace, shim_path: str):
+        layout = detect_host()
+        if layout is None:
+            raise PrisonError("no cgroup hierarchy is mounted; prisond needs one to track prison processes",
+                              "cgroup_error")
+        self.config = config
+        self.args = args
+        self.store = StateStore(args.state_dir)
+        self.deps = Deps(cgroups=CgroupTree(layout, config.daemon.cgroup_parent),
+                         aliases=AliasBook(Netlink()), launcher=Launcher(shim_path))
+        self.registry = Registry(config, self.deps, self.store)
+        self.status = "starting"
+        self.api = Api(self.registry, shim_path, status=lambda: self.status)
+        self.server = ControlServer(args.socket, self.api.handle)
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload(), "reload"))
+        self.store.ensure_dir()
+        await asyncio.to_thread(self.registry.recover)
+        await asyncio.to_thread(self.deps.cgroups.ensure_parent)
+        await self.server.start()
+        log.info("control socket %s; cgroups under %s (%s layout)", self.args.socket, self.deps.cgroups.parent,
+                 self.deps.cgroups.layout.kind)
+        await self.registry.start_all()
+        self.status = "ready"
+        counts = self.registry.counts()
+        log.info("ready: %s", ", ".join(f"{n} {s}" for s, n in counts.items()) or "no prisons")
+        sdnotify.notify("READY=1", f"STATUS={self._status_line()}")
+        await self.stopping.wait()
+        self.status = "stopping"
+        sdnotify.notify("STOPPING=1", "STATUS=stopping prisons")
+        log.info("stopping all prisons")
+        await self.server.close()
+        await self.registry.stop_all()
+        self.store.clear()
+        self.deps.cgroups.remove_parent()
+        log.info("stopped")
+        return 0
+
+    async def reload(self) -> None:
+        sdnotify.notify("RELOADING=1", "STATUS=reloading")
+        try:
+            new = await asyncio.to_thread(load_file, self.registry.config.source)
+            await self.registry.reload(new)
+        except ConfigError as exc:
+            log.error("reload rejected, the running configuration stays:\n%s", exc.message)
+        except PrisonError as exc:
+            log.error("reload: %s", exc.message)
+        sdnotify.notify("READY=1", f"STATUS={self._status_line()}")
+
+    def _status_line(self) -> str:
+        return ", ".join(f"{n} {s}" for s, n in self.registry.counts().items()) or "no prisons"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="prisond", description="Run prisons: FreeBSD-style jails for Linux services.")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML configuration (default {DEFAULT_CONFIG})")
+    p.add_argument("-s", "--socket", default=os.environ.get("PRISOND_SOCKET", DEFAULT_SOCKET),
+                   help=f"control socket (default {DEFAULT_SOCKET})")
+    p.add_argument("--state-dir", default=DEFAULT_STATE, help=f"where the daemon records what it made "
+                   f"(default {DEFAULT_STATE})")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        config = load_file(args.config)
+    except ConfigError as exc:
+        print(f"prisond: invalid configuration:\n{exc.message}", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("prisond: must run as root (it adds addresses and creates cgroups)", file=sys.stderr)
+        return 1
+    try:
+        shim = install_shim(os.path.dirname(os.path.abspath(args.socket)))
+        # uvloop for the daemon's own loop only: not as the global policy, which the loops
+        # pyroute2 makes in worker threads would inherit (uvloop has no netlink sockets).
+        factory = None
+        if not args.no_uvloop:
+            try:
+                import uvloop
+                factory = uvloop.new_event_loop
+            except ImportError:
+                pass
+
+        async def go() -> int:
+            return await Daemon(config, args, shim).run()
+
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(go())
+    except PrisonError as exc:
+        print(f"prisond: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"prisond: {exc.filename or ''}: {exc.strerror}" if exc.filename else f"prisond: {exc}",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

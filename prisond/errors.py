@@ -1,0 +1,57 @@
+"""prisond's exceptions: one tree, each with a string code that travels over the control socket.
+
+    PrisonError                 code
+     ├── ConfigError            config_invalid    (carries the list of problems)
+     ├── ProtocolError          bad_json, bad_request, too_large, bad_version, unknown_method
+     ├── NoSuchPrison           no_such_prison
+     ├── StateConflict          not_running, already_running, busy
+     ├── PermissionDenied       permission_denied
+     └── SystemLayerError       net_error, cgroup_error, exec_failed
+
+OS and netlink errors are translated into these at the module that meets them.
+"""
+from __future__ import annotations
+
+
+class PrisonError(Exception):
+    code = "internal"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(PrisonError):
+    code = "config_invalid"
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ProtocolError(PrisonError):
+    code = "bad_request"
+
+
+class NoSuchPrison(PrisonError):
+    code = "no_such_prison"
+
+    def __init__(self, name: str):
+        super().__init__(f"no such prison: {name}")
+
+
+class StateConflict(PrisonError):
+    code = "not_running"
+
+
+class PermissionDenied(PrisonError):
+    code = "permission_denied"
+
+
+class SystemLayerError(PrisonError):
+    code = "system_error"

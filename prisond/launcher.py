@@ -1,0 +1,81 @@
+"""Running commands for prisons: in the prison (its cgroup, its environment) or on the host.
+
+A process enters the prison's cgroup between fork and exec, so it and its children are never
+outside.  Commands get a new session, so a terminal's Ctrl-C to a foreground daemon does not
+reach them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+
+from . import cgroup as cgroups
+from .config import Command, PrisonSpec
+from .errors import SystemLayerError
+from .policy import service_env
+
+log = logging.getLogger("prisond.launcher")
+
+
+class Launcher:
+    def __init__(self, shim_path: str, kernel: bool = False):
+        self.shim_path = shim_path
+        self.kernel = kernel
+
+    def _output(self, spec: PrisonSpec):
+        if not spec.exec.consolelog:
+            return None
+        try:
+            return open(spec.exec.consolelog, "ab", buffering=0)
+        except OSError as exc:
+            raise SystemLayerError(f"cannot open exec.consolelog {spec.exec.consolelog}: {exc.strerror}",
+                                   "exec_failed") from None
+
+    async def spawn_in(self, spec: PrisonSpec, cmd: Command, cg: cgroups.Cgroup) -> asyncio.subprocess.Process:
+        procs_file = cg.procs_file
+
+        def enter():  # between fork and exec: os calls only
+            cgroups.join(procs_file)
+
+        out = self._output(spec)
+        try:
+            return await asyncio.create_subprocess_exec(
+                *cmd.argv, env=service_env(spec, self.shim_path, kernel=self.kernel), cwd="/",
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=enter, start_new_session=True)
+        except OSError as exc:
+            raise SystemLayerError(f"cannot run {cmd.argv[0]}: {exc.strerror}", "exec_failed") from None
+        except subprocess.SubprocessError as exc:
+            raise SystemLayerError(f"cannot enter the prison to run {cmd.argv[0]}: {exc}", "exec_failed") from None
+        finally:
+            if out:
+                out.close()
+
+    async def spawn_host(self, spec: PrisonSpec, cmd: Command) -> asyncio.subprocess.Process:
+        env = dict(os.environ, PRISOND_PRISON=spec.name, PRISOND_HOSTNAME=spec.hostname,
+                   PRISOND_IP4=" ".join(str(a.ip) for a in spec.ip4),
+                   PRISOND_IP6=" ".join(str(a.ip) for a in spec.ip6))
+        env.pop("NOTIFY_SOCKET", None)
+        out = self._output(spec)
+        try:
+            return await asyncio.create_subprocess_exec(
+                *cmd.argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        except OSError as exc:
+            raise SystemLayerError(f"cannot run {cmd.argv[0]}: {exc.strerror}", "exec_failed") from None
+        finally:
+            if out:
+                out.close()
+
+    @staticmethod
+    async def wait(proc: asyncio.subprocess.Process, timeout: float) -> int | None:
+        """The exit status, or None after killing a command that outlived its timeout."""
+        try:
+            return await asyncio.wait_for(proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+            return None

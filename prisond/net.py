@@ -1,0 +1,158 @@
+"""Prison addresses as interface aliases, through netlink (pyroute2).
+
+The daemon never removes an address it did not add (iocage #578, #758: a manager removed an
+address the host itself used), and counts users so that an address shared by two
+single-address prisons stays until both have stopped.  Calls block: run them in a thread.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+
+from .config import Address
+from .errors import SystemLayerError
+
+log = logging.getLogger("prisond.net")
+
+IFA_F_NODAD = 0x02
+
+
+def interface_for(addr: Address, prison_iface: str | None) -> str | None:
+    """The interface an alias goes on: `iface|addr`, else the prison's, else lo for loopback."""
+    if addr.iface:
+        return addr.iface
+    if prison_iface:
+        return prison_iface
+    if addr.ip.is_loopback or (addr.ip.version == 4 and addr.ip in ipaddress.ip_network("127.0.0.0/8")):
+        return "lo"
+    return None
+
+
+class Netlink:
+    """The few netlink calls prisond needs.  Each opens its own socket: simple and thread-safe."""
+
+    def _ipr(self):
+        from pyroute2 import IPRoute
+        return IPRoute()
+
+    def has_address(self, ip) -> bool:
+        with self._ipr() as ipr:
+            family = 2 if ip.version == 4 else 10
+            for msg in ipr.get_addr(family=family):
+                if msg.get_attr("IFA_ADDRESS") == str(ip) or msg.get_attr("IFA_LOCAL") == str(ip):
+                    return True
+        return False
+
+    def add(self, ip, prefix: int, iface: str) -> None:
+        with self._ipr() as ipr:
+            idx = self._index(ipr, iface)
+            kw = {}
+            if ip.version == 6 and iface != "lo":
+                kw["flags"] = IFA_F_NODAD  # usable at once, as a jail's alias is
+            try:
+                ipr.addr("add", index=idx, address=str(ip), prefixlen=prefix, **kw)
+            except Exception as exc:
+                raise SystemLayerError(f"cannot add {ip}/{prefix} to {iface}: {_why(exc)}", "net_error") from None
+
+    def remove(self, ip, prefix: int, iface: str) -> None:
+        with self._ipr() as ipr:
+            try:
+                idx = self._index(ipr, iface)
+                ipr.addr("del", index=idx, address=str(ip), prefixlen=prefix)
+            except SystemLayerError:
+                raise
+            except Exception as exc:
+                if "Cannot assign" in _why(exc) or "No such" in _why(exc):
+                    return  # already gone
+                raise SystemLayerError(f"cannot remove {ip}/{prefix} from {iface}: {_why(exc)}",
+                                       "net_error") from None
+
+    @staticmethod
+    def _index(ipr, iface: str) -> int:
+        found = ipr.link_lookup(ifname=iface)
+        if not found:
+            raise SystemLayerError(f"no interface named {iface!r}", "net_error")
+        return found[0]
+
+
+def _why(exc: Exception) -> str:
+    args = getattr(exc, "args", ())
+    if len(args) >= 2 and isinstance(args[1], str):
+        return args[1]
+    return str(exc) or type(exc).__name__
+
+
+class AliasBook:
+    """Which addresses prisons use, which of them the daemon added, and on which interface."""
+
+    def __init__(self, netlink: Netlink, on_change=None):
+        self.netlink = netlink
+        self.users: dict[str, set[str]] = {}        # "ip" -> prison names
+        self.added: dict[str, tuple[int, str]] = {}  # "ip" -> (prefix, iface) for those we added
+        self.on_change = on_change or (lambda: None)
+        self._lock = threading.Lock()
+
+    def acquire(self, prison: str, addrs: tuple[Address, ...], prison_iface: str | None) -> None:
+        """Make every address present; on failure nothing this call added is left behind."""
+        done = []
+        try:
+            for a in addrs:
+                self._acquire_one(prison, a, prison_iface)
+                done.append(a)
+        except BaseException:
+            self.release(prison, tuple(done))
+            raise
+
+    def _acquire_one(self, prison: str, a: Address, prison_iface: str | None) -> None:
+        key = str(a.ip)
+        with self._lock:
+            if key in self.users:
+                self.users[key].add(prison)
+                return
+            if not self.netlink.has_address(a.ip):
+                iface = interface_for(a, prison_iface)
+                if iface is None:
+                    raise SystemLayerError(
+                        f"{a.ip} is not on any interface and no interface is named for it "
+                        f"(write 'IFACE|{a.ip}' or set 'interface')", "net_error")
+                self.netlink.add(a.ip, a.prefix, iface)
+                self.added[key] = (a.prefix, iface)
+                log.info("added address %s/%d on %s", a.ip, a.prefix, iface)
+            self.users[key] = {prison}
+        self.on_change()
+
+    def release(self, prison: str, addrs: tuple[Address, ...]) -> list[str]:
+        """Drop the prison's claim; remove aliases we added that nobody uses now.  Returns errors."""
+        errors = []
+        for a in addrs:
+            key = str(a.ip)
+            with self._lock:
+                users = self.users.get(key)
+                if users is None:
+                    continue
+                users.discard(prison)
+                if users:
+                    continue
+                del self.users[key]
+                rec = self.added.pop(key, None)
+            if rec:
+                try:
+                    self.netlink.remove(a.ip, rec[0], rec[1])
+                    log.info("removed address %s/%d from %s", a.ip, rec[0], rec[1])
+                except SystemLayerError as exc:
+                    errors.append(str(exc))
+        self.on_change()
+        return errors
+
+    def forget_leftover(self, ip: str, prefix: int, iface: str) -> None:
+        """Remove an alias a previous daemon added and did not remove (it crashed)."""
+        try:
+            self.netlink.remove(ipaddress.ip_address(ip), prefix, iface)
+            log.info("removed leftover address %s/%d from %s", ip, prefix, iface)
+        except SystemLayerError as exc:
+            log.warning("%s", exc)
+
+    def snapshot(self) -> list[dict]:
+        with self._lock:
+            return [{"ip": ip, "prefix": p, "iface": i} for ip, (p, i) in sorted(self.added.items())]

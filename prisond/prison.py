@@ -1,0 +1,216 @@
+"""One prison at run time: its JID and state, and the start and stop sequences of jail(8).
+
+Start: exec.prestart (host), addresses, cgroup, exec.start (inside), exec.poststart (host).
+Stop:  exec.prestop (host), exec.stop (inside), SIGTERM to all, wait stop.timeout, SIGKILL
+       the rest, remove the cgroup, exec.poststop (host), remove the addresses it added.
+A start that fails anywhere undoes what it did, so a failed prison holds nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+
+from . import procinfo
+from .cgroup import Cgroup, CgroupTree
+from .config import Command, PrisonSpec
+from .errors import PrisonError, StateConflict, SystemLayerError
+from .launcher import Launcher
+from .net import AliasBook
+from .tasks import spawn
+
+STOPPED, STARTING, RUNNING, STOPPING, FAILED = "stopped", "starting", "running", "stopping", "failed"
+KILL_WAIT = 5.0  # after SIGKILL, how long the last processes get to vanish
+HOOK_TIMEOUT = 60.0  # exec.prestart / poststart / prestop / poststop
+
+
+@dataclass
+class Deps:
+    """What a prison needs from the daemon, passed in."""
+    cgroups: CgroupTree
+    aliases: AliasBook
+    launcher: Launcher
+    enforcement: str = "shim"
+
+
+class Prison:
+    def __init__(self, spec: PrisonSpec, jid: int, deps: Deps):
+        self.spec = spec
+        self.jid = jid
+        self.deps = deps
+        self.state = STOPPED
+        self.reason: str | None = None
+        self.started_at: float | None = None
+        self.cgroup: Cgroup = deps.cgroups.for_prison(spec.name)
+        self.service: asyncio.subprocess.Process | None = None
+        self.service_status: str | None = None
+        self.lock = asyncio.Lock()
+        self.log = logging.LoggerAdapter(logging.getLogger("prisond.prison"), {"prison": spec.name})
+        self._holds_aliases = False
+
+    # ------------------------------------------------------------ start
+
+    async def start(self) -> None:
+        async with self.lock:
+            if self.state in (RUNNING, STARTING):
+                raise StateConflict(f"prison {self.spec.name} is already running", "already_running")
+            self.state, self.reason = STARTING, None
+            self.log.info("starting (jid %d, %s)", self.jid, ", ".join(map(str, self.spec.addresses)) or "no addresses")
+            try:
+                await self._start()
+            except PrisonError as exc:
+                await self._teardown(graceful=False)
+                self.state, self.reason = FAILED, exc.message
+                self.log.error("failed to start: %s", exc.message)
+                raise
+            except Exception as exc:  # a bug must still leave nothing half-made
+                await self._teardown(graceful=False)
+                self.state, self.reason = FAILED, f"internal error: {exc}"
+                self.log.exception("failed to start")
+                raise PrisonError(f"prison {self.spec.name} failed to start: {exc}") from exc
+            self.state, self.started_at = RUNNING, time.time()
+            self.log.info("running")
+
+    async def _start(self) -> None:
+        spec = self.spec
+        await self._host_hook("prestart", spec.exec.prestart)
+        await asyncio.to_thread(self.deps.aliases.acquire, spec.name, spec.addresses, spec.interface)
+        self._holds_aliases = True
+        if self.cgroup.exists() and self.cgroup.procs():
+            raise SystemLayerError(f"cgroup {self.cgroup.path} already holds processes", "cgroup_error")
+        await asyncio.to_thread(self.cgroup.create)
+        if spec.exec.start:
+            self.service = await self.deps.launcher.spawn_in(spec, spec.exec.start, self.cgroup)
+            self.service_status = "running"
+            self.log.info("exec.start: pid %d: %s", self.service.pid, " ".join(spec.exec.start.argv))
+            spawn(self._watch_service(self.service), f"service:{spec.name}")
+        await self._host_hook("poststart", spec.exec.poststart)
+
+    async def _watch_service(self, proc: asyncio.subprocess.Process) -> None:
+        rc = await proc.wait()
+        status = f"exited with status {rc}" if rc >= 0 else f"killed by {signal.Signals(-rc).name}"
+        if self.service is proc:
+            self.service_status = status
+        if self.state == RUNNING:
+            self.log.warning("exec.start service (pid %d) %s", proc.pid, status)
+
+    async def _host_hook(self, hook: str, cmd: Command | None) -> None:
+        if cmd is None:
+            return
+        proc = await self.deps.launcher.spawn_host(self.spec, cmd)
+        rc = await Launcher.wait(proc, HOOK_TIMEOUT)
+        if rc != 0:
+            why = "timed out" if rc is None else f"exited with status {rc}"
+            raise SystemLayerError(f"exec.{hook} {why}", "exec_failed")
+
+    # ------------------------------------------------------------ stop
+
+    async def stop(self) -> None:
+        async with self.lock:
+            if self.state not in (RUNNING, FAILED):
+                raise StateConflict(f"prison {self.spec.name} is not running", "not_running")
+            if self.state == FAILED:
+                self.state, self.reason = STOPPED, None
+                return
+            self.state = STOPPING
+            self.log.info("stopping")
+            errors = await self._teardown(graceful=True)
+            self.state, self.started_at = STOPPED, None
+            self.reason = "; ".join(errors) if errors else None
+            if errors:
+                self.log.warning("stopped with problems: %s", self.reason)
+            else:
+                self.log.info("stopped")
+
+    async def _teardown(self, graceful: bool) -> list[str]:
+        """Everything the start made, undone; returns what could not be (nothing raises)."""
+        errors: list[str] = []
+        spec = self.spec
+        if graceful:
+            for hook in ("prestop",):
+                try:
+                    await self._host_hook(hook, getattr(spec.exec, hook))
+                except PrisonError as exc:
+                    errors.append(exc.message)
+            if spec.exec.stop and self.cgroup.exists():
+                try:
+                    proc = await self.deps.launcher.spawn_in(spec, spec.exec.stop, self.cgroup)
+                    if await Launcher.wait(proc, spec.stop_timeout) is None:
+                        errors.append("exec.stop timed out")
+                except PrisonError as exc:
+                    errors.append(exc.message)
+        try:
+            await self._kill_all(spec.stop_timeout if graceful else 0.0)
+            await asyncio.to_thread(self.cgroup.remove)
+        except PrisonError as exc:
+            errors.append(exc.message)
+        if graceful:
+            try:
+                await self._host_hook("poststop", spec.exec.poststop)
+            except PrisonError as exc:
+                errors.append(exc.message)
+        if self._holds_aliases:
+            errors += await asyncio.to_thread(self.deps.aliases.release, spec.name, spec.addresses)
+            self._holds_aliases = False
+        if self.service is not None:
+            self.service = None
+        return errors
+
+    async def _kill_all(self, grace: float) -> None:
+        cg = self.cgroup
+        if not cg.exists():
+            return
+        if grace > 0 and cg.procs():
+            cg.signal_all(signal.SIGTERM)
+            if await self._wait_empty(grace):
+                return
+            self.log.warning("processes left after %.1fs: sending SIGKILL", grace)
+        if cg.procs():
+            cg.signal_all(signal.SIGKILL)
+            if not await self._wait_empty(KILL_WAIT):
+                raise SystemLayerError(f"processes of {self.spec.name} survived SIGKILL: {cg.procs()}",
+                                       "cgroup_error")
+
+    async def _wait_empty(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.cgroup.procs():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    # ------------------------------------------------------------ views
+
+    def pids(self) -> list[int]:
+        if self.state in (STOPPED, FAILED):
+            return []
+        try:
+            return self.cgroup.procs()
+        except PrisonError:
+            return []
+
+    def summary(self) -> dict:
+        return {
+            "jid": self.jid, "name": self.spec.name, "hostname": self.spec.hostname,
+            "ip4": [str(a.ip) for a in self.spec.ip4], "ip6": [str(a.ip) for a in self.spec.ip6],
+            "state": self.state, "procs": len(self.pids()), "reason": self.reason,
+            "enforcement": self.deps.enforcement,
+        }
+
+    def details(self) -> dict:
+        info = self.summary()
+        pids = self.pids()
+        info.update({
+            "addresses": [a.spec() for a in self.spec.addresses],
+            "cgroup": self.cgroup.path if self.state not in (STOPPED, FAILED) else None,
+            "started_at": self.started_at,
+            "service": ({"argv": list(self.spec.exec.start.argv),
+                         "pid": self.service.pid if self.service else None,
+                         "status": self.service_status} if self.spec.exec.start else None),
+            "stop_timeout": self.spec.stop_timeout,
+            "allow": sorted(self.spec.allow),
+            "processes": procinfo.processes(pids),
+        })
+        return info

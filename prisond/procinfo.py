@@ -1,0 +1,100 @@
+"""What a prison's processes are and which addresses they hold, read from /proc.
+
+`prisonctl show` displays what each process actually bound: a server configured for 0.0.0.0
+that ended up on the prison's address should not surprise anyone.  Parsing is pure
+(`parse_net_table`); reading is cheap and synchronous.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+
+_TCP_LISTEN = "0A"
+
+
+def parse_net_table(text: str, proto: str, v6: bool) -> dict[int, dict]:
+    """/proc/net/{tcp,udp}{,6} -> {inode: {"proto", "local", "state"}} for bound sockets."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 10:
+            continue
+        addr_hex, port_hex = f[1].split(":")
+        inode = int(f[9])
+        port = int(port_hex, 16)
+        if inode == 0 or port == 0:
+            continue
+        raw = bytes.fromhex(addr_hex)
+        if v6:
+            ip = ipaddress.IPv6Address(b"".join(struct.pack("<I", w) for w in struct.unpack(">4I", raw)))
+            if ip.ipv4_mapped:
+                ip = ip.ipv4_mapped
+            local = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+        else:
+            ip = ipaddress.IPv4Address(struct.pack("<I", int(addr_hex, 16)))
+            local = f"{ip}:{port}"
+        state = "listen" if proto == "tcp" and f[3] == _TCP_LISTEN else ("bound" if proto == "udp" else "connected")
+        out[inode] = {"proto": proto + ("6" if v6 else ""), "local": local, "state": state}
+    return out
+
+
+def socket_table() -> dict[int, dict]:
+    table = {}
+    for name, proto, v6 in (("tcp", "tcp", False), ("tcp6", "tcp", True), ("udp", "udp", False),
+                            ("udp6", "udp", True)):
+        try:
+            with open(f"/proc/net/{name}") as fh:
+                table.update(parse_net_table(fh.read(), proto, v6))
+        except OSError:
+            pass
+    return table
+
+
+def command_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            raw = fh.read(4096)
+    except OSError:
+        return "?"
+    return " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a) or "?"
+
+
+def user_of(pid: int) -> str:
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return "?"
+    try:
+        import pwd
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def socket_inodes(pid: int) -> list[int]:
+    out = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                out.append(int(target[8:-1]))
+    except OSError:
+        pass
+    return out
+
+
+def processes(pids: list[int]) -> list[dict]:
+    """For each pid: command, user and the inet sockets it holds (listening and bound ones)."""
+    table = socket_table() if pids else {}
+    out = []
+    for pid in pids:
+        socks = [table[i] for i in socket_inodes(pid) if i in table and table[i]["state"] != "connected"]
+        out.append({"pid": pid, "user": user_of(pid), "command": command_of(pid),
+                    "sockets": sorted(socks, key=lambda s: (s["proto"], s["local"]))})
+    return out
+
+

@@ -1,0 +1,1117 @@
+/*
+ * prisonshim: the LD_PRELOAD half of a prison.
+ *
+ * Loaded into every dynamically linked program the daemon starts in a prison, it gives
+ * FreeBSD jail semantics on the shared network stack: bind, connect, listen and send are
+ * forced onto the prison's addresses, the hostname is the prison's, and only the prison's
+ * addresses are listed.  The policy comes from PRISOND_POLICY, parsed once at load.
+ *
+ * The shim is a convenience layer, not a boundary: anything that does not enter libc through
+ * the dynamic linker (static binaries, raw syscall instructions, io_uring, libc-internal
+ * calls such as the resolver's) never reaches it.  The kernel layer is the guarantee.
+ *
+ * Structure, per call (after socket_wrapper): real_X (resolved once) -> prison_X (logic) ->
+ * exported X (thin).  Rules the code keeps:
+ *  - no malloc, getenv or stdio after initialisation: the per-call path only reads the
+ *    immutable policy, so it is thread-safe and fork-safe without locks;
+ *  - the caller's memory is never written: sockaddrs and msghdrs are copied to the stack;
+ *  - internal failures set errno and return -1; the shim never exits its host program;
+ *  - the socket's own family (from getsockname) decides, not the family the caller claims.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <linux/netlink.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define MAX_ADDRS 64
+#define POLICY_MAX 4096
+#define HOST_MAX 64 /* Linux HOST_NAME_MAX */
+#define SENDMMSG_CHUNK 32
+
+/* Policy flags, one letter each in the f= field. */
+#define F_RAW 0x1    /* r: allow.raw_sockets */
+#define F_KERNEL 0x2 /* k: the kernel layer filters; a multi-address wildcard may stay */
+#define F_ANYAF 0x4  /* a: allow.socket_af */
+
+extern char **environ;
+
+union sa {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+	struct sockaddr_storage ss;
+};
+
+static struct policy {
+	int jailed;
+	unsigned flags;
+	int n4, n6;
+	struct in_addr ip4[MAX_ADDRS];
+	struct in6_addr ip6[MAX_ADDRS];
+	struct in_addr lo4;  /* where 127.0.0.1 goes: the primary or a per-prison loopback */
+	struct in6_addr lo6; /* where ::1 goes */
+	char hostname[HOST_MAX + 1];
+	size_t hostlen;
+	char env_policy[POLICY_MAX + 32];     /* "PRISOND_POLICY=..." for exec */
+	char env_preload[PATH_MAX + 16];      /* "LD_PRELOAD=<this library>" */
+	const char *self;                     /* path of this library inside env_preload */
+	int debug;
+} P;
+
+static struct {
+	int (*socket)(int, int, int);
+	int (*bind)(int, const struct sockaddr *, socklen_t);
+	int (*connect)(int, const struct sockaddr *, socklen_t);
+	int (*listen)(int, int);
+	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+	int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
+	int (*gethostname)(char *, size_t);
+	int (*gethostname_chk)(char *, size_t, size_t);
+	int (*uname)(struct utsname *);
+	int (*sethostname)(const char *, size_t);
+	int (*setdomainname)(const char *, size_t);
+	int (*getifaddrs)(struct ifaddrs **);
+	void (*freeifaddrs)(struct ifaddrs *);
+	int (*execve)(const char *, char *const[], char *const[]);
+	int (*execvpe)(const char *, char *const[], char *const[]);
+	int (*fexecve)(int, char *const[], char *const[]);
+	int (*posix_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			   const posix_spawnattr_t *, char *const[], char *const[]);
+	int (*posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			    const posix_spawnattr_t *, char *const[], char *const[]);
+} real;
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+/* ---- diagnostics: write(2) only, never stdio ---- */
+
+static void say(const char *a, const char *b)
+{
+	char buf[512];
+	size_t n = 0;
+	const char *parts[3] = {"prisond-shim: ", a, b};
+	for (int i = 0; i < 3; i++) {
+		for (const char *s = parts[i]; s && *s && n < sizeof buf - 1; s++)
+			buf[n++] = *s;
+	}
+	buf[n++] = '\n';
+	int saved = errno;
+	ssize_t r = write(2, buf, n);
+	(void)r;
+	errno = saved;
+}
+
+static void debug_addr(const char *what, const union sa *from, const union sa *to)
+{
+	if (!P.debug)
+		return;
+	char a[INET6_ADDRSTRLEN] = "?", b[INET6_ADDRSTRLEN] = "?", msg[160];
+	const void *fa = from->sa.sa_family == AF_INET ? (const void *)&from->in.sin_addr
+						       : (const void *)&from->in6.sin6_addr;
+	const void *ta = to->sa.sa_family == AF_INET ? (const void *)&to->in.sin_addr
+						     : (const void *)&to->in6.sin6_addr;
+	inet_ntop(from->sa.sa_family, fa, a, sizeof a);
+	inet_ntop(to->sa.sa_family, ta, b, sizeof b);
+	size_t n = 0;
+	const char *parts[5] = {what, " ", a, " -> ", b};
+	for (int i = 0; i < 5; i++)
+		for (const char *s = parts[i]; *s && n < sizeof msg - 1; s++)
+			msg[n++] = *s;
+	msg[n] = 0;
+	say(msg, "");
+}
+
+/* ---- initialisation: the only place that reads the environment ---- */
+
+static int copy_field(char *dst, size_t cap, const char *src, size_t len)
+{
+	if (len >= cap)
+		return -1;
+	memcpy(dst, src, len);
+	dst[len] = 0;
+	return 0;
+}
+
+/* Parse "a,b,c" into an address array; returns -1 on any malformed entry. */
+static int parse_addrs(int family, const char *s, size_t len, void *out, int *count)
+{
+	size_t i = 0;
+	*count = 0;
+	while (i < len) {
+		size_t j = i;
+		while (j < len && s[j] != ',')
+			j++;
+		char tmp[INET6_ADDRSTRLEN];
+		if (*count >= MAX_ADDRS || copy_field(tmp, sizeof tmp, s + i, j - i) < 0)
+			return -1;
+		void *slot = family == AF_INET ? (void *)&((struct in_addr *)out)[*count]
+					       : (void *)&((struct in6_addr *)out)[*count];
+		if (inet_pton(family, tmp, slot) != 1)
+			return -1;
+		(*count)++;
+		i = j + 1;
+	}
+	return 0;
+}
+
+/* PRISOND_POLICY = "1;n=NAME;h=HOST;4=A,B;6=A,B;l4=A;l6=A;f=FLAGS" */
+static int parse_policy(const char *s)
+{
+	size_t len = strlen(s);
+	if (len > POLICY_MAX || strncmp(s, "1;", 2) != 0)
+		return -1;
+	int have_lo4 = 0, have_lo6 = 0;
+	size_t i = 2;
+	while (i < len) {
+		size_t j = i;
+		while (j < len && s[j] != ';')
+			j++;
+		const char *eq = memchr(s + i, '=', j - i);
+		if (!eq)
+			return -1;
+		size_t klen = (size_t)(eq - (s + i));
+		const char *v = eq + 1;
+		size_t vlen = (size_t)((s + j) - v);
+		const char *k = s + i;
+		int n;
+		if (klen == 1 && k[0] == 'h') {
+			if (copy_field(P.hostname, sizeof P.hostname, v, vlen) < 0)
+				return -1;
+			P.hostlen = vlen;
+		} else if (klen == 1 && k[0] == '4') {
+			if (parse_addrs(AF_INET, v, vlen, P.ip4, &P.n4) < 0)
+				return -1;
+		} else if (klen == 1 && k[0] == '6') {
+			if (parse_addrs(AF_INET6, v, vlen, P.ip6, &P.n6) < 0)
+				return -1;
+		} else if (klen == 2 && k[0] == 'l' && k[1] == '4') {
+			if (parse_addrs(AF_INET, v, vlen, &P.lo4, &n) < 0 || n != 1)
+				return -1;
+			have_lo4 = 1;
+		} else if (klen == 2 && k[0] == 'l' && k[1] == '6') {
+			if (parse_addrs(AF_INET6, v, vlen, &P.lo6, &n) < 0 || n != 1)
+				return -1;
+			have_lo6 = 1;
+		} else if (klen == 1 && k[0] == 'f') {
+			for (size_t x = 0; x < vlen; x++) {
+				if (v[x] == 'r')
+					P.flags |= F_RAW;
+				else if (v[x] == 'k')
+					P.flags |= F_KERNEL;
+				else if (v[x] == 'a')
+					P.flags |= F_ANYAF;
+			}
+		}
+		/* unknown keys (n=, j=, ...) are for the daemon and for humans */
+		i = j + 1;
+	}
+	if (P.hostlen == 0)
+		return -1;
+	if (!have_lo4 && P.n4)
+		P.lo4 = P.ip4[0];
+	if (!have_lo6 && P.n6)
+		P.lo6 = P.ip6[0];
+	return 0;
+}
+
+#define RESOLVE(field, sym) real.field = (__typeof__(real.field))dlsym(RTLD_NEXT, sym)
+
+static void init(void)
+{
+	RESOLVE(socket, "socket");
+	RESOLVE(bind, "bind");
+	RESOLVE(connect, "connect");
+	RESOLVE(listen, "listen");
+	RESOLVE(sendto, "sendto");
+	RESOLVE(sendmsg, "sendmsg");
+	RESOLVE(sendmmsg, "sendmmsg");
+	RESOLVE(gethostname, "gethostname");
+	RESOLVE(gethostname_chk, "__gethostname_chk");
+	RESOLVE(uname, "uname");
+	RESOLVE(sethostname, "sethostname");
+	RESOLVE(setdomainname, "setdomainname");
+	RESOLVE(getifaddrs, "getifaddrs");
+	RESOLVE(freeifaddrs, "freeifaddrs");
+	RESOLVE(execve, "execve");
+	RESOLVE(execvpe, "execvpe");
+	RESOLVE(fexecve, "fexecve");
+	RESOLVE(posix_spawn, "posix_spawn");
+	RESOLVE(posix_spawnp, "posix_spawnp");
+
+	const char *pol = getenv("PRISOND_POLICY");
+	if (!pol)
+		return; /* not in a prison: every wrapper passes through */
+	P.jailed = 1;
+	P.debug = getenv("PRISOND_SHIM_DEBUG") != NULL;
+	size_t plen = strlen(pol);
+	if (plen <= POLICY_MAX) {
+		memcpy(P.env_policy, "PRISOND_POLICY=", 15);
+		memcpy(P.env_policy + 15, pol, plen + 1);
+	}
+	if (parse_policy(pol) < 0) {
+		/* Fail closed: a prison with no addresses can open no inet socket. */
+		say("malformed PRISOND_POLICY; no network for this process", "");
+		P.n4 = P.n6 = 0;
+		P.flags = 0;
+		if (!P.hostlen) {
+			memcpy(P.hostname, "prison", 7);
+			P.hostlen = 6;
+		}
+	}
+	Dl_info info;
+	const char *self = NULL;
+	if (dladdr((void *)&init, &info) && info.dli_fname && info.dli_fname[0] == '/')
+		self = info.dli_fname;
+	if (self && strlen(self) < PATH_MAX) {
+		memcpy(P.env_preload, "LD_PRELOAD=", 11);
+		memcpy(P.env_preload + 11, self, strlen(self) + 1);
+		P.self = P.env_preload + 11;
+	}
+}
+
+__attribute__((constructor)) static void shim_load(void)
+{
+	pthread_once(&once, init);
+}
+
+static inline void ensure(void)
+{
+	pthread_once(&once, init);
+}
+
+/* ---- policy decisions: pure functions of the policy and the addresses ---- */
+
+static int in4_list(struct in_addr a)
+{
+	for (int i = 0; i < P.n4; i++)
+		if (P.ip4[i].s_addr == a.s_addr)
+			return 1;
+	return 0;
+}
+
+static int in6_list(const struct in6_addr *a)
+{
+	for (int i = 0; i < P.n6; i++)
+		if (IN6_ARE_ADDR_EQUAL(&P.ip6[i], a))
+			return 1;
+	return 0;
+}
+
+/* What a bind to `want` becomes.  0 with *out set, or an errno. */
+static int local4(struct in_addr want, struct in_addr *out)
+{
+	if (P.n4 == 0)
+		return EADDRNOTAVAIL;
+	if (want.s_addr == htonl(INADDR_ANY)) {
+		/* FreeBSD keeps a multi-address wildcard, which is only safe when the kernel
+		 * layer filters ingress; the shim alone narrows it to the primary. */
+		if (P.n4 > 1 && (P.flags & F_KERNEL))
+			*out = want;
+		else
+			*out = P.ip4[0];
+		return 0;
+	}
+	if (in4_list(want)) {
+		*out = want;
+		return 0;
+	}
+	if (want.s_addr == htonl(INADDR_LOOPBACK)) {
+		*out = P.lo4;
+		return 0;
+	}
+	return EADDRNOTAVAIL;
+}
+
+static int local6(const struct in6_addr *want, int v6only, struct in6_addr *out)
+{
+	if (IN6_IS_ADDR_V4MAPPED(want)) {
+		struct in_addr a4, o4;
+		memcpy(&a4, &want->s6_addr[12], 4);
+		int err = local4(a4, &o4);
+		if (err)
+			return err;
+		*out = *want;
+		memcpy(&out->s6_addr[12], &o4, 4);
+		return 0;
+	}
+	if (P.n6 == 0)
+		return EADDRNOTAVAIL;
+	if (IN6_IS_ADDR_UNSPECIFIED(want)) {
+		/* FreeBSD: rewritten only when v6-only with exactly one address.  A dual-stack
+		 * wildcard may stay only where the kernel filters; the shim narrows it. */
+		if ((P.flags & F_KERNEL) && !(v6only && P.n6 == 1))
+			*out = *want;
+		else
+			*out = P.ip6[0];
+		return 0;
+	}
+	if (in6_list(want)) {
+		*out = *want;
+		return 0;
+	}
+	if (IN6_IS_ADDR_LOOPBACK(want)) {
+		*out = P.lo6;
+		return 0;
+	}
+	return EADDRNOTAVAIL;
+}
+
+/* Destination rewrite: only exactly 127.0.0.1 / ::1 (and ::ffff:127.0.0.1). */
+static int remote_rewrite(union sa *d)
+{
+	if (d->sa.sa_family == AF_INET) {
+		if (d->in.sin_addr.s_addr == htonl(INADDR_LOOPBACK) && P.n4 &&
+		    !in4_list(d->in.sin_addr)) {
+			d->in.sin_addr = P.lo4;
+			return 1;
+		}
+	} else if (d->sa.sa_family == AF_INET6) {
+		struct in6_addr *a = &d->in6.sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(a)) {
+			struct in_addr a4;
+			memcpy(&a4, &a->s6_addr[12], 4);
+			if (a4.s_addr == htonl(INADDR_LOOPBACK) && P.n4 && !in4_list(a4)) {
+				memcpy(&a->s6_addr[12], &P.lo4, 4);
+				return 1;
+			}
+		} else if (IN6_IS_ADDR_LOOPBACK(a) && P.n6 && !in6_list(a)) {
+			*a = P.lo6;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* ---- socket inspection ---- */
+
+struct fdinfo {
+	int family;  /* the socket's own domain */
+	int unbound; /* no local address and no port yet */
+};
+
+/* 0 for an inet socket (fi filled), 1 for anything else, which the caller passes through. */
+static int inspect(int fd, struct fdinfo *fi)
+{
+	union sa sa;
+	socklen_t len = sizeof sa;
+	memset(&sa, 0, sizeof(sa.in6));
+	if (getsockname(fd, &sa.sa, &len) < 0)
+		return 1;
+	fi->family = sa.sa.sa_family;
+	if (fi->family == AF_INET)
+		fi->unbound = sa.in.sin_addr.s_addr == 0 && sa.in.sin_port == 0;
+	else if (fi->family == AF_INET6)
+		fi->unbound = IN6_IS_ADDR_UNSPECIFIED(&sa.in6.sin6_addr) && sa.in6.sin6_port == 0;
+	else
+		return 1;
+	return 0;
+}
+
+/* Bounded copy of a caller's sockaddr.  Returns 0, or 1 when it is too short to judge. */
+static int copy_sa(union sa *dst, const struct sockaddr *src, socklen_t len)
+{
+	memset(dst, 0, sizeof *dst);
+	if (!src || len < (socklen_t)sizeof(sa_family_t))
+		return 1;
+	memcpy(dst, src, len < sizeof *dst ? len : sizeof *dst);
+	if (dst->sa.sa_family == AF_INET && len < sizeof(struct sockaddr_in))
+		return 1;
+	if (dst->sa.sa_family == AF_INET6 && len < sizeof(struct sockaddr_in6))
+		return 1;
+	return 0;
+}
+
+/* Bind an unbound socket to the prison address that suits `dest` (may be NULL), port 0.
+ * no_port defers the port to connect() so that ephemeral ports are not exhausted. */
+static int autobind(int fd, int family, const union sa *dest, int no_port)
+{
+	union sa src;
+	memset(&src, 0, sizeof src);
+	int err;
+	if (family == AF_INET) {
+		src.in.sin_family = AF_INET;
+		err = local4((struct in_addr){htonl(INADDR_ANY)}, &src.in.sin_addr);
+		if (!err && src.in.sin_addr.s_addr == htonl(INADDR_ANY))
+			src.in.sin_addr = P.ip4[0]; /* an outgoing socket needs a real source */
+	} else {
+		src.in6.sin6_family = AF_INET6;
+		if (dest && dest->sa.sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&dest->in6.sin6_addr)) {
+			if (P.n4 == 0) {
+				err = EADDRNOTAVAIL;
+			} else {
+				err = 0;
+				src.in6.sin6_addr.s6_addr[10] = 0xff;
+				src.in6.sin6_addr.s6_addr[11] = 0xff;
+				memcpy(&src.in6.sin6_addr.s6_addr[12], &P.ip4[0], 4);
+			}
+		} else if (P.n6 == 0) {
+			err = EADDRNOTAVAIL;
+		} else {
+			err = 0;
+			src.in6.sin6_addr = P.ip6[0];
+		}
+	}
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	if (no_port) {
+		int one = 1;
+		(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+	}
+	socklen_t len = family == AF_INET ? sizeof src.in : sizeof src.in6;
+	if (real.bind(fd, &src.sa, len) < 0) {
+		/* Another thread bound it between our look and our bind: that is fine. */
+		if (errno == EINVAL)
+			return 0;
+		return -1;
+	}
+	return 0;
+}
+
+/* Bring an outgoing inet socket into line before it sends to `dest` (NULL if none). */
+static int prepare_out(int fd, const struct fdinfo *fi, const union sa *dest, int no_port)
+{
+	if (fi->unbound)
+		return autobind(fd, fi->family, dest, no_port);
+	return 0;
+}
+
+/* ---- the socket wrappers ---- */
+
+static int prison_socket(int domain, int type, int protocol)
+{
+	int base = type & 0xf; /* strip SOCK_NONBLOCK / SOCK_CLOEXEC */
+	switch (domain) {
+	case AF_UNIX:
+		break;
+	case AF_INET:
+	case AF_INET6:
+		if ((domain == AF_INET && P.n4 == 0) || (domain == AF_INET6 && P.n6 == 0)) {
+			errno = EPROTONOSUPPORT; /* FreeBSD: no address of this family */
+			return -1;
+		}
+		if (base == SOCK_RAW && !(P.flags & F_RAW)) {
+			errno = EPERM;
+			return -1;
+		}
+		break;
+	case AF_PACKET:
+		if (!(P.flags & F_RAW)) {
+			errno = EPERM;
+			return -1;
+		}
+		break;
+	case AF_NETLINK:
+		if (protocol != NETLINK_ROUTE && !(P.flags & F_ANYAF)) {
+			errno = EPROTONOSUPPORT;
+			return -1;
+		}
+		break;
+	default:
+		if (!(P.flags & F_ANYAF)) {
+			errno = EPROTONOSUPPORT;
+			return -1;
+		}
+	}
+	return real.socket(domain, type, protocol);
+}
+
+static int prison_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct fdinfo fi;
+	union sa want, got;
+	if (inspect(fd, &fi) || copy_sa(&want, addr, len))
+		return real.bind(fd, addr, len);
+	got = want;
+	int err;
+	if (fi.family == AF_INET) {
+		/* Linux accepts AF_UNSPEC with INADDR_ANY on an AF_INET socket: judge it too. */
+		if (want.sa.sa_family == AF_UNSPEC && want.in.sin_addr.s_addr == htonl(INADDR_ANY))
+			got.sa.sa_family = AF_INET;
+		if (got.sa.sa_family != AF_INET)
+			return real.bind(fd, addr, len);
+		err = local4(want.in.sin_addr, &got.in.sin_addr);
+	} else {
+		if (want.sa.sa_family != AF_INET6)
+			return real.bind(fd, addr, len);
+		int v6only = 0;
+		if (IN6_IS_ADDR_UNSPECIFIED(&want.in6.sin6_addr)) {
+			socklen_t ol = sizeof v6only;
+			if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) < 0)
+				v6only = 0;
+		}
+		err = local6(&want.in6.sin6_addr, v6only, &got.in6.sin6_addr);
+	}
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	if (memcmp(&want, &got, sizeof want) != 0)
+		debug_addr("bind", &want, &got);
+	return real.bind(fd, &got.sa, fi.family == AF_INET ? sizeof got.in : sizeof got.in6);
+}
+
+static int prison_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct fdinfo fi;
+	union sa dest;
+	if (inspect(fd, &fi) || copy_sa(&dest, addr, len) ||
+	    (dest.sa.sa_family != AF_INET && dest.sa.sa_family != AF_INET6))
+		return real.connect(fd, addr, len); /* AF_UNSPEC disconnects; others: the kernel says */
+	if (prepare_out(fd, &fi, &dest, 1) < 0)
+		return -1;
+	if (remote_rewrite(&dest)) {
+		union sa orig;
+		copy_sa(&orig, addr, len);
+		debug_addr("connect", &orig, &dest);
+		return real.connect(fd, &dest.sa, len < sizeof dest ? len : sizeof dest);
+	}
+	return real.connect(fd, addr, len);
+}
+
+static int prison_listen(int fd, int backlog)
+{
+	struct fdinfo fi;
+	if (inspect(fd, &fi) == 0 && fi.unbound) {
+		union sa src;
+		memset(&src, 0, sizeof src);
+		int err;
+		if (fi.family == AF_INET) {
+			src.in.sin_family = AF_INET;
+			err = local4((struct in_addr){htonl(INADDR_ANY)}, &src.in.sin_addr);
+		} else {
+			src.in6.sin6_family = AF_INET6;
+			int v6only = 0;
+			socklen_t ol = sizeof v6only;
+			if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) < 0)
+				v6only = 0;
+			err = local6(&in6addr_any, v6only, &src.in6.sin6_addr);
+		}
+		if (err) {
+			errno = err;
+			return -1;
+		}
+		int wildcard = fi.family == AF_INET ? src.in.sin_addr.s_addr == 0
+						    : IN6_IS_ADDR_UNSPECIFIED(&src.in6.sin6_addr);
+		if (!wildcard &&
+		    real.bind(fd, &src.sa, fi.family == AF_INET ? sizeof src.in : sizeof src.in6) < 0 &&
+		    errno != EINVAL)
+			return -1;
+	}
+	return real.listen(fd, backlog);
+}
+
+/* A source chosen by IP_PKTINFO / IPV6_PKTINFO must be a prison address. */
+static int check_cmsgs(const struct msghdr *m)
+{
+	if (!m->msg_control || m->msg_controllen < sizeof(struct cmsghdr))
+		return 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)m); c;
+	     c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+			struct in_pktinfo pi;
+			memcpy(&pi, CMSG_DATA(c), sizeof pi);
+			if (pi.ipi_spec_dst.s_addr != 0 && !in4_list(pi.ipi_spec_dst))
+				return EADDRNOTAVAIL;
+		} else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+			   c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+			struct in6_pktinfo pi;
+			memcpy(&pi, CMSG_DATA(c), sizeof pi);
+			if (IN6_IS_ADDR_V4MAPPED(&pi.ipi6_addr)) {
+				struct in_addr a4;
+				memcpy(&a4, &pi.ipi6_addr.s6_addr[12], 4);
+				if (a4.s_addr != 0 && !in4_list(a4))
+					return EADDRNOTAVAIL;
+			} else if (!IN6_IS_ADDR_UNSPECIFIED(&pi.ipi6_addr) && !in6_list(&pi.ipi6_addr)) {
+				return EADDRNOTAVAIL;
+			}
+		}
+	}
+	return 0;
+}
+
+static ssize_t prison_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
+			     socklen_t len)
+{
+	struct fdinfo fi;
+	union sa dest;
+	int has_dest = addr != NULL;
+	if (inspect(fd, &fi))
+		return real.sendto(fd, buf, n, flags, addr, len);
+	if (has_dest && copy_sa(&dest, addr, len))
+		return real.sendto(fd, buf, n, flags, addr, len);
+	if (prepare_out(fd, &fi, has_dest ? &dest : NULL, (flags & MSG_FASTOPEN) != 0) < 0)
+		return -1;
+	if (has_dest && remote_rewrite(&dest))
+		return real.sendto(fd, buf, n, flags, &dest.sa, len < sizeof dest ? len : sizeof dest);
+	return real.sendto(fd, buf, n, flags, addr, len);
+}
+
+/* Judge one message: 0 if it can go as it is, 1 if its name was rewritten into *dest, or -errno. */
+static int judge_msg(const struct msghdr *m, union sa *dest)
+{
+	int err = check_cmsgs(m);
+	if (err)
+		return -err;
+	if (!m->msg_name || copy_sa(dest, m->msg_name, m->msg_namelen))
+		return 0;
+	return remote_rewrite(dest);
+}
+
+static ssize_t prison_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	struct fdinfo fi;
+	union sa dest;
+	if (!msg || inspect(fd, &fi))
+		return real.sendmsg(fd, msg, flags);
+	int has_dest = msg->msg_name && !copy_sa(&dest, msg->msg_name, msg->msg_namelen);
+	if (prepare_out(fd, &fi, has_dest ? &dest : NULL, (flags & MSG_FASTOPEN) != 0) < 0)
+		return -1;
+	int j = judge_msg(msg, &dest);
+	if (j < 0) {
+		errno = -j;
+		return -1;
+	}
+	if (j == 0)
+		return real.sendmsg(fd, msg, flags);
+	struct msghdr copy = *msg;
+	copy.msg_name = &dest;
+	copy.msg_namelen = msg->msg_namelen < sizeof dest ? msg->msg_namelen : sizeof dest;
+	return real.sendmsg(fd, &copy, flags);
+}
+
+static int prison_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+	struct fdinfo fi;
+	if (!vec || vlen == 0 || inspect(fd, &fi))
+		return real.sendmmsg(fd, vec, vlen, flags);
+	union sa first;
+	int has_dest = vec[0].msg_hdr.msg_name &&
+		       !copy_sa(&first, vec[0].msg_hdr.msg_name, vec[0].msg_hdr.msg_namelen);
+	if (prepare_out(fd, &fi, has_dest ? &first : NULL, (flags & MSG_FASTOPEN) != 0) < 0)
+		return -1;
+	/* Common case: nothing to rewrite, so the caller's vector goes as it is. */
+	int rewrite = 0;
+	for (unsigned int i = 0; i < vlen; i++) {
+		union sa d;
+		int j = judge_msg(&vec[i].msg_hdr, &d);
+		if (j < 0) {
+			if (i == 0) {
+				errno = -j;
+				return -1;
+			}
+			vlen = i; /* send what precedes the refused message, as the kernel would */
+			break;
+		}
+		rewrite |= j;
+	}
+	if (!rewrite)
+		return real.sendmmsg(fd, vec, vlen, flags);
+	/* Rewrite in chunks on the stack; msg_len is copied back as the kernel would write it. */
+	int total = 0;
+	for (unsigned int base = 0; base < vlen; base += SENDMMSG_CHUNK) {
+		struct mmsghdr chunk[SENDMMSG_CHUNK];
+		union sa names[SENDMMSG_CHUNK];
+		unsigned int cnt = vlen - base < SENDMMSG_CHUNK ? vlen - base : SENDMMSG_CHUNK;
+		for (unsigned int i = 0; i < cnt; i++) {
+			chunk[i] = vec[base + i];
+			if (judge_msg(&vec[base + i].msg_hdr, &names[i]) == 1) {
+				chunk[i].msg_hdr.msg_name = &names[i];
+				if (chunk[i].msg_hdr.msg_namelen > sizeof names[i])
+					chunk[i].msg_hdr.msg_namelen = sizeof names[i];
+			}
+		}
+		int r = real.sendmmsg(fd, chunk, cnt, flags);
+		if (r < 0)
+			return total ? total : -1;
+		for (int i = 0; i < r; i++)
+			vec[base + (unsigned)i].msg_len = chunk[i].msg_len;
+		total += r;
+		if ((unsigned)r < cnt)
+			break;
+	}
+	return total;
+}
+
+/* ---- hostname and interfaces ---- */
+
+static int prison_gethostname(char *name, size_t len)
+{
+	if (P.hostlen + 1 > len) {
+		if (len)
+			memcpy(name, P.hostname, len);
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(name, P.hostname, P.hostlen + 1);
+	return 0;
+}
+
+static int keep_ifaddr(const struct ifaddrs *a)
+{
+	if (!a->ifa_addr)
+		return 1;
+	if (a->ifa_addr->sa_family == AF_INET)
+		return in4_list(((const struct sockaddr_in *)(const void *)a->ifa_addr)->sin_addr);
+	if (a->ifa_addr->sa_family == AF_INET6)
+		return in6_list(&((const struct sockaddr_in6 *)(const void *)a->ifa_addr)->sin6_addr);
+	return 1; /* AF_PACKET: every interface is listed, as in a jail */
+}
+
+/* glibc allocates the list as one block freed through its head, so the list is compacted
+ * in place: kept entries are copied, in order, into the first slots. */
+static int prison_getifaddrs(struct ifaddrs **ifap)
+{
+	struct ifaddrs *head;
+	if (real.getifaddrs(&head) < 0)
+		return -1;
+	struct ifaddrs *w = head, *last = NULL;
+	for (struct ifaddrs *r = head; r;) {
+		struct ifaddrs *next = r->ifa_next;
+		if (keep_ifaddr(r)) {
+			struct ifaddrs *wnext = w->ifa_next; /* w is not yet written */
+			if (w != r)
+				*w = *r;
+			last = w;
+			w = wnext;
+		}
+		r = next;
+	}
+	if (!last) {
+		real.freeifaddrs(head);
+		*ifap = NULL;
+		return 0;
+	}
+	last->ifa_next = NULL;
+	*ifap = head;
+	return 0;
+}
+
+/* ---- exec: keep the preload and the policy even if the program cleaned its environment ---- */
+
+static int preload_has_self(const char *value)
+{
+	size_t sl = strlen(P.self);
+	for (const char *p = value; (p = strstr(p, P.self)) != NULL; p += sl) {
+		int start_ok = p == value || p[-1] == ':' || p[-1] == ' ';
+		int end_ok = p[sl] == 0 || p[sl] == ':' || p[sl] == ' ';
+		if (start_ok && end_ok)
+			return 1;
+	}
+	return 0;
+}
+
+struct envfix {
+	void *map;
+	size_t maplen;
+};
+
+/* Returns envp itself when it already carries both, else an mmap'd copy that does.
+ * mmap, not malloc: this may run in a vfork child. */
+static char *const *fix_env(char *const envp[], struct envfix *fx)
+{
+	fx->map = NULL;
+	if (!P.jailed || !P.self || !P.env_policy[0])
+		return envp;
+	size_t n = 0;
+	const char *old_preload = NULL;
+	int policy_ok = 0;
+	for (; envp && envp[n]; n++) {
+		if (strncmp(envp[n], "LD_PRELOAD=", 11) == 0)
+			old_preload = envp[n] + 11;
+		else if (strcmp(envp[n], P.env_policy) == 0)
+			policy_ok = 1;
+	}
+	int preload_ok = old_preload && preload_has_self(old_preload);
+	if (policy_ok && preload_ok)
+		return envp;
+	size_t strbytes = 0;
+	if (!preload_ok)
+		strbytes = strlen(P.env_preload) + 2 + (old_preload ? strlen(old_preload) : 0);
+	fx->maplen = (n + 3) * sizeof(char *) + strbytes;
+	fx->map = mmap(NULL, fx->maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (fx->map == MAP_FAILED) {
+		fx->map = NULL;
+		return envp; /* cannot fix: exec as asked rather than fail the program */
+	}
+	char **out = fx->map;
+	char *sbuf = (char *)(out + n + 3);
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (strncmp(envp[i], "PRISOND_POLICY=", 15) == 0)
+			continue;
+		if (!preload_ok && strncmp(envp[i], "LD_PRELOAD=", 11) == 0)
+			continue;
+		out[k++] = envp[i];
+	}
+	out[k++] = P.env_policy;
+	if (preload_ok) {
+		/* kept in the loop above */
+	} else {
+		size_t pl = strlen(P.env_preload);
+		memcpy(sbuf, P.env_preload, pl);
+		if (old_preload && *old_preload) {
+			sbuf[pl] = ':';
+			memcpy(sbuf + pl + 1, old_preload, strlen(old_preload) + 1);
+		} else {
+			sbuf[pl] = 0;
+		}
+		out[k++] = sbuf;
+	}
+	out[k] = NULL;
+	return out;
+}
+
+static void unfix_env(struct envfix *fx)
+{
+	if (fx->map) {
+		int saved = errno;
+		munmap(fx->map, fx->maplen);
+		errno = saved;
+	}
+}
+
+/* ---- exported entry points: thin ---- */
+
+EXPORT int socket(int domain, int type, int protocol)
+{
+	ensure();
+	if (!real.socket) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return P.jailed ? prison_socket(domain, type, protocol) : real.socket(domain, type, protocol);
+}
+
+EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	ensure();
+	return P.jailed ? prison_bind(fd, addr, len) : real.bind(fd, addr, len);
+}
+
+EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	ensure();
+	return P.jailed ? prison_connect(fd, addr, len) : real.connect(fd, addr, len);
+}
+
+EXPORT int __connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	return connect(fd, addr, len);
+}
+
+EXPORT int listen(int fd, int backlog)
+{
+	ensure();
+	return P.jailed ? prison_listen(fd, backlog) : real.listen(fd, backlog);
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
+		      socklen_t len)
+{
+	ensure();
+	return P.jailed ? prison_sendto(fd, buf, n, flags, addr, len)
+			: real.sendto(fd, buf, n, flags, addr, len);
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	ensure();
+	return P.jailed ? prison_sendmsg(fd, msg, flags) : real.sendmsg(fd, msg, flags);
+}
+
+EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+	ensure();
+	return P.jailed ? prison_sendmmsg(fd, vec, vlen, flags) : real.sendmmsg(fd, vec, vlen, flags);
+}
+
+EXPORT int gethostname(char *name, size_t len)
+{
+	ensure();
+	return P.jailed ? prison_gethostname(name, len) : real.gethostname(name, len);
+}
+
+EXPORT int __gethostname_chk(char *name, size_t len, size_t buflen)
+{
+	ensure();
+	if (!P.jailed || len > buflen)
+		return real.gethostname_chk(name, len, buflen); /* the overflow abort is libc's */
+	return prison_gethostname(name, len);
+}
+
+EXPORT int uname(struct utsname *buf)
+{
+	ensure();
+	int r = real.uname(buf);
+	if (r == 0 && P.jailed) {
+		size_t n = P.hostlen < sizeof buf->nodename - 1 ? P.hostlen : sizeof buf->nodename - 1;
+		memcpy(buf->nodename, P.hostname, n);
+		buf->nodename[n] = 0;
+	}
+	return r;
+}
+
+EXPORT int sethostname(const char *name, size_t len)
+{
+	ensure();
+	if (P.jailed) {
+		errno = EPERM; /* the host's hostname is not the prison's to change */
+		return -1;
+	}
+	return real.sethostname(name, len);
+}
+
+EXPORT int setdomainname(const char *name, size_t len)
+{
+	ensure();
+	if (P.jailed) {
+		errno = EPERM;
+		return -1;
+	}
+	return real.setdomainname(name, len);
+}
+
+EXPORT int getifaddrs(struct ifaddrs **ifap)
+{
+	ensure();
+	return P.jailed ? prison_getifaddrs(ifap) : real.getifaddrs(ifap);
+}
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	ensure();
+	struct envfix fx;
+	char *const *env = fix_env(envp, &fx);
+	int r = real.execve(path, argv, env);
+	unfix_env(&fx);
+	return r;
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	ensure();
+	struct envfix fx;
+	char *const *env = fix_env(envp, &fx);
+	int r = real.execvpe(file, argv, env);
+	unfix_env(&fx);
+	return r;
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	ensure();
+	struct envfix fx;
+	char *const *env = fix_env(envp, &fx);
+	int r = real.fexecve(fd, argv, env);
+	unfix_env(&fx);
+	return r;
+}
+
+/* glibc's execv, execvp and execl* call its internal execve, out of our reach: wrap them all. */
+EXPORT int execv(const char *path, char *const argv[])
+{
+	return execve(path, argv, environ);
+}
+
+EXPORT int execvp(const char *file, char *const argv[])
+{
+	return execvpe(file, argv, environ);
+}
+
+/* Collect execl-style arguments into a vector on the stack (bounded like ARG_MAX would be). */
+#define EXECL_MAX 4096
+#define COLLECT_ARGS(arg0, ap, argv, argc)                                  \
+	do {                                                                    \
+		argv[0] = (char *)(arg0);                                           \
+		argc = 1;                                                           \
+		while (argv[argc - 1] != NULL) {                                    \
+			if (argc >= EXECL_MAX) {                                        \
+				va_end(ap);                                                 \
+				errno = E2BIG;                                              \
+				return -1;                                                  \
+			}                                                               \
+			argv[argc++] = va_arg(ap, char *);                              \
+		}                                                                   \
+	} while (0)
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+	char *argv[EXECL_MAX];
+	size_t argc;
+	va_list ap;
+	va_start(ap, arg);
+	COLLECT_ARGS(arg, ap, argv, argc);
+	va_end(ap);
+	return execve(path, argv, environ);
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...)
+{
+	char *argv[EXECL_MAX];
+	size_t argc;
+	va_list ap;
+	va_start(ap, arg);
+	COLLECT_ARGS(arg, ap, argv, argc);
+	va_end(ap);
+	return execvpe(file, argv, environ);
+}
+
+EXPORT int execle(const char *path, const char *arg, ...)
+{
+	char *argv[EXECL_MAX];
+	size_t argc;
+	va_list ap;
+	va_start(ap, arg);
+	COLLECT_ARGS(arg, ap, argv, argc);
+	char *const *envp = va_arg(ap, char *const *);
+	va_end(ap);
+	return execve(path, argv, envp);
+}
+
+EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+		       const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	ensure();
+	struct envfix fx;
+	char *const *env = fix_env(envp, &fx);
+	int r = real.posix_spawn(pid, path, fa, attr, argv, env);
+	unfix_env(&fx);
+	return r;
+}
+
+EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+			const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	ensure();
+	struct envfix fx;
+	char *const *env = fix_env(envp, &fx);
+	int r = real.posix_spawnp(pid, file, fa, attr, argv, env);
+	unfix_env(&fx);
+	return r;
+}

@@ -1,0 +1,71 @@
+"""YAML with line numbers: plain Python data plus a map from key path to source line.
+
+PyYAML's safe loader forgets where things came from and silently keeps the last of two
+duplicate keys; configuration errors need both the line and the duplicate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+
+Path = tuple  # ("prisons", "web1", "ip4", 0)
+
+
+@dataclass
+class Source:
+    filename: str
+    data: object
+    lines: dict = field(default_factory=dict)  # Path -> 1-based line
+    duplicates: list = field(default_factory=list)  # (Path, first line, second line)
+
+    def line(self, path: Path) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+class YamlError(Exception):
+    def __init__(self, filename: str, line: int | None, message: str):
+        self.filename, self.line = filename, line
+        where = f"{filename}:{line}" if line else filename
+        super().__init__(f"{where}: {message}")
+
+
+def load(text: str, filename: str) -> Source:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        src = Source(filename, None)
+        src.data = _build(loader, node, (), src) if node is not None else None
+        return src
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise YamlError(filename, line, f"invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise YamlError(filename, None, f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _build(loader, node, path: Path, src: Source):
+    src.lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolves "<<" merge keys
+        out = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                key = str(key)
+            sub = path + (key,)
+            if key in out:
+                src.duplicates.append((sub, src.lines[sub], key_node.start_mark.line + 1))
+            out[key] = _build(loader, value_node, sub, src)
+            src.lines[sub] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(loader, item, path + (i,), src) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)

@@ -1,0 +1,36 @@
+"""Builds the LD_PRELOAD shim as part of `pip install`.
+
+The shim is a plain shared library, not a Python extension, so it is compiled with its own
+flags (-Wall -Wextra -Werror, hidden visibility, a version script exporting only the wrapped
+symbols) instead of the interpreter's CFLAGS.
+"""
+import os
+import shlex
+import subprocess
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+SHIM_SRC = "prisond/shim/prisonshim.c"
+SHIM_MAP = "prisond/shim/prisonshim.map"
+SHIM_FLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
+              "-fvisibility=hidden", "-D_FORTIFY_SOURCE=2"]
+
+
+class BuildShim(build_ext):
+    def get_ext_filename(self, fullname):
+        return os.path.join(*fullname.split(".")) + ".so"
+
+    def build_extension(self, ext):
+        out = self.get_ext_fullpath(ext.name)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        cc = shlex.split(os.environ.get("CC", "cc"))
+        cmd = cc + SHIM_FLAGS + [f"-Wl,--version-script={SHIM_MAP}", "-o", out, SHIM_SRC, "-ldl", "-lpthread"]
+        print(" ".join(cmd))
+        subprocess.check_call(cmd)
+
+
+setup(
+    ext_modules=[Extension("prisond.libprisonshim", sources=[SHIM_SRC])],
+    cmdclass={"build_ext": BuildShim},
+)

@@ -60,8 +60,8 @@ def setup_logging(level: str) -> None:
     handler.setFormatter(_Formatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+    root.setLevel(logging.WARNING)  # libraries (pyroute2, asyncio) speak only of problems
+    logging.getLogger("prisond").setLevel(level.upper())
 
 
 def install_shim(runtime_dir: str) -> str:

@@ -1,0 +1,31 @@
+"""Test-wide set-up: the whole suite runs in a network namespace of its own.
+
+The pytest process leaves the host's network namespace before any test runs, so every
+address, alias and packet of the suite (and of the daemons it starts, which inherit the
+namespace) stays in a namespace that vanishes with the process.
+"""
+import ctypes
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+CLONE_NEWNET = 0x40000000
+
+
+def pytest_configure(config):
+    if os.environ.get("PRISOND_TEST_NETNS") == str(os.getpid()):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise SystemExit(f"tests: cannot enter a private network namespace: {os.strerror(err)} "
+                         "(the suite runs as root)")
+    os.environ["PRISOND_TEST_NETNS"] = str(os.getpid())
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    # A second IPv6 address on lo for host-side servers that are not ::1.
+    subprocess.run(["ip", "-6", "addr", "add", "fd00:ff::9/128", "dev", "lo", "nodad"], check=True)
+
+
+from support.fixtures import *  # noqa: E402,F401,F403  (fixtures shared by all suites)

@@ -1,0 +1,145 @@
+"""On the wire: every packet a jailed program sends carries its prison's address, and a jailed
+server answers only on its prison's address.  scapy watches lo; the assertions are about
+packets, not about what the programs report."""
+import subprocess
+import urllib.request
+
+import pytest
+
+from support.wire import Wire
+
+A4, B4 = "127.0.2.1", "127.0.3.1"
+A6, B6 = "fd00:2::1", "fd00:3::1"
+
+CONFIG = f"""
+prisons:
+  a:
+    hostname: a.example.test
+    ip4: ["{A4}"]
+    ip6: ["lo|{A6}"]
+  b:
+    hostname: b.example.test
+    ip4: ["{B4}"]
+    ip6: ["lo|{B6}"]
+"""
+
+
+@pytest.fixture
+def two(daemon):
+    return daemon(CONFIG)
+
+
+def test_tcp_syn_source_is_the_prison_address(two, tcp_server, nettool):
+    srv = tcp_server("127.0.0.9")
+    with Wire() as wire:
+        for prison in ("a", "b"):
+            r = two.exec(prison, nettool, "connect", "127.0.0.9", srv.port)
+            assert r.returncode == 0, r.stdout + r.stderr
+            r = two.exec(prison, "curl", "-s", "-o", "/dev/null", f"http://127.0.0.9:{srv.port}/")
+            assert r.returncode == 0, r.stderr
+            r = two.exec(prison, "python3", "-c",
+                         f"import urllib.request as u; u.urlopen('http://127.0.0.9:{srv.port}/').read()")
+            assert r.returncode == 0, r.stderr
+    syns = wire.syns(srv.port)
+    sources = sorted({src for src, _ in syns})
+    assert sources == [A4, B4], syns
+    assert len(syns) >= 6
+    assert sorted(set(srv.peers)) == [A4, B4]
+
+
+def test_udp_datagram_source_is_the_prison_address(two, udp_sink, nettool):
+    sink = udp_sink("127.0.0.9")
+    with Wire() as wire:
+        for how in ("sendto", "sendmsg"):
+            assert two.exec("a", nettool, "udp", how, "127.0.0.9", sink.port).returncode == 0
+        r = two.exec("a", nettool, "udp", "sendmmsg", "127.0.0.9", sink.port, 5)
+        assert "sent=5 lens_ok=1" in r.stdout.decode(), r.stdout
+        assert two.exec("b", "python3", "-c",
+                        f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                        f".sendto(b'x', ('127.0.0.9', {sink.port}))").returncode == 0
+    datagrams = wire.udp(sink.port)
+    assert len([d for d in datagrams if d[0] == A4]) >= 7
+    assert {src for src, _ in datagrams} == {A4, B4}, datagrams
+
+
+def test_tcp_fastopen_is_an_implicit_connect(two, tcp_server, nettool):
+    srv = tcp_server("127.0.0.9")
+    with Wire() as wire:
+        r = two.exec("a", nettool, "fastopen", "127.0.0.9", srv.port)
+        assert r.returncode == 0, r.stdout
+    assert {src for src, _ in wire.syns(srv.port)} == {A4}
+
+
+def test_ipv6_and_v4_mapped_sources(two, tcp_server, nettool):
+    srv6 = tcp_server("fd00:ff::9", family=__import__("socket").AF_INET6)
+    srv4 = tcp_server("127.0.0.9")
+    with Wire() as wire:
+        assert two.exec("a", nettool, "connect", "fd00:ff::9", srv6.port).returncode == 0
+        r = two.exec("a", nettool, "v4mapped", "127.0.0.9", srv4.port)
+        assert r.returncode == 0, r.stdout
+        assert f"local=[::ffff:{A4}]" in r.stdout.decode()
+    assert {src for src, _ in wire.syns(srv6.port)} == {A6}
+    assert {src for src, _ in wire.syns(srv4.port)} == {A4}  # v4 on the wire, from the prison's v4
+
+
+def test_connect_to_loopback_goes_to_the_primary(two, nettool):
+    port = 18080
+    server = subprocess.Popen([*two_ctl(two), "exec", "a", "--", nettool, "serve", "0.0.0.0", str(port)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert server.stdout.readline().decode().startswith(f"ok local={A4}:{port}")
+        with Wire() as wire:
+            r = two.exec("a", nettool, "connect", "127.0.0.1", port)
+            assert r.returncode == 0, r.stdout
+            assert f"peer={A4}:{port}" in r.stdout.decode()
+        assert wire.syns(port) and all(s == (A4, A4) for s in wire.syns(port)), wire.syns(port)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def two_ctl(d):
+    from support.daemon import prisonctl_cmd
+    return prisonctl_cmd() + ["--socket", d.socket]
+
+
+def test_servers_on_the_same_port_answer_only_on_their_own_address(daemon, tmp_path):
+    """Two prisons run python http.server on 0.0.0.0:8080 side by side; each answers on its
+    own address only: not on 127.0.0.1 and not on the other prison's address."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "who").write_text(f"prison {name}\n")
+    config = CONFIG.replace('    ip6: ["lo|fd00:2::1"]\n',
+                            f'    ip6: ["lo|fd00:2::1"]\n    exec:\n      start: [python3, -m, http.server, --bind, '
+                            f'0.0.0.0, --directory, "{tmp_path / "a"}", "8080"]\n')
+    config = config.replace('    ip6: ["lo|fd00:3::1"]\n',
+                            f'    ip6: ["lo|fd00:3::1"]\n    exec:\n      start: [python3, -m, http.server, --bind, '
+                            f'0.0.0.0, --directory, "{tmp_path / "b"}", "8080"]\n')
+    d = daemon(config)
+    _wait_listening(d, "a", f"{A4}:8080")
+    _wait_listening(d, "b", f"{B4}:8080")
+    with Wire() as wire:
+        assert urllib.request.urlopen(f"http://{A4}:8080/who", timeout=5).read() == b"prison a\n"
+        assert urllib.request.urlopen(f"http://{B4}:8080/who", timeout=5).read() == b"prison b\n"
+        with pytest.raises(OSError):
+            urllib.request.urlopen("http://127.0.0.1:8080/who", timeout=5)
+    answers = wire.tcp_from(8080)
+    assert answers, "no packet from port 8080 seen"
+    synacks = [(s, dst) for s, dst, f in answers if f & 0x12 == 0x12]
+    assert {s for s, _ in synacks} == {A4, B4}
+    # the SYN to 127.0.0.1:8080 met a reset: nobody listens there
+    rst = [(s, dst) for s, dst, f in answers if f & 0x04]
+    assert ("127.0.0.1", "127.0.0.1") in rst
+    assert all(s in (A4, B4, "127.0.0.1") for s, _, _ in answers)
+    assert all(not (s == "127.0.0.1" and f & 0x12 == 0x12) for s, _, f in answers)
+
+
+def _wait_listening(d, prison, local, timeout=20):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs = d.show(prison)["processes"]
+        if any(s["local"] == local and s["state"] == "listen" for p in procs for s in p["sockets"]):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{prison} never listened on {local}: {d.show(prison)}")

@@ -1,0 +1,376 @@
+/*
+ * nettool: one socket operation per invocation, for the prisond test suite.
+ * Prints one line per result: "ok local=ADDR peer=ADDR" or "err errno=N NAME".
+ * Compiled by the tests (dynamically, statically, with _FORTIFY_SOURCE=2).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+
+#ifndef MSG_FASTOPEN
+#define MSG_FASTOPEN 0x20000000
+#endif
+
+static int parse(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len, int family_hint)
+{
+	memset(ss, 0, sizeof *ss);
+	struct sockaddr_in *in = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+	if (family_hint != AF_INET6 && inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+		in->sin_family = AF_INET;
+		in->sin_port = htons(port);
+		*len = sizeof *in;
+		return AF_INET;
+	}
+	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(port);
+		*len = sizeof *in6;
+		return AF_INET6;
+	}
+	fprintf(stderr, "bad address %s\n", host);
+	exit(2);
+}
+
+static const char *fmt(const struct sockaddr_storage *ss, char *buf, size_t n)
+{
+	char a[INET6_ADDRSTRLEN];
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)ss;
+		inet_ntop(AF_INET, &in->sin_addr, a, sizeof a);
+		snprintf(buf, n, "%s:%d", a, ntohs(in->sin_port));
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)ss;
+		inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof a);
+		snprintf(buf, n, "[%s]:%d", a, ntohs(in6->sin6_port));
+	} else {
+		snprintf(buf, n, "family%d", ss->ss_family);
+	}
+	return buf;
+}
+
+static int fail(const char *what)
+{
+	int e = errno;
+	printf("err errno=%d %s %s\n", e, strerrorname_np(e) ? strerrorname_np(e) : "?", what);
+	fflush(stdout);
+	return 1;
+}
+
+static void report(int fd, int with_peer)
+{
+	struct sockaddr_storage l, p;
+	socklen_t ll = sizeof l, pl = sizeof p;
+	char a[80], b[80];
+	memset(&l, 0, sizeof l);
+	memset(&p, 0, sizeof p);
+	getsockname(fd, (struct sockaddr *)&l, &ll);
+	if (with_peer && getpeername(fd, (struct sockaddr *)&p, &pl) == 0)
+		printf("ok local=%s peer=%s\n", fmt(&l, a, sizeof a), fmt(&p, b, sizeof b));
+	else
+		printf("ok local=%s\n", fmt(&l, a, sizeof a));
+	fflush(stdout);
+}
+
+static int do_bind(const char *host, int port, int listen_too, int v6only)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fam = parse(host, port, &ss, &len, 0);
+	int fd = socket(fam, SOCK_STREAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (fam == AF_INET6 && v6only >= 0)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0)
+		return fail("bind");
+	if (listen_too) {
+		if (listen(fd, 16) < 0)
+			return fail("listen");
+		report(fd, 0);
+		/* serve: accept and answer "hello from <local>" until stdin closes */
+		for (;;) {
+			int c = accept(fd, NULL, NULL);
+			if (c < 0)
+				break;
+			report(c, 1);
+			const char msg[] = "hello\n";
+			ssize_t w = write(c, msg, sizeof msg - 1);
+			(void)w;
+			close(c);
+		}
+		return 0;
+	}
+	report(fd, 0);
+	return 0;
+}
+
+static int do_listen_unbound(int fam, int port_hint)
+{
+	(void)port_hint;
+	int fd = socket(fam, SOCK_STREAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	if (listen(fd, 16) < 0)
+		return fail("listen");
+	report(fd, 0);
+	return 0;
+}
+
+static int connect_one(const char *host, int port, int family_hint)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fam = parse(host, port, &ss, &len, family_hint);
+	int fd = socket(fam, SOCK_STREAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	if (connect(fd, (struct sockaddr *)&ss, len) < 0)
+		return fail("connect");
+	report(fd, 1);
+	close(fd);
+	return 0;
+}
+
+/* an AF_INET6 socket talking IPv4 through ::ffff:a.b.c.d */
+static int do_v4mapped(const char *host4, int port)
+{
+	char mapped[64];
+	snprintf(mapped, sizeof mapped, "::ffff:%s", host4);
+	return connect_one(mapped, port, AF_INET6);
+}
+
+static int do_udp(const char *how, const char *host, int port, int count)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fam = parse(host, port, &ss, &len, 0);
+	int fd = socket(fam, SOCK_DGRAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	char payload[] = "prisond-test";
+	if (strcmp(how, "sendto") == 0) {
+		if (sendto(fd, payload, sizeof payload, 0, (struct sockaddr *)&ss, len) < 0)
+			return fail("sendto");
+	} else if (strcmp(how, "sendmsg") == 0) {
+		struct iovec iov = {payload, sizeof payload};
+		struct msghdr m = {.msg_name = &ss, .msg_namelen = len, .msg_iov = &iov, .msg_iovlen = 1};
+		if (sendmsg(fd, &m, 0) < 0)
+			return fail("sendmsg");
+	} else if (strcmp(how, "sendmmsg") == 0) {
+		struct mmsghdr v[64];
+		struct iovec iov = {payload, sizeof payload};
+		if (count > 64)
+			count = 64;
+		memset(v, 0, sizeof v);
+		for (int i = 0; i < count; i++) {
+			v[i].msg_hdr.msg_name = &ss;
+			v[i].msg_hdr.msg_namelen = len;
+			v[i].msg_hdr.msg_iov = &iov;
+			v[i].msg_hdr.msg_iovlen = 1;
+		}
+		int r = sendmmsg(fd, v, (unsigned)count, 0);
+		if (r < 0)
+			return fail("sendmmsg");
+		int lens_ok = 1;
+		for (int i = 0; i < r; i++)
+			lens_ok &= v[i].msg_len == sizeof payload;
+		printf("sent=%d lens_ok=%d\n", r, lens_ok);
+	} else if (strcmp(how, "pktinfo") == 0) {
+		/* ask for a source with IP_PKTINFO: the named host is the source to ask for */
+		struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(port)};
+		inet_pton(AF_INET, "127.0.0.9", &dst.sin_addr);
+		char cbuf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+		memset(cbuf, 0, sizeof cbuf);
+		struct iovec iov = {payload, sizeof payload};
+		struct msghdr m = {.msg_name = &dst, .msg_namelen = sizeof dst, .msg_iov = &iov, .msg_iovlen = 1,
+				   .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+		struct in_pktinfo pi;
+		memset(&pi, 0, sizeof pi);
+		pi.ipi_spec_dst = ((struct sockaddr_in *)&ss)->sin_addr;
+		memcpy(CMSG_DATA(c), &pi, sizeof pi);
+		if (sendmsg(fd, &m, 0) < 0)
+			return fail("sendmsg");
+	}
+	report(fd, 0);
+	return 0;
+}
+
+static int do_fastopen(const char *host, int port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fam = parse(host, port, &ss, &len, 0);
+	int fd = socket(fam, SOCK_STREAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	const char msg[] = "fastopen";
+	if (sendto(fd, msg, sizeof msg - 1, MSG_FASTOPEN, (struct sockaddr *)&ss, len) < 0)
+		return fail("sendto");
+	report(fd, 1);
+	return 0;
+}
+
+struct targ {
+	const char *host;
+	int port;
+};
+
+static void *thread_main(void *p)
+{
+	struct targ *t = p;
+	connect_one(t->host, t->port, 0);
+	return NULL;
+}
+
+static int do_threads(int n, const char *host, int port)
+{
+	pthread_t th[64];
+	struct targ t = {host, port};
+	if (n > 64)
+		n = 64;
+	for (int i = 0; i < n; i++)
+		pthread_create(&th[i], NULL, thread_main, &t);
+	for (int i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	return 0;
+}
+
+static int do_fork(const char *host, int port)
+{
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(connect_one(host, port, 0));
+	int st;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+
+/* exec the rest of argv with an empty environment */
+static int do_exec_clean(char **argv)
+{
+	char *envp[] = {NULL};
+	fflush(stdout);
+	execve(argv[0], argv, envp);
+	return fail("execve");
+}
+
+static int do_hostname(void)
+{
+	char buf[256];
+	struct utsname u;
+	if (gethostname(buf, sizeof buf) < 0)
+		return fail("gethostname");
+	if (uname(&u) < 0)
+		return fail("uname");
+	printf("gethostname=%s uname=%s\n", buf, u.nodename);
+	return 0;
+}
+
+static int do_socket(const char *what)
+{
+	int fd;
+	if (strcmp(what, "raw") == 0)
+		fd = socket(AF_INET, SOCK_RAW, IPPROTO_UDP);
+	else if (strcmp(what, "packet") == 0)
+		fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+	else if (strcmp(what, "inet6") == 0)
+		fd = socket(AF_INET6, SOCK_STREAM, 0);
+	else if (strcmp(what, "inet") == 0)
+		fd = socket(AF_INET, SOCK_STREAM, 0);
+	else if (strcmp(what, "unix") == 0)
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	else if (strcmp(what, "netlink-route") == 0)
+		fd = socket(AF_NETLINK, SOCK_RAW, 0);
+	else if (strcmp(what, "netlink-audit") == 0)
+		fd = socket(AF_NETLINK, SOCK_RAW, 9);
+	else
+		return 2;
+	if (fd < 0)
+		return fail("socket");
+	printf("ok fd\n");
+	return 0;
+}
+
+static int do_ifaddrs(void)
+{
+	struct ifaddrs *ifa, *p;
+	if (getifaddrs(&ifa) < 0)
+		return fail("getifaddrs");
+	for (p = ifa; p; p = p->ifa_next) {
+		if (!p->ifa_addr || (p->ifa_addr->sa_family != AF_INET && p->ifa_addr->sa_family != AF_INET6))
+			continue;
+		char a[80];
+		struct sockaddr_storage ss;
+		memset(&ss, 0, sizeof ss);
+		memcpy(&ss, p->ifa_addr, p->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+									    : sizeof(struct sockaddr_in6));
+		printf("addr %s %s\n", p->ifa_name, fmt(&ss, a, sizeof a));
+	}
+	freeifaddrs(ifa);
+	printf("done\n");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "usage: nettool MODE ...\n");
+		return 2;
+	}
+	const char *m = argv[1];
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (!strcmp(m, "bind") && argc >= 4)
+		return do_bind(argv[2], atoi(argv[3]), 0, argc > 4 ? atoi(argv[4]) : -1);
+	if (!strcmp(m, "serve") && argc >= 4)
+		return do_bind(argv[2], atoi(argv[3]), 1, argc > 4 ? atoi(argv[4]) : -1);
+	if (!strcmp(m, "listen-unbound") && argc >= 3)
+		return do_listen_unbound(!strcmp(argv[2], "6") ? AF_INET6 : AF_INET, 0);
+	if (!strcmp(m, "connect") && argc >= 4)
+		return connect_one(argv[2], atoi(argv[3]), 0);
+	if (!strcmp(m, "v4mapped") && argc >= 4)
+		return do_v4mapped(argv[2], atoi(argv[3]));
+	if (!strcmp(m, "udp") && argc >= 5)
+		return do_udp(argv[2], argv[3], atoi(argv[4]), argc > 5 ? atoi(argv[5]) : 1);
+	if (!strcmp(m, "fastopen") && argc >= 4)
+		return do_fastopen(argv[2], atoi(argv[3]));
+	if (!strcmp(m, "threads") && argc >= 5)
+		return do_threads(atoi(argv[2]), argv[3], atoi(argv[4]));
+	if (!strcmp(m, "fork") && argc >= 4)
+		return do_fork(argv[2], atoi(argv[3]));
+	if (!strcmp(m, "exec-clean") && argc >= 3)
+		return do_exec_clean(argv + 2);
+	if (!strcmp(m, "hostname"))
+		return do_hostname();
+	if (!strcmp(m, "socket") && argc >= 3)
+		return do_socket(argv[2]);
+	if (!strcmp(m, "sethostname")) {
+		if (sethostname("evil", 4) < 0)
+			return fail("sethostname");
+		printf("ok sethostname\n");
+		return 0;
+	}
+	if (!strcmp(m, "ifaddrs"))
+		return do_ifaddrs();
+	fprintf(stderr, "nettool: bad arguments\n");
+	return 2;
+}

@@ -1,0 +1,149 @@
+"""A real prisond, started on a temporary socket, state directory and cgroup parent."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import textwrap
+import time
+
+from prisond.client import Client
+
+_counter = itertools.count(1)
+
+
+def prisond_cmd() -> list[str]:
+    exe = shutil.which("prisond")
+    if not exe:
+        raise RuntimeError("prisond is not installed (run scripts/setup)")
+    return [exe]
+
+
+def prisonctl_cmd() -> list[str]:
+    exe = shutil.which("prisonctl")
+    if not exe:
+        raise RuntimeError("prisonctl is not installed (run scripts/setup)")
+    return [exe]
+
+
+class Daemon:
+    def __init__(self, workdir: str, config: str, *, extra_args=(), env=None):
+        self.dir = workdir
+        self.run_dir = os.path.join(workdir, "run")
+        self.socket = os.path.join(self.run_dir, "control.sock")
+        self.state_dir = os.path.join(workdir, "state")
+        self.config_path = os.path.join(workdir, "prisond.yaml")
+        self.log_path = os.path.join(workdir, "prisond.log")
+        self.cgroup_parent = f"prisond-test-{os.getpid()}-{next(_counter)}"
+        os.makedirs(workdir, exist_ok=True)
+        self.write_config(config)
+        self.extra_args = list(extra_args)
+        self.env = dict(os.environ, **(env or {}))
+        self.proc: subprocess.Popen | None = None
+        self.returncode: int | None = None
+
+    def write_config(self, text: str) -> None:
+        text = textwrap.dedent(text)
+        if "cgroup_parent" not in text:
+            text = f"daemon:\n  cgroup_parent: {self.cgroup_parent}\n" + text
+        with open(self.config_path, "w") as fh:
+            fh.write(text)
+
+    def start(self, wait: bool = True) -> "Daemon":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            prisond_cmd() + ["--config", self.config_path, "--socket", self.socket, "--state-dir", self.state_dir,
+                             "--log-level", "debug"] + self.extra_args,
+            stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prisond exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with Client(self.socket, timeout=5) as c:
+                    if c.call("daemon.health")["status"] == "ready":
+                        return
+            except Exception:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"prisond not ready after {timeout}s:\n{self.log()}")
+
+    def call(self, method: str, **params):
+        with Client(self.socket, timeout=60) as c:
+            return c.call(method, **params)
+
+    def ctl(self, *args, check: bool = False, input: bytes | None = None, timeout: float = 60, **kw):
+        return subprocess.run(prisonctl_cmd() + ["--socket", self.socket, *map(str, args)], input=input,
+                              capture_output=True, timeout=timeout, check=check, **kw)
+
+    def exec(self, prison: str, *argv, **kw):
+        return self.ctl("exec", prison, "--", *argv, **kw)
+
+    def show(self, prison: str) -> dict:
+        return self.call("prison.show", name=prison)
+
+    def cgroup_dir(self) -> str:
+        from prisond.cgroup import detect_host
+        return os.path.join(detect_host().root, self.cgroup_parent)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.returncode = self.proc.returncode
+            self._log.close()
+        return self.returncode
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+
+    def state(self) -> dict | None:
+        try:
+            with open(os.path.join(self.state_dir, "state.json")) as fh:
+                return json.load(fh)
+        except OSError:
+            return None
+
+
+def addresses_on_lo() -> set[str]:
+    out = subprocess.run(["ip", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[3].split("/")[0] for line in out.splitlines()}
+
+
+def pids_with_env(marker: str) -> list[int]:
+    """Processes whose environment holds marker (to find anything a test left running)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if marker.encode() in fh.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+

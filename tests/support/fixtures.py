@@ -1,0 +1,105 @@
+"""Fixtures shared by the suites."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+
+from .build import build
+from .daemon import Daemon
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """daemon(config_text, start=True) -> a running prisond; stopped (and checked) after the test."""
+    started: list[Daemon] = []
+
+    def make(config: str, start: bool = True, **kw) -> Daemon:
+        d = Daemon(str(tmp_path / f"d{len(started)}"), config, **kw)
+        os.makedirs(d.dir, exist_ok=True)
+        started.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture(scope="session")
+def nettool():
+    return build("nettool.c", "-O2")
+
+
+@pytest.fixture(scope="session")
+def nettool_fortify():
+    return build("nettool.c", "-O2", "-D_FORTIFY_SOURCE=2", name="nettool-fortify")
+
+
+class TcpServer:
+    """A host-side listener (outside any prison) that accepts and remembers peers."""
+
+    def __init__(self, host: str, family=socket.AF_INET):
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.peers: list[str] = []
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while True:
+            try:
+                c, addr = self.sock.accept()
+            except OSError:
+                return
+            self.peers.append(addr[0])
+            try:
+                c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nhi\n")
+            except OSError:
+                pass
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+class UdpSink:
+    def __init__(self, host: str, family=socket.AF_INET):
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def tcp_server():
+    servers = []
+
+    def make(host="127.0.0.9", family=socket.AF_INET):
+        s = TcpServer(host, family)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture
+def udp_sink():
+    sinks = []
+
+    def make(host="127.0.0.9", family=socket.AF_INET):
+        s = UdpSink(host, family)
+        sinks.append(s)
+        return s
+
+    yield make
+    for s in sinks:
+        s.close()

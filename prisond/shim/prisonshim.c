@@ -796,7 +796,9 @@ static int prison_getifaddrs(struct ifaddrs **ifap)
 		if (keep_ifaddr(r)) {
 			struct ifaddrs *wnext = w->ifa_next; /* w is not yet written */
 			if (w != r)
-				*w = *r;
+				*w = *r; /* brings r's ifa_next along: relinked below */
+			if (last)
+				last->ifa_next = w;
 			last = w;
 			w = wnext;
 		}

@@ -274,11 +274,14 @@ static int do_exec_clean(char **argv)
 	return fail("execve");
 }
 
-static int do_hostname(void)
+static int do_hostname(int argc)
 {
 	char buf[256];
 	struct utsname u;
-	if (gethostname(buf, sizeof buf) < 0)
+	/* a length the compiler cannot see, so that _FORTIFY_SOURCE=2 calls __gethostname_chk */
+	volatile size_t vlen = sizeof buf - (size_t)(argc > 1000);
+	size_t len = vlen;
+	if (gethostname(buf, len) < 0)
 		return fail("gethostname");
 	if (uname(&u) < 0)
 		return fail("uname");
@@ -360,7 +363,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "exec-clean") && argc >= 3)
 		return do_exec_clean(argv + 2);
 	if (!strcmp(m, "hostname"))
-		return do_hostname();
+		return do_hostname(argc);
 	if (!strcmp(m, "socket") && argc >= 3)
 		return do_socket(argv[2]);
 	if (!strcmp(m, "sethostname")) {

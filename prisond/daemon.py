@@ -139,6 +139,13 @@ class Daemon:
         return ", ".join(f"{n} {s}" for s, n in self.registry.counts().items()) or "no prisons"
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="prisond", description="Run prisons: FreeBSD-style jails for Linux services.")
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML configuration (default {DEFAULT_CONFIG})")
@@ -177,8 +184,12 @@ def main(argv=None) -> int:
         async def go() -> int:
             return await Daemon(config, args, shim).run()
 
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(go())
+        try:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                return runner.run(go())
+        finally:
+            # processes that still map it keep their copy; a new daemon installs it again
+            _unlink(shim)
     except PrisonError as exc:
         print(f"prisond: {exc.message}", file=sys.stderr)
         return 1

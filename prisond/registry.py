@@ -133,18 +133,14 @@ class Registry:
                 return d
             log.info("reload: added %s, changed %s, removed %s", list(d.added) or "-", list(d.changed) or "-",
                      list(d.removed) or "-")
-            await self.stop_all([n for n in d.removed + d.changed if n in self.prisons])
+            # a changed prison comes back if it was up (or had failed: the new spec may fix it)
+            restart = [n for n in d.changed if self.prisons[n].state in (RUNNING, FAILED)]
+            await self.stop_all(list(d.removed + d.changed))
             for name in d.removed:
                 del self.prisons[name]
-            restart = []
             for name in d.changed:
-                prison = self.prisons[name]
-                was = prison.state
                 # the same JID, as jail -m keeps it; a fresh runtime for the new spec
-                replacement = Prison(new.prison(name), prison.jid, self.deps)
-                self.prisons[name] = replacement
-                if was in (RUNNING, FAILED):
-                    restart.append(name)
+                self.prisons[name] = Prison(new.prison(name), self.prisons[name].jid, self.deps)
             for name in d.added:
                 self._add(new.prison(name))
             self.prisons = {s.name: self.prisons[s.name] for s in new.prisons}  # config order

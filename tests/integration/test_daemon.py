@@ -1,0 +1,288 @@
+"""The daemon's lifecycle, observed from outside: addresses on lo, processes, cgroups, files."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from support.daemon import addresses_on_lo, prisonctl_cmd
+
+SERVICE = 'start: [python3, -c, "import time; time.sleep(3600)"]'
+
+
+def wait_for(pred, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_list_and_show(daemon):
+    d = daemon(f"""
+prisons:
+  web1:
+    hostname: web1.example.test
+    ip4: [127.0.2.1]
+    exec:
+      {SERVICE}
+  web2:
+    ip4: [127.0.3.1, 127.0.3.2]
+""")
+    r = d.ctl("list")
+    assert r.returncode == 0
+    lines = r.stdout.decode().splitlines()
+    assert lines[0].split() == ["JID", "NAME", "HOSTNAME", "IP", "STATE", "PROCS"]
+    assert lines[1].split() == ["1", "web1", "web1.example.test", "127.0.2.1", "running", "1"]
+    assert lines[2].split() == ["2", "web2", "web2", "127.0.3.1,127.0.3.2", "running", "0"]
+    listed = json.loads(d.ctl("list", "--json").stdout)
+    assert [p["name"] for p in listed] == ["web1", "web2"]
+    shown = json.loads(d.ctl("show", "web1", "--json").stdout)
+    assert shown["service"]["status"] == "running"
+    assert [p["pid"] for p in shown["processes"]] == [shown["service"]["pid"]]
+    text = d.ctl("show", "web1").stdout.decode()
+    assert "web1 (jid 1): running" in text and "127.0.2.1/32" in text
+
+
+def test_stop_leaves_no_alias_process_cgroup_or_file(daemon):
+    before = addresses_on_lo()
+    d = daemon(f"""
+prisons:
+  a:
+    ip4: [127.0.2.1]
+    ip6: ["lo|fd00:2::1"]
+    exec:
+      {SERVICE}
+""")
+    service = d.show("a")["service"]["pid"]
+    spawned = subprocess.Popen(prisonctl_cmd() + ["--socket", d.socket, "exec", "a", "--", "sleep", "3600"])
+    wait_for(lambda: d.show("a")["procs"] == 2, what="two processes")
+    assert {"127.0.2.1", "fd00:2::1"} <= addresses_on_lo()
+    cg = d.cgroup_dir()
+    assert os.path.isdir(os.path.join(cg, "a"))
+    assert d.stop() == 0
+    assert spawned.wait(10) == -signal.SIGTERM
+    assert not os.path.exists(f"/proc/{service}")
+    assert addresses_on_lo() == before
+    assert not os.path.exists(cg)
+    assert not os.path.exists(d.socket)
+    assert not os.path.exists(os.path.join(d.run_dir, "libprisonshim.so"))
+    assert os.listdir(d.state_dir) == []
+
+
+def test_a_prison_that_fails_to_start_leaves_nothing_and_the_others_run(daemon):
+    before = addresses_on_lo()
+    d = daemon(f"""
+prisons:
+  good:
+    ip4: [127.0.2.1]
+    exec:
+      {SERVICE}
+  badcmd:
+    ip4: [127.0.3.1]
+    exec:
+      start: [/nonexistent/program]
+  badhook:
+    ip4: [127.0.4.1]
+    exec:
+      prestart: "exit 3"
+  badiface:
+    ip4: ["nosuchif0|10.99.0.1/32"]
+""")
+    listed = {p["name"]: p for p in d.call("prison.list")}
+    assert listed["good"]["state"] == "running"
+    assert listed["badcmd"]["state"] == "failed" and "nonexistent" in listed["badcmd"]["reason"]
+    assert listed["badhook"]["state"] == "failed" and "exec.prestart exited with status 3" in listed["badhook"]["reason"]
+    assert listed["badiface"]["state"] == "failed" and "nosuchif0" in listed["badiface"]["reason"]
+    assert addresses_on_lo() - before == {"127.0.2.1"}
+    assert sorted(os.listdir(d.cgroup_dir())) == ["good"] or \
+        [e for e in os.listdir(d.cgroup_dir()) if os.path.isdir(os.path.join(d.cgroup_dir(), e))] == ["good"]
+    r = d.ctl("list")
+    assert "failed" in r.stdout.decode()
+
+
+def test_an_address_the_host_already_had_is_never_removed(daemon):
+    subprocess.run(["ip", "addr", "add", "127.0.7.7/32", "dev", "lo"], check=True)
+    try:
+        d = daemon("prisons:\n  a:\n    ip4: [127.0.7.7]\n")
+        assert d.call("prison.stop", name="a")["state"] == "stopped"
+        assert "127.0.7.7" in addresses_on_lo()
+        assert d.stop() == 0
+        assert "127.0.7.7" in addresses_on_lo()
+    finally:
+        subprocess.run(["ip", "addr", "del", "127.0.7.7/32", "dev", "lo"], check=True)
+
+
+def test_shared_single_address_stays_until_both_prisons_stop(daemon):
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.8.1]\n  b:\n    ip4: [127.0.8.1]\n")
+    d.call("prison.stop", name="a")
+    assert "127.0.8.1" in addresses_on_lo()
+    d.call("prison.stop", name="b")
+    assert "127.0.8.1" not in addresses_on_lo()
+
+
+def test_exec_passes_status_stdin_and_signals(daemon):
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n")
+    assert d.exec("a", "sh", "-c", "exit 7").returncode == 7
+    r = d.exec("a", "cat", input=b"through stdin\n")
+    assert r.stdout == b"through stdin\n"
+    r = d.exec("a", "sh", "-c", "echo to-stderr >&2")
+    assert r.stderr == b"to-stderr\n"
+    assert d.exec("a", "sh", "-c", "kill -TERM $$").returncode == -signal.SIGTERM
+    r = d.exec("a", "no-such-command-here")
+    assert r.returncode == 127 and b"command not found" in r.stderr
+    p = subprocess.Popen(prisonctl_cmd() + ["--socket", d.socket, "exec", "a", "--", "sleep", "60"])
+    wait_for(lambda: d.show("a")["procs"] == 1, what="sleep in the prison")
+    p.send_signal(signal.SIGINT)  # the signal reaches the command itself: prisonctl became it
+    assert p.wait(5) == -signal.SIGINT
+    # no command: the shell
+    r = subprocess.run(prisonctl_cmd() + ["--socket", d.socket, "exec", "a"], input=b"hostname\n",
+                       capture_output=True, env=dict(os.environ, SHELL="/bin/sh"))
+    assert r.stdout == b"a\n"
+
+
+def test_exec_errors(daemon):
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n")
+    r = d.exec("nosuch", "true")
+    assert r.returncode == 1 and r.stderr == b"prisonctl: no such prison: nosuch\n"
+    d.call("prison.stop", name="a")
+    r = d.exec("a", "true")
+    assert r.returncode == 1 and r.stderr == b"prisonctl: prison a is not running\n"
+
+
+def test_stop_timeout_then_sigkill_and_exec_stop_inside(daemon, tmp_path):
+    marker = tmp_path / "stopped-by-exec-stop"
+    d = daemon(f"""
+prisons:
+  stubborn:
+    ip4: [127.0.2.1]
+    stop:
+      timeout: 1
+    exec:
+      start: [sh, -c, "trap '' TERM; while true; do sleep 0.1; done"]
+      stop: [sh, -c, "hostname > {marker}"]
+""")
+    pid = d.show("stubborn")["service"]["pid"]
+    t0 = time.monotonic()
+    r = d.ctl("stop", "stubborn")
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0 and r.stdout == b"stubborn: stopped\n"
+    assert not os.path.exists(f"/proc/{pid}")
+    assert marker.read_text() == "stubborn\n"  # exec.stop ran inside: it saw the prison's hostname
+    assert elapsed >= 1.0  # the TERM was ignored; the KILL came after stop.timeout
+    assert "sending SIGKILL" in d.log()
+
+
+def test_start_stop_restart_from_the_cli(daemon):
+    d = daemon(f"prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      {SERVICE}\n")
+    pid1 = d.show("a")["service"]["pid"]
+    assert d.ctl("restart", "a").stdout == b"a: running\n"
+    pid2 = d.show("a")["service"]["pid"]
+    assert pid1 != pid2 and not os.path.exists(f"/proc/{pid1}")
+    assert d.ctl("stop", "a").stdout == b"a: stopped\n"
+    r = d.ctl("stop", "a")
+    assert r.returncode == 1 and b"not running" in r.stderr
+    assert d.ctl("start", "a").stdout == b"a: running\n"
+    r = d.ctl("start", "a")
+    assert r.returncode == 1 and b"already running" in r.stderr
+    r = d.ctl("start", "zzz")
+    assert r.returncode == 1 and r.stderr == b"prisonctl: no such prison: zzz\n"
+
+
+def test_reload_applies_only_the_difference(daemon):
+    d = daemon(f"""
+prisons:
+  keep:
+    ip4: [127.0.2.1]
+    exec:
+      {SERVICE}
+  change:
+    ip4: [127.0.3.1]
+    exec:
+      {SERVICE}
+  drop:
+    ip4: [127.0.4.1]
+""")
+    keep_pid = d.show("keep")["service"]["pid"]
+    change_pid = d.show("change")["service"]["pid"]
+    d.write_config(f"""
+prisons:
+  keep:
+    ip4: [127.0.2.1]
+    exec:
+      {SERVICE}
+  change:
+    ip4: [127.0.3.9]
+    exec:
+      {SERVICE}
+  new:
+    ip4: [127.0.6.1]
+""")
+    r = d.ctl("reload", "--dry-run")
+    assert r.stdout.decode().splitlines() == ["would add: new", "would restart: change", "would remove: drop"]
+    assert "127.0.4.1" in addresses_on_lo()  # a dry run changes nothing
+    r = d.ctl("reload", "--json")
+    assert json.loads(r.stdout)["unchanged"] == ["keep"]
+    assert d.show("keep")["service"]["pid"] == keep_pid
+    changed = d.show("change")
+    assert changed["state"] == "running" and changed["jid"] == 2
+    assert changed["service"]["pid"] not in (None, change_pid) and not os.path.exists(f"/proc/{change_pid}")
+    lo = addresses_on_lo()
+    assert {"127.0.3.9", "127.0.6.1", "127.0.2.1"} <= lo and not {"127.0.3.1", "127.0.4.1"} & lo
+    assert [p["name"] for p in d.call("prison.list")] == ["keep", "change", "new"]
+
+
+def test_a_bad_reload_keeps_the_running_config(daemon):
+    d = daemon(f"prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      {SERVICE}\n")
+    pid = d.show("a")["service"]["pid"]
+    d.write_config("prisons:\n  a:\n    ip4: [0.0.0.0]\n    bogus: 1\n")
+    r = d.ctl("reload")
+    assert r.returncode == 2
+    err = r.stderr.decode()
+    assert "invalid configuration, nothing changed" in err
+    assert "prisond.yaml:5: prisons.a.ip4[0]: 0.0.0.0 is the unspecified address" in err
+    assert "prisons.a.bogus: unknown key" in err
+    # SIGHUP with the same bad file: logged, nothing changes
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload rejected" in d.log(), what="the rejected reload in the log")
+    assert d.show("a")["service"]["pid"] == pid and d.show("a")["state"] == "running"
+    assert "127.0.2.1" in addresses_on_lo()
+
+
+def test_sighup_reloads(daemon):
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n")
+    d.write_config("prisons:\n  a:\n    ip4: [127.0.2.1]\n  b:\n    ip4: [127.0.3.1]\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: any(p["name"] == "b" and p["state"] == "running" for p in d.call("prison.list")),
+             what="b started by SIGHUP")
+
+
+def test_sigterm_stops_everything_and_exits_zero(daemon):
+    d = daemon(f"prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      {SERVICE}\n")
+    pid = d.show("a")["service"]["pid"]
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(30) == 0
+    assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_leftovers_of_a_killed_daemon_are_cleaned_up_on_start(daemon):
+    d = daemon(f"prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      {SERVICE}\n")
+    pid = d.show("a")["service"]["pid"]
+    d.kill9()
+    assert os.path.exists(f"/proc/{pid}") and "127.0.2.1" in addresses_on_lo()
+    d.write_config("prisons: {}\n")
+    d.start()
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the orphaned service to be gone")
+    assert "127.0.2.1" not in addresses_on_lo()
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--config", "/nonexistent.yaml"], 2, "cannot read"),
+])
+def test_daemon_refuses_bad_start(tmp_path, args, code, message):
+    from support.daemon import prisond_cmd
+    r = subprocess.run(prisond_cmd() + args + ["--socket", str(tmp_path / "s")], capture_output=True, text=True)
+    assert r.returncode == code and message in r.stderr and "Traceback" not in r.stderr

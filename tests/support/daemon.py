@@ -147,3 +147,38 @@ def pids_with_env(marker: str) -> list[int]:
     return found
 
 
+
+
+def run_cli_as(uid: int, gid: int, argv: list[str]) -> tuple[int, str, str]:
+    """prisonctl's main() in a forked child running with a real unprivileged uid.
+
+    (Exec'ing the prisonctl script would need the interpreter to be readable by that user,
+    which a Python installed under /root is not; the code path is the same.)"""
+    import io
+    from prisond import cli
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        status = 1
+        try:
+            os.close(out_r)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            import contextlib
+            import sys
+            buf_out, buf_err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(buf_out), contextlib.redirect_stderr(buf_err):
+                sys.stderr = buf_err
+                status = cli.main(argv)
+            os.write(out_w, json.dumps([buf_out.getvalue(), buf_err.getvalue()]).encode())
+        finally:
+            os._exit(status)
+    os.close(out_w)
+    data = b""
+    while chunk := os.read(out_r, 65536):
+        data += chunk
+    os.close(out_r)
+    _, st = os.waitpid(pid, 0)
+    out, err = json.loads(data) if data else ("", "")
+    return os.waitstatus_to_exitcode(st), out, err

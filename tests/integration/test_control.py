@@ -1,0 +1,150 @@
+"""The control socket under abuse: garbage, oversized lines, half requests, many clients,
+the wrong user.  After each, the daemon still answers."""
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from prisond.protocol import MAX_LINE
+from support.daemon import run_cli_as
+
+NOBODY, NOGROUP = 65534, 65534
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory):
+    from support.daemon import Daemon
+    dm = Daemon(str(tmp_path_factory.mktemp("control")), "prisons:\n  a:\n    ip4: [127.0.2.1]\n").start()
+    yield dm
+    assert dm.stop() == 0
+
+
+def connect(d) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(d.socket)
+    return s
+
+
+def ask(s: socket.socket, raw: bytes) -> dict:
+    s.sendall(raw)
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return json.loads(buf)
+
+
+def healthy(d) -> bool:
+    return d.call("daemon.health")["status"] == "ready"
+
+
+@pytest.mark.parametrize("raw,code", [
+    (b"\x00\xff\xfe garbage\n", "bad_json"),
+    (b"[1,2,3]\n", "bad_request"),
+    (b'{"v":1,"id":1}\n', "bad_request"),
+    (b'{"v":99,"id":1,"method":"prison.list"}\n', "bad_version"),
+    (b'{"id":1,"method":"prison.list"}\n', "bad_version"),
+    (b'{"v":1,"id":1,"method":"prison.destroy_everything"}\n', "unknown_method"),
+    (b'{"v":1,"id":1,"method":"prison.show","params":[]}\n', "bad_request"),
+    (b'{"v":1,"id":1,"method":"prison.show","params":{}}\n', "bad_request"),
+    (b'{"v":1,"id":1,"method":"prison.show","params":{"name":7}}\n', "bad_request"),
+    (b'{"v":1,"id":1,"method":"prison.show","params":{"name":"nope"}}\n', "no_such_prison"),
+])
+def test_malformed_requests_get_error_replies(d, raw, code):
+    with connect(d) as s:
+        reply = ask(s, raw)
+        assert reply["ok"] is False and reply["error"]["code"] == code, reply
+        # the same connection keeps working
+        assert ask(s, b'{"v":1,"id":2,"method":"daemon.health"}\n')["result"]["status"] == "ready"
+
+
+def test_the_reply_echoes_the_request_id(d):
+    with connect(d) as s:
+        assert ask(s, b'{"v":1,"id":"abc","method":"daemon.health"}\n')["id"] == "abc"
+        assert ask(s, b'{"v":1,"id":"q","method":"nope"}\n')["id"] == "q"
+
+
+def test_random_bytes_never_hurt_the_daemon(d):
+    rnd = os.urandom(200_000)
+    for i in range(0, len(rnd), 997):
+        with connect(d) as s:
+            s.sendall(rnd[i:i + 997] + b"\n")
+            try:
+                s.recv(65536)
+            except (ConnectionError, socket.timeout):
+                pass
+    assert healthy(d)
+
+
+def test_an_oversized_line_ends_only_that_connection(d):
+    with connect(d) as s:
+        s.sendall(b'{"v":1,"id":1,"method":"daemon.health","pad":"' + b"x" * (MAX_LINE * 2) + b'"}\n')
+        reply = json.loads(s.recv(65536).split(b"\n")[0])
+        assert reply["error"]["code"] == "too_large"
+    assert healthy(d)
+
+
+def test_a_half_request_does_not_block_others(d):
+    hung = connect(d)
+    hung.sendall(b'{"v":1,"id":1,"meth')
+    try:
+        t0 = time.monotonic()
+        for _ in range(20):
+            assert healthy(d)
+        assert time.monotonic() - t0 < 10
+    finally:
+        hung.close()
+    closed = connect(d)
+    closed.sendall(b'{"v":1,"id":1,"method":"daemon.he')
+    closed.close()
+    assert healthy(d)
+
+
+def test_many_clients_at_once(d):
+    n, errors, answered = 300, [], []
+    socks = [connect(d) for _ in range(n)]
+
+    def run(s, i):
+        try:
+            r = ask(s, json.dumps({"v": 1, "id": i, "method": "prison.list"}).encode() + b"\n")
+            answered.append(r["id"] == i and r["result"][0]["name"] == "a")
+        except Exception as exc:  # collected, asserted below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=run, args=(s, i)) for i, s in enumerate(socks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and answered == [True] * n
+    assert healthy(d)
+
+
+def test_the_socket_is_not_for_everyone(d):
+    st = os.stat(d.socket)
+    assert st.st_mode & 0o777 == 0o660 and st.st_uid == 0
+    # a real unprivileged user (nobody), given a way to the socket, is refused at connect
+    path = d.run_dir
+    while path not in ("/", "/tmp"):
+        os.chmod(path, os.stat(path).st_mode | 0o005)
+        path = os.path.dirname(path)
+    code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "list"])
+    assert code == 77 and err == f"prisonctl: permission denied connecting to {d.socket}\n"
+    # and if the file mode let it in, the daemon still refuses changes by uid (SO_PEERCRED)
+    os.chmod(d.socket, 0o666)
+    try:
+        code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "stop", "a"])
+        assert code == 77 and "prison.stop needs root (you are uid 65534)" in err
+        code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "list"])
+        assert code == 0 and out.splitlines()[1].split()[1] == "a"
+    finally:
+        os.chmod(d.socket, 0o660)
+    assert d.call("prison.show", name="a")["state"] == "running"

@@ -1,0 +1,128 @@
+"""Configuration validation: every rejection names file:line, the key path and the reason."""
+import subprocess
+import textwrap
+
+import pytest
+
+from prisond.config import Command, ConfigError, parse
+from support.daemon import prisonctl_cmd
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        parse(textwrap.dedent(text), "p.yaml")
+    return exc.value.problems
+
+
+def test_a_full_config_parses():
+    cfg = parse(textwrap.dedent("""
+        defaults:
+          stop: {timeout: 3}
+          exec:
+            stop: "echo bye"
+        prisons:
+          web1:
+            hostname: web1.example.test
+            ip4: [127.0.2.1, "lo|127.0.2.2/32"]
+            ip6: ["eth0|2001:db8::1/64"]
+            exec:
+              start: [python3, -m, http.server, 80]
+              env: {MODE: prod}
+            allow: {raw_sockets: true}
+          web2:
+            ip4: 127.0.3.1
+            stop: {timeout: 0.5}
+        """), "p.yaml")
+    w1, w2 = cfg.prisons
+    assert [str(a.ip) for a in w1.ip4] == ["127.0.2.1", "127.0.2.2"]
+    assert w1.ip4[1].iface == "lo" and w1.ip6[0].iface == "eth0" and w1.ip6[0].prefix == 64
+    assert w1.exec.start == Command(("python3", "-m", "http.server", "80"))
+    assert w1.exec.stop == Command(("/bin/sh", "-c", "echo bye"))  # from defaults
+    assert w1.exec.env == (("MODE", "prod"),)
+    assert w1.stop_timeout == 3 and w2.stop_timeout == 0.5
+    assert w1.allow == {"raw_sockets"} and w2.allow == set()
+    assert w2.hostname == "web2"  # the name, when it is a valid hostname
+
+
+@pytest.mark.parametrize("body,expected", [
+    ("prisons:\n  a:\n    bogus: 1\n", "p.yaml:3: prisons.a.bogus: unknown key"),
+    ("prisons:\n  a:\n    exec:\n      startt: [x]\n", "p.yaml:4: prisons.a.exec.startt: unknown key"),
+    ("toplevel: 1\n", "p.yaml:1: toplevel: unknown key"),
+    ("prisons:\n  a:\n    ip4: [300.1.1.1]\n", "p.yaml:3: prisons.a.ip4[0]: '300.1.1.1' is not an IPv4 address"),
+    ("prisons:\n  a:\n    ip4: [0.0.0.0]\n", "p.yaml:3: prisons.a.ip4[0]: 0.0.0.0 is the unspecified address"),
+    ("prisons:\n  a:\n    ip4: [255.255.255.255]\n", "prisons.a.ip4[0]: 255.255.255.255 is the broadcast address"),
+    ("prisons:\n  a:\n    ip4: [\"eth0|10.0.0.255/24\"]\n", "10.0.0.255 is the broadcast address of its /24 network"),
+    ("prisons:\n  a:\n    ip4: [224.0.0.1]\n", "prisons.a.ip4[0]: 224.0.0.1 is a multicast address"),
+    ("prisons:\n  a:\n    ip6: [\"ff02::1\"]\n", "prisons.a.ip6[0]: ff02::1 is a multicast address"),
+    ("prisons:\n  a:\n    ip6: [\"::\"]\n", "prisons.a.ip6[0]: :: is the unspecified address"),
+    ("prisons:\n  a:\n    ip4: [\"::1\"]\n", "::1 is an IPv6 address; put it under ip6"),
+    ("prisons:\n  a:\n    ip4: [127.0.2.1, 127.0.2.1]\n", "prisons.a.ip4[1]: 127.0.2.1 is listed twice"),
+    ("prisons:\n  a:\n    ip4: [\"127.0.2.1/33\"]\n", "bad prefix length"),
+    ("prisons:\n  a:\n    hostname: bad_host\n", "p.yaml:3: prisons.a.hostname: 'bad_host' is not a valid hostname"),
+    ("prisons:\n  a:\n    hostname: -bad.example\n", "is not a valid hostname"),
+    ("prisons:\n  a:\n    hostname: " + "x" * 65 + "\n", "is not a valid hostname"),
+    ("prisons:\n  under_score: {}\n", "no hostname given and the name 'under_score' is not a valid hostname"),
+    ("prisons:\n  \"123\": {}\n", "prison names are"),
+    ("prisons:\n  a:\n    stop: {timeout: -1}\n", "prisons.a.stop.timeout: must be a number of seconds >= 0"),
+    ("prisons:\n  a:\n    exec: {start: []}\n", "prisons.a.exec.start: must be a command"),
+    ("prisons:\n  a:\n    exec: {env: {LD_PRELOAD: x}}\n", "prisons.a.exec.env.LD_PRELOAD: is set by prisond"),
+    ("prisons:\n  a:\n    allow: {raw_sockets: yes please}\n", "prisons.a.allow.raw_sockets: must be true or false"),
+    ("prisons: [a, b]\n", "p.yaml:1: prisons: must be a mapping, not a list"),
+])
+def test_rejections(body, expected):
+    found = problems(body)
+    assert any(expected in p for p in found), found
+
+
+def test_duplicate_prison_names_are_rejected_with_both_lines():
+    found = problems("prisons:\n  a:\n    ip4: [127.0.2.1]\n  a:\n    ip4: [127.0.3.1]\n")
+    assert "p.yaml:4: prisons.a: duplicate prison 'a' (first at line 2, again at line 4)" in found
+
+
+def test_an_address_in_two_prisons_only_when_both_have_one():
+    parse("prisons:\n  a: {ip4: [127.0.2.1]}\n  b: {ip4: [127.0.2.1]}\n", "p.yaml")  # FreeBSD allows it
+    found = problems("prisons:\n  a: {ip4: [127.0.2.1, 127.0.2.2]}\n  b: {ip4: [127.0.2.1]}\n")
+    assert any("prisons.b.ip4[0]: 127.0.2.1 is also an address of prison 'a'" in p for p in found), found
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems("prisons:\n  a:\n    ip4: [0.0.0.0]\n    hostname: x_y\n  b:\n    zzz: 1\n")
+    assert len(found) == 3
+
+
+def test_a_problem_in_defaults_is_blamed_once_on_defaults():
+    found = problems("defaults:\n  exec:\n    stop: [true]\nprisons:\n  a: {}\n  b: {}\n")
+    assert found == ["p.yaml:3: defaults.exec.stop: must be a command: a non-empty list of arguments, "
+                     "or a string for /bin/sh -c"]
+
+
+def test_invalid_yaml_names_the_line():
+    found = problems("prisons:\n  a: [unclosed\n")
+    assert found[0].startswith("p.yaml:") and "invalid YAML" in found[0]
+
+
+def test_prisonctl_check(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("prisons:\n  a: {ip4: [127.0.2.1]}\n  b: {ip4: [127.0.3.1]}\n")
+    r = subprocess.run(prisonctl_cmd() + ["check", str(good)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == f"{good}: ok, 2 prisons\n"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prisons:\n  a:\n    ip4: [0.0.0.0]\n    colour: blue\n")
+    r = subprocess.run(prisonctl_cmd() + ["check", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"{bad}:4: prisons.a.colour: unknown key (known: allow, exec, hostname, "
+                                     "interface, ip4, ip6, stop)",
+                                     f"{bad}:3: prisons.a.ip4[0]: 0.0.0.0 is the unspecified address"]
+    r = subprocess.run(prisonctl_cmd() + ["check", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert r.returncode == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_example_configs_are_valid():
+    import glob
+    import os
+    root = os.path.dirname(os.path.dirname(__file__))
+    files = glob.glob(os.path.join(root, "config", "*.yaml"))
+    assert files
+    for f in files:
+        from prisond.config import load_file
+        assert load_file(f).prisons

@@ -1,0 +1,16 @@
+from prisond.config import parse
+from prisond.diff import diff
+
+
+def test_diff_names_added_changed_removed_unchanged():
+    old = parse("prisons:\n  a: {ip4: [127.0.2.1]}\n  b: {ip4: [127.0.3.1]}\n  c: {}\n", "x")
+    new = parse("prisons:\n  a: {ip4: [127.0.2.1]}\n  b: {ip4: [127.0.3.2]}\n  d: {}\n", "x")
+    d = diff(old, new)
+    assert (d.added, d.changed, d.removed, d.unchanged) == (("d",), ("b",), ("c",), ("a",))
+
+
+def test_a_change_in_defaults_changes_every_prison_it_reaches():
+    old = parse("prisons:\n  a: {}\n  b: {stop: {timeout: 1}}\n", "x")
+    new = parse("defaults: {stop: {timeout: 2}}\nprisons:\n  a: {}\n  b: {stop: {timeout: 1}}\n", "x")
+    d = diff(old, new)
+    assert d.changed == ("a",) and d.unchanged == ("b",)

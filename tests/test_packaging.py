@@ -1,0 +1,25 @@
+"""`pip install .` builds the shim: the wheel pip builds carries it, with only the wrapped symbols
+exported, and installs both commands."""
+import os
+import subprocess
+import sys
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_wheel_carries_the_built_shim_and_the_commands(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "-w", str(tmp_path), ROOT], check=True, capture_output=True)
+    (wheel,) = [p for p in os.listdir(tmp_path) if p.endswith(".whl")]
+    with zipfile.ZipFile(tmp_path / wheel) as zf:
+        names = zf.namelist()
+        assert "prisond/libprisonshim.so" in names
+        entry = next(n for n in names if n.endswith("entry_points.txt"))
+        text = zf.read(entry).decode()
+        assert "prisond = prisond.daemon:main" in text and "prisonctl = prisond.cli:main" in text
+        zf.extract("prisond/libprisonshim.so", tmp_path)
+    out = subprocess.run(["nm", "-D", "--defined-only", str(tmp_path / "prisond" / "libprisonshim.so")],
+                         capture_output=True, text=True, check=True).stdout
+    assert {"bind", "connect", "gethostname"} <= {line.split()[-1] for line in out.splitlines()}
+    assert "prison_bind" not in out and "parse_policy" not in out

@@ -540,24 +540,29 @@ static int prison_socket(int domain, int type, int protocol)
 	return real.socket(domain, type, protocol);
 }
 
+/* bind needs no look at the socket: the kernel refuses an AF_INET (AF_INET6) address on a
+ * socket of any other family, so a rewrite can only turn a failing call into another failing
+ * call.  The one exception is Linux's compatibility rule that takes AF_UNSPEC with INADDR_ANY
+ * on an AF_INET socket as AF_INET: only then is the socket's own family asked for. */
 static int prison_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
-	struct fdinfo fi;
 	union sa want, got;
-	if (inspect(fd, &fi) || copy_sa(&want, addr, len))
+	if (copy_sa(&want, addr, len))
 		return real.bind(fd, addr, len);
+	int family = want.sa.sa_family;
+	if (family == AF_UNSPEC) {
+		struct fdinfo fi;
+		if (len < sizeof(struct sockaddr_in) || want.in.sin_addr.s_addr != htonl(INADDR_ANY) ||
+		    inspect(fd, &fi) || fi.family != AF_INET)
+			return real.bind(fd, addr, len);
+		family = AF_INET;
+	}
 	got = want;
+	got.sa.sa_family = (sa_family_t)family;
 	int err;
-	if (fi.family == AF_INET) {
-		/* Linux accepts AF_UNSPEC with INADDR_ANY on an AF_INET socket: judge it too. */
-		if (want.sa.sa_family == AF_UNSPEC && want.in.sin_addr.s_addr == htonl(INADDR_ANY))
-			got.sa.sa_family = AF_INET;
-		if (got.sa.sa_family != AF_INET)
-			return real.bind(fd, addr, len);
+	if (family == AF_INET) {
 		err = local4(want.in.sin_addr, &got.in.sin_addr);
-	} else {
-		if (want.sa.sa_family != AF_INET6)
-			return real.bind(fd, addr, len);
+	} else if (family == AF_INET6) {
 		int v6only = 0;
 		if (IN6_IS_ADDR_UNSPECIFIED(&want.in6.sin6_addr)) {
 			socklen_t ol = sizeof v6only;
@@ -565,6 +570,8 @@ static int prison_bind(int fd, const struct sockaddr *addr, socklen_t len)
 				v6only = 0;
 		}
 		err = local6(&want.in6.sin6_addr, v6only, &got.in6.sin6_addr);
+	} else {
+		return real.bind(fd, addr, len);
 	}
 	if (err) {
 		errno = err;
@@ -572,7 +579,7 @@ static int prison_bind(int fd, const struct sockaddr *addr, socklen_t len)
 	}
 	if (memcmp(&want, &got, sizeof want) != 0)
 		debug_addr("bind", &want, &got);
-	return real.bind(fd, &got.sa, fi.family == AF_INET ? sizeof got.in : sizeof got.in6);
+	return real.bind(fd, &got.sa, family == AF_INET ? sizeof got.in : sizeof got.in6);
 }
 
 static int prison_connect(int fd, const struct sockaddr *addr, socklen_t len)

@@ -61,6 +61,11 @@ def test_bind_to_a_foreign_address_fails_eaddrnotavail(jail, nettool, asked):
     assert rc == 1 and "EADDRNOTAVAIL" in out, out
 
 
+def test_af_unspec_wildcard_bind_is_judged_too(jail, nettool):
+    rc, out = run(jail, "a", nettool, "bind-unspec")
+    assert rc == 0 and out.startswith(f"ok local={A4}:"), out
+
+
 def test_v4_mapped_bind_on_a_v6_socket(jail, nettool):
     rc, out = run(jail, "a", nettool, "bind", "::ffff:0.0.0.0", 0, 0)
     assert rc == 0 and f"local=[::ffff:{A4}]" in out, out

@@ -119,6 +119,21 @@ static int do_bind(const char *host, int port, int listen_too, int v6only)
 	return 0;
 }
 
+/* Linux takes AF_UNSPEC + INADDR_ANY on an AF_INET socket as a wildcard bind */
+static int do_bind_unspec(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a;
+	memset(&a, 0, sizeof a);
+	a.sin_family = AF_UNSPEC;
+	if (fd < 0)
+		return fail("socket");
+	if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0)
+		return fail("bind");
+	report(fd, 0);
+	return 0;
+}
+
 static int do_listen_unbound(int fam, int port_hint)
 {
 	(void)port_hint;
@@ -346,6 +361,8 @@ int main(int argc, char **argv)
 		return do_bind(argv[2], atoi(argv[3]), 0, argc > 4 ? atoi(argv[4]) : -1);
 	if (!strcmp(m, "serve") && argc >= 4)
 		return do_bind(argv[2], atoi(argv[3]), 1, argc > 4 ? atoi(argv[4]) : -1);
+	if (!strcmp(m, "bind-unspec"))
+		return do_bind_unspec();
 	if (!strcmp(m, "listen-unbound") && argc >= 3)
 		return do_listen_unbound(!strcmp(argv[2], "6") ? AF_INET6 : AF_INET, 0);
 	if (!strcmp(m, "connect") && argc >= 4)

@@ -15,7 +15,6 @@ Only the standard library's lightest modules are imported on the `exec` path.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -111,7 +110,7 @@ def cmd_list(client: Client, args: list[str]) -> int:
     opts, _ = flags(args, {"--json"}, 0)
     prisons = client.call("prison.list")
     if "--json" in opts:
-        print(json.dumps(prisons, indent=2))
+        print_json(prisons)
         return 0
     rows = [("JID", "NAME", "HOSTNAME", "IP", "STATE", "PROCS")]
     for p in prisons:
@@ -125,7 +124,7 @@ def cmd_show(client: Client, args: list[str]) -> int:
     opts, rest = flags(args, {"--json"}, 1)
     p = client.call("prison.show", name=rest[0])
     if "--json" in opts:
-        print(json.dumps(p, indent=2))
+        print_json(p)
         return 0
     state = p["state"] + (f" ({p['reason']})" if p.get("reason") else "")
     print(f"{p['name']} (jid {p['jid']}): {state}")
@@ -171,7 +170,7 @@ def cmd_reload(client: Client, args: list[str]) -> int:
     opts, _ = flags(args, {"--dry-run", "--json"}, 0)
     r = client.call("daemon.reload", dry_run="--dry-run" in opts)
     if "--json" in opts:
-        print(json.dumps(r, indent=2))
+        print_json(r)
         return 0
     verb = "would" if r["dry_run"] else "did"
     for key, word in (("added", "add"), ("changed", "restart"), ("removed", "remove")):
@@ -186,7 +185,7 @@ def cmd_health(client: Client, args: list[str]) -> int:
     opts, _ = flags(args, {"--json"}, 0)
     r = client.call("daemon.health")
     if "--json" in opts:
-        print(json.dumps(r, indent=2))
+        print_json(r)
     else:
         counts = ", ".join(f"{n} {s}" for s, n in r["prisons"].items()) or "no prisons"
         print(f"prisond pid {r['pid']}: {r['status']} ({counts})")
@@ -244,6 +243,11 @@ def cmd_check(args: list[str]) -> int:
         return EX_USAGE
     print(f"{rest[0]}: ok, {len(config.prisons)} prison{'s' if len(config.prisons) != 1 else ''}")
     return 0
+
+
+def print_json(obj) -> None:
+    import json  # not at the top: only --json pays for it
+    print(json.dumps(obj, indent=2))
 
 
 def print_table(rows) -> None:

@@ -1,9 +1,15 @@
-"""A small synchronous client for the control socket.  Imports stay lean: prisonctl exec is on
-the path of every command a user runs in a prison."""
+"""A small synchronous client for the control socket.
+
+Imports stay lean (`_socket`, not `socket`; `leanjson`, not `json`): prisonctl exec is on the
+path of every command a user runs in a prison, and those modules' imports cost tens of ms.
+"""
 from __future__ import annotations
 
-import json
-import socket
+import _socket
+
+from . import leanjson
+
+AF_UNIX, SOCK_STREAM, SOCK_CLOEXEC = _socket.AF_UNIX, _socket.SOCK_STREAM, _socket.SOCK_CLOEXEC
 
 VERSION = 1  # keep in step with protocol.VERSION (checked by the tests)
 
@@ -29,7 +35,7 @@ class Client:
     def __init__(self, path: str, timeout: float | None = 120.0):
         self.path = path
         self.timeout = timeout
-        self._sock: socket.socket | None = None
+        self._sock = None
         self._buf = b""
         self._next = 1
 
@@ -40,7 +46,7 @@ class Client:
         self.close()
 
     def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s = _socket.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)
         s.settimeout(self.timeout)
         try:
             s.connect(self.path)
@@ -65,17 +71,17 @@ class Client:
             self.connect()
         rid = self._next
         self._next += 1
-        line = json.dumps({"v": VERSION, "id": rid, "method": method, "params": params}).encode() + b"\n"
+        line = leanjson.dumps({"v": VERSION, "id": rid, "method": method, "params": params}).encode() + b"\n"
         try:
             self._sock.sendall(line)
             reply = self._read_line()
-        except socket.timeout:
+        except _socket.timeout:
             raise ClientError("broken", "prisond did not answer in time") from None
         except OSError as exc:
             raise ClientError("broken", f"connection to prisond failed: {exc.strerror or exc}") from None
         try:
-            msg = json.loads(reply)
-        except ValueError:
+            msg = leanjson.loads(reply.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
             raise ClientError("broken", "prisond sent a malformed reply") from None
         if not msg.get("ok"):
             err = msg.get("error") or {}

@@ -39,6 +39,6 @@ def test_bad_arguments(tmp_path, args, message):
 def test_exec_import_path_is_lean():
     """prisonctl exec must not pay for yaml, asyncio or pyroute2."""
     code = ("import sys, prisond.cli; "
-            "print(sorted(m for m in ('yaml','asyncio','pyroute2','argparse') if m in sys.modules))")
+            "print(sorted(m for m in ('yaml','asyncio','pyroute2','argparse','json','socket','re','enum') if m in sys.modules))")
     r = subprocess.run(["python3", "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"

@@ -88,6 +88,23 @@ def test_threads_each_connect_from_the_prison(jail, nettool, tcp_server):
     assert locals_ == [A4] * 16, out
 
 
+def test_connect_on_a_socket_bound_by_the_program(jail, nettool, tcp_server):
+    srv = tcp_server("127.0.0.9")
+    rc, out = run(jail, "a", nettool, "bound-connect", "0.0.0.0", "127.0.0.9", srv.port)
+    assert rc == 0 and f"local={A4}:" in out, out
+    rc, out = run(jail, "a", nettool, "bound-connect", "127.0.0.5", "127.0.0.9", srv.port)
+    assert "EADDRNOTAVAIL" in out, out
+
+
+def test_udp_on_a_v6_socket_connected_with_an_ipv4_sockaddr(jail, nettool, udp_sink):
+    from support.wire import Wire
+    sink = udp_sink("127.0.0.9")
+    with Wire() as wire:
+        rc, out = run(jail, "a", nettool, "udp6-connect4", "127.0.0.9", sink.port)
+        assert rc == 0 and f"local=[::ffff:{A4}]" in out, out
+    assert {src for src, _ in wire.udp(sink.port)} == {A4}
+
+
 def test_forked_child_connects_from_the_prison(jail, nettool, tcp_server):
     srv = tcp_server("127.0.0.9")
     rc, out = run(jail, "b", nettool, "fork", "127.0.0.9", srv.port)

@@ -161,6 +161,41 @@ static int connect_one(const char *host, int port, int family_hint)
 	return 0;
 }
 
+/* bind first (to the given local address), then connect */
+static int do_bound_connect(const char *local, const char *host, int port)
+{
+	struct sockaddr_storage l, d;
+	socklen_t ll, dl;
+	int fam = parse(local, 0, &l, &ll, 0);
+	parse(host, port, &d, &dl, 0);
+	int fd = socket(fam, SOCK_STREAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	if (bind(fd, (struct sockaddr *)&l, ll) < 0)
+		return fail("bind");
+	if (connect(fd, (struct sockaddr *)&d, dl) < 0)
+		return fail("connect");
+	report(fd, 1);
+	return 0;
+}
+
+/* a dual-stack AF_INET6 UDP socket connected with a plain sockaddr_in (Linux allows it) */
+static int do_udp6_connect4(const char *host4, int port)
+{
+	struct sockaddr_storage d;
+	socklen_t dl;
+	parse(host4, port, &d, &dl, AF_INET);
+	int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	if (connect(fd, (struct sockaddr *)&d, dl) < 0)
+		return fail("connect");
+	if (send(fd, "x", 1, 0) < 0)
+		return fail("send");
+	report(fd, 1);
+	return 0;
+}
+
 /* an AF_INET6 socket talking IPv4 through ::ffff:a.b.c.d */
 static int do_v4mapped(const char *host4, int port)
 {
@@ -367,6 +402,10 @@ int main(int argc, char **argv)
 		return do_listen_unbound(!strcmp(argv[2], "6") ? AF_INET6 : AF_INET, 0);
 	if (!strcmp(m, "connect") && argc >= 4)
 		return connect_one(argv[2], atoi(argv[3]), 0);
+	if (!strcmp(m, "bound-connect") && argc >= 5)
+		return do_bound_connect(argv[2], argv[3], atoi(argv[4]));
+	if (!strcmp(m, "udp6-connect4") && argc >= 4)
+		return do_udp6_connect4(argv[2], atoi(argv[3]));
 	if (!strcmp(m, "v4mapped") && argc >= 4)
 		return do_v4mapped(argv[2], atoi(argv[3]));
 	if (!strcmp(m, "udp") && argc >= 5)

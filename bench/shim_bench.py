@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Per-call cost of the shim, and the cost of entering a prison, as ratios measured in one run.
+
+    sudo python3 bench/shim_bench.py [--rounds 7] [--exec-runs 40]
+
+Part 1: bench/progs/shimbench.c loops one operation (connect+close to an in-process listener,
+bind+close, UDP sendto, gethostname) with no preload (the baseline), with prisond's shim and a
+prison policy, and with Samba's socket_wrapper.  Configurations are interleaved round by round
+and the median of the rounds is reported, so that drift on a shared VM hits all of them.
+
+Part 2: wall time of `prisonctl exec P -- /bin/true` against a running prisond, beside
+`firejail --quiet --noprofile /bin/true`, `bwrap --dev-bind / / /bin/true` and plain /bin/true.
+
+Everything runs in a private network namespace on loopback.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHIM = os.path.join(ROOT, "prisond", "libprisonshim.so")
+SOCKET_WRAPPER = "/usr/lib/x86_64-linux-gnu/libsocket_wrapper.so"
+PRISON_IP = "127.0.2.1"
+POLICY = f"1;n=bench;h=bench.example.test;4={PRISON_IP};6=;f="
+
+# operation -> (arguments for the baseline and the shim, for socket_wrapper, iterations)
+OPS = {
+    "connect+close": (["connect", PRISON_IP], ["connect", "127.0.0.10"], 20000),
+    "bind+close": (["bind", "0.0.0.0"], ["bind", "0.0.0.0"], 100000),
+    "udp sendto": (["udp", PRISON_IP], ["udp", "127.0.0.10"], 200000),
+    "gethostname": (["hostname"], ["hostname"], 1000000),
+}
+# socket_wrapper 1.3.5 keeps a socket file per autobound port after close and fails with
+# ENFILE near 5000 of them: its bind loop is shorter, each run in a fresh directory.
+SWRAP_MAX_ITER = 2000
+
+
+def enter_netns() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:
+        sys.exit("bench: cannot create a network namespace (run as root)")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
+def build() -> str:
+    out = os.path.join(tempfile.gettempdir(), "prisond-shimbench")
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", out,
+                    os.path.join(HERE, "progs", "shimbench.c"), "-lpthread"], check=True)
+    return out
+
+
+def run_op(binary: str, args: list[str], n: int, env: dict) -> float:
+    r = subprocess.run([binary, *args, str(n)], env=env, capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout.startswith("ns_per_op="):
+        raise RuntimeError(f"{args} failed (status {r.returncode}): {r.stdout}{r.stderr}")
+    return float(r.stdout.split("=")[1])
+
+
+def shim_part(rounds: int) -> None:
+    binary = build()
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PRISOND_POLICY")}
+    configs = {
+        "no shim": (base, 0),
+        "prisond shim": (dict(base, LD_PRELOAD=SHIM, PRISOND_POLICY=POLICY), 0),
+    }
+    if os.path.exists(SOCKET_WRAPPER):
+        configs["socket_wrapper"] = (dict(base, LD_PRELOAD=SOCKET_WRAPPER, SOCKET_WRAPPER_DEFAULT_IFACE="10"), 1)
+    results = {op: {c: [] for c in configs} for op in OPS}
+    for _ in range(rounds):
+        for op, (args, sw_args, n) in OPS.items():
+            for cname, (env, is_sw) in configs.items():
+                if is_sw and op == "gethostname":
+                    continue  # socket_wrapper does not touch the hostname
+                if is_sw:
+                    swdir = tempfile.mkdtemp(prefix="swrap-")
+                    env = dict(env, SOCKET_WRAPPER_DIR=swdir)
+                    results[op][cname].append(run_op(binary, sw_args, min(n, SWRAP_MAX_ITER), env))
+                    shutil.rmtree(swdir, ignore_errors=True)
+                else:
+                    results[op][cname].append(run_op(binary, args, n, env))
+    print(f"Part 1: per-call cost, median of {rounds} interleaved rounds (ns per operation)")
+    print(f"{'operation':<16}" + "".join(f"{c:>17}" for c in configs) + f"{'shim/none':>11}"
+          + (f"{'swrap/none':>11}" if "socket_wrapper" in configs else ""))
+    for op in OPS:
+        med = {c: statistics.median(v) for c, v in results[op].items() if v}
+        row = f"{op:<16}" + "".join(f"{med[c]:>17.1f}" if c in med else f"{'-':>17}" for c in configs)
+        row += f"{med['prisond shim'] / med['no shim']:>11.3f}"
+        if "socket_wrapper" in med:
+            row += f"{med['socket_wrapper'] / med['no shim']:>11.3f}"
+        print(row)
+
+
+def time_cmd(argv: list[str], runs: int, env=None) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out.append((time.perf_counter() - t0) * 1000)
+        if r.returncode != 0:
+            raise RuntimeError(f"{argv} exited {r.returncode}")
+    return out
+
+
+def exec_part(runs: int) -> None:
+    work = tempfile.mkdtemp(prefix="prisond-bench-")
+    cfg = os.path.join(work, "prisond.yaml")
+    with open(cfg, "w") as fh:
+        fh.write(f"daemon:\n  cgroup_parent: prisond-bench-{os.getpid()}\n"
+                 f"prisons:\n  bench:\n    hostname: bench.example.test\n    ip4: [{PRISON_IP}]\n")
+    sock = os.path.join(work, "run", "control.sock")
+    daemon = subprocess.Popen([shutil.which("prisond") or "/usr/local/bin/prisond", "--config", cfg, "--socket", sock,
+                               "--state-dir", os.path.join(work, "state"), "--log-level", "warning"])
+    try:
+        # /usr/local/bin/prisonctl is the -S launcher scripts/setup installs
+        exe = "/usr/local/bin/prisonctl" if os.path.exists("/usr/local/bin/prisonctl") else shutil.which("prisonctl")
+        ctl = [exe, "--socket", sock]
+        deadline = time.monotonic() + 30
+        while subprocess.run(ctl + ["health"], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("prisond did not start")
+            time.sleep(0.1)
+        cmds = {
+            "/bin/true": ["/bin/true"],
+            "prisonctl exec": ctl + ["exec", "bench", "--", "/bin/true"],
+            "bwrap": ["bwrap", "--dev-bind", "/", "/", "/bin/true"],
+            "firejail": ["firejail", "--quiet", "--noprofile", "/bin/true"],
+        }
+        cmds = {k: v for k, v in cmds.items() if shutil.which(v[0])}
+        samples = {k: [] for k in cmds}
+        for _ in range(runs // 5):  # interleave in blocks of 5
+            for k, argv in cmds.items():
+                samples[k] += time_cmd(argv, 5)
+        print(f"\nPart 2: entering a prison, median wall time of {len(samples['/bin/true'])} runs (ms)")
+        pe = statistics.median(samples["prisonctl exec"])
+        for k, v in samples.items():
+            med = statistics.median(v)
+            print(f"{k:<16}{med:>9.2f} ms   p90 {sorted(v)[int(len(v) * 0.9) - 1]:>7.2f} ms"
+                  + (f"   prisonctl exec / {k} = {pe / med:.2f}" if k != "prisonctl exec" else ""))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--exec-runs", type=int, default=40)
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root")
+    if not os.path.exists(SHIM):
+        sys.exit(f"bench: {SHIM} missing: run scripts/setup")
+    enter_netns()
+    shim_part(args.rounds)
+    exec_part(args.exec_runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -37,8 +37,18 @@ def test_bad_arguments(tmp_path, args, message):
 
 
 def test_exec_import_path_is_lean():
-    """prisonctl exec must not pay for yaml, asyncio or pyroute2."""
-    code = ("import sys, prisond.cli; "
-            "print(sorted(m for m in ('yaml','asyncio','pyroute2','argparse','json','socket','re','enum') if m in sys.modules))")
-    r = subprocess.run(["python3", "-c", code], capture_output=True, text=True, check=True)
+    """prisonctl exec must not pay for yaml, asyncio, pyroute2, nor json/socket (re, enum).
+    Run as the installed launcher runs it: python -S with the module path given."""
+    import json
+    import sys
+    code = (f"import sys; sys.path[1:1] = {json.dumps([p for p in sys.path if p])}; import prisond.cli; "
+            "print(sorted(m for m in ('yaml','asyncio','pyroute2','argparse','json','socket','re','enum') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
+
+
+def test_the_installed_launcher_skips_site():
+    with open("/usr/local/bin/prisonctl") as fh:
+        first = fh.readline()
+    assert first.startswith("#!") and first.rstrip().endswith(" -S")

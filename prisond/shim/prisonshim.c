@@ -1016,34 +1016,30 @@ EXPORT int getifaddrs(struct ifaddrs **ifap)
 	return P.jailed ? prison_getifaddrs(ifap) : real.getifaddrs(ifap);
 }
 
+/* Run `call` with `env` standing for envp, fixed up; undone if the exec failed and returned. */
+#define WITH_FIXED_ENV(envp, call)                        \
+	do {                                                  \
+		ensure();                                         \
+		struct envfix fx;                                 \
+		char *const *env = fix_env(envp, &fx);            \
+		int r_ = (call);                                  \
+		unfix_env(&fx);                                   \
+		return r_;                                        \
+	} while (0)
+
 EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
-	ensure();
-	struct envfix fx;
-	char *const *env = fix_env(envp, &fx);
-	int r = real.execve(path, argv, env);
-	unfix_env(&fx);
-	return r;
+	WITH_FIXED_ENV(envp, real.execve(path, argv, env));
 }
 
 EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
-	ensure();
-	struct envfix fx;
-	char *const *env = fix_env(envp, &fx);
-	int r = real.execvpe(file, argv, env);
-	unfix_env(&fx);
-	return r;
+	WITH_FIXED_ENV(envp, real.execvpe(file, argv, env));
 }
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-	ensure();
-	struct envfix fx;
-	char *const *env = fix_env(envp, &fx);
-	int r = real.fexecve(fd, argv, env);
-	unfix_env(&fx);
-	return r;
+	WITH_FIXED_ENV(envp, real.fexecve(fd, argv, env));
 }
 
 /* glibc's execv, execvp and execl* call its internal execve, out of our reach: wrap them all. */
@@ -1110,21 +1106,11 @@ EXPORT int execle(const char *path, const char *arg, ...)
 EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
 		       const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-	ensure();
-	struct envfix fx;
-	char *const *env = fix_env(envp, &fx);
-	int r = real.posix_spawn(pid, path, fa, attr, argv, env);
-	unfix_env(&fx);
-	return r;
+	WITH_FIXED_ENV(envp, real.posix_spawn(pid, path, fa, attr, argv, env));
 }
 
 EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
 			const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-	ensure();
-	struct envfix fx;
-	char *const *env = fix_env(envp, &fx);
-	int r = real.posix_spawnp(pid, file, fa, attr, argv, env);
-	unfix_env(&fx);
-	return r;
+	WITH_FIXED_ENV(envp, real.posix_spawnp(pid, file, fa, attr, argv, env));
 }

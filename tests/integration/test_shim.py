@@ -124,6 +124,14 @@ def test_exec_with_a_cleaned_environment_keeps_the_prison(jail, nettool, tcp_ser
     assert srv.peers == [A4]
 
 
+@pytest.mark.parametrize("how", ["spawn-clean", "clearenv-execl"])
+def test_posix_spawn_and_execl_with_a_cleaned_environment_keep_the_prison(jail, nettool, tcp_server, how):
+    srv = tcp_server("127.0.0.9")
+    rc, out = run(jail, "b", nettool, how, nettool, "connect", "127.0.0.9", srv.port)
+    assert rc == 0 and f"local={B4}:" in out, out
+    assert srv.peers == [B4]
+
+
 def test_hostname_from_every_angle(jail, nettool, nettool_fortify):
     assert run(jail, "a", "hostname") == (0, "a.example.test\n")
     assert run(jail, "a", "uname", "-n") == (0, "a.example.test\n")

@@ -9,6 +9,7 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,6 +325,31 @@ static int do_exec_clean(char **argv)
 	return fail("execve");
 }
 
+/* posix_spawnp the rest of argv with an empty environment, and wait for it */
+static int do_spawn_clean(char **argv)
+{
+	char *envp[] = {NULL};
+	pid_t pid;
+	fflush(stdout);
+	int e = posix_spawnp(&pid, argv[0], NULL, NULL, argv, envp);
+	if (e) {
+		errno = e;
+		return fail("posix_spawnp");
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+
+/* clearenv(), then execl PROG with exactly three arguments */
+static int do_clearenv_execl(char **argv)
+{
+	clearenv();
+	fflush(stdout);
+	execl(argv[0], argv[0], argv[1], argv[2], argv[3], (char *)NULL);
+	return fail("execl");
+}
+
 static int do_hostname(int argc)
 {
 	char buf[256];
@@ -418,6 +444,10 @@ int main(int argc, char **argv)
 		return do_fork(argv[2], atoi(argv[3]));
 	if (!strcmp(m, "exec-clean") && argc >= 3)
 		return do_exec_clean(argv + 2);
+	if (!strcmp(m, "spawn-clean") && argc >= 3)
+		return do_spawn_clean(argv + 2);
+	if (!strcmp(m, "clearenv-execl") && argc == 6)
+		return do_clearenv_execl(argv + 2);
 	if (!strcmp(m, "hostname"))
 		return do_hostname(argc);
 	if (!strcmp(m, "socket") && argc >= 3)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .config import load_file
 from .errors import PermissionDenied, StateConflict
-from .policy import POLICY_VAR, PRELOAD_VAR, shim_policy
+from .policy import POLICY_VAR, shim_policy
 from .prison import RUNNING
 from .protocol import READ_ONLY, VERSION, Request, param
 from .registry import Registry
@@ -69,5 +69,4 @@ class Api:
         spec = prison.spec
         return {"jid": prison.jid, "name": spec.name, "cgroup_procs": prison.cgroup.procs_file,
                 "preload": self.shim_path, "env": dict(spec.exec.env),
-                "policy": {POLICY_VAR: shim_policy(spec, kernel=prison.deps.enforcement == "kernel")},
-                "preload_var": PRELOAD_VAR}
+                "policy": {POLICY_VAR: shim_policy(spec, kernel=prison.deps.enforcement == "kernel")}}

@@ -213,7 +213,7 @@ class _Validator:
                 out[key] = self.merge(defaults[key], value, dpath + (key,), ppath + (key,))
             else:
                 out[key] = value
-                self._unmark_origin(ppath + (key,), value)
+                self._unmark_origin(ppath + (key,))
         return out
 
     def _mark_origin(self, merged, written, value):
@@ -225,7 +225,7 @@ class _Validator:
             for i, v in enumerate(value):
                 self._mark_origin(merged + (i,), written + (i,), v)
 
-    def _unmark_origin(self, merged, value):
+    def _unmark_origin(self, merged):
         for key in [k for k in self.origin if k[: len(merged)] == merged]:
             del self.origin[key]
 

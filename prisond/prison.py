@@ -129,11 +129,10 @@ class Prison:
         errors: list[str] = []
         spec = self.spec
         if graceful:
-            for hook in ("prestop",):
-                try:
-                    await self._host_hook(hook, getattr(spec.exec, hook))
-                except PrisonError as exc:
-                    errors.append(exc.message)
+            try:
+                await self._host_hook("prestop", spec.exec.prestop)
+            except PrisonError as exc:
+                errors.append(exc.message)
             if spec.exec.stop and self.cgroup.exists():
                 try:
                     proc = await self.deps.launcher.spawn_in(spec, spec.exec.stop, self.cgroup)
@@ -154,8 +153,7 @@ class Prison:
         if self._holds_aliases:
             errors += await asyncio.to_thread(self.deps.aliases.release, spec.name, spec.addresses)
             self._holds_aliases = False
-        if self.service is not None:
-            self.service = None
+        self.service = None
         return errors
 
     async def _kill_all(self, grace: float) -> None:

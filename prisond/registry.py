@@ -9,7 +9,6 @@ import asyncio
 import logging
 import signal
 
-from .cgroup import Cgroup
 from .config import Config, PrisonSpec
 from .diff import ConfigDiff, diff
 from .errors import NoSuchPrison, PrisonError, StateConflict
@@ -60,7 +59,7 @@ class Registry:
         """Undo what a predecessor that died without stopping left behind (blocking; at start-up)."""
         old = self.store.load()
         for name in self.deps.cgroups.children():
-            cg = Cgroup(f"{self.deps.cgroups.parent}/{name}")
+            cg = self.deps.cgroups.for_prison(name)
             pids = cg.procs()
             log.warning("cleaning up leftover prison cgroup %s (%d processes)", cg.path, len(pids))
             if pids:

@@ -119,13 +119,6 @@ class Daemon:
         except OSError:
             return ""
 
-    def state(self) -> dict | None:
-        try:
-            with open(os.path.join(self.state_dir, "state.json")) as fh:
-                return json.load(fh)
-        except OSError:
-            return None
-
 
 def addresses_on_lo() -> set[str]:
     out = subprocess.run(["ip", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True).stdout

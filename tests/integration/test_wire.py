@@ -6,6 +6,7 @@ import urllib.request
 
 import pytest
 
+from support.daemon import let_others_reach
 from support.wire import Wire
 
 A4, B4 = "127.0.2.1", "127.0.3.1"
@@ -143,3 +144,44 @@ def _wait_listening(d, prison, local, timeout=20):
             return
         time.sleep(0.1)
     raise AssertionError(f"{prison} never listened on {local}: {d.show(prison)}")
+
+
+def test_nginx_in_a_prison_serves_on_its_address_only(daemon, tmp_path):
+    """nginx as the prison's service, told to listen on 8080 of every address."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "index.html").write_text("nginx in a\n")
+    let_others_reach(str(root))  # the workers run unprivileged
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 2;
+daemon off;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    server {{ listen 8080; root {root}; }}
+}}
+""")
+    d = daemon(f"""
+prisons:
+  a:
+    ip4: ["{A4}"]
+    exec:
+      start: [/usr/sbin/nginx, -c, "{conf}", -p, "{tmp_path}"]
+""")
+    _wait_listening(d, "a", f"{A4}:8080")
+    with Wire() as wire:
+        assert urllib.request.urlopen(f"http://{A4}:8080/", timeout=5).read() == b"nginx in a\n"
+        with pytest.raises(OSError):
+            urllib.request.urlopen("http://127.0.0.1:8080/", timeout=5)
+    synacks = {s for s, _, f in wire.tcp_from(8080) if f & 0x12 == 0x12}
+    assert synacks == {A4}
+    procs = d.show("a")["processes"]
+    assert len(procs) == 3  # master and two workers, all in the prison

@@ -175,3 +175,10 @@ def run_cli_as(uid: int, gid: int, argv: list[str]) -> tuple[int, str, str]:
     _, st = os.waitpid(pid, 0)
     out, err = json.loads(data) if data else ("", "")
     return os.waitstatus_to_exitcode(st), out, err
+
+
+def let_others_reach(path: str) -> None:
+    """o+x on path and its parents below /tmp, so an unprivileged user can reach a test file."""
+    while path not in ("/", "/tmp"):
+        os.chmod(path, os.stat(path).st_mode | 0o005)
+        path = os.path.dirname(path)

@@ -76,27 +76,31 @@ def shim_part(rounds: int) -> None:
     if os.path.exists(SOCKET_WRAPPER):
         configs["socket_wrapper"] = (dict(base, LD_PRELOAD=SOCKET_WRAPPER, SOCKET_WRAPPER_DEFAULT_IFACE="10"), 1)
     results = {op: {c: [] for c in configs} for op in OPS}
-    for _ in range(rounds):
+    for rnd in range(rounds):
+        order = list(configs) if rnd % 2 == 0 else list(reversed(configs))  # ABBA against drift
         for op, (args, sw_args, n) in OPS.items():
-            for cname, (env, is_sw) in configs.items():
+            for cname in order:
+                env, is_sw = configs[cname]
                 if is_sw and op == "gethostname":
                     continue  # socket_wrapper does not touch the hostname
                 if is_sw:
                     swdir = tempfile.mkdtemp(prefix="swrap-")
-                    env = dict(env, SOCKET_WRAPPER_DIR=swdir)
-                    results[op][cname].append(run_op(binary, sw_args, min(n, SWRAP_MAX_ITER), env))
+                    results[op][cname].append(run_op(binary, sw_args, min(n, SWRAP_MAX_ITER),
+                                                     dict(env, SOCKET_WRAPPER_DIR=swdir)))
                     shutil.rmtree(swdir, ignore_errors=True)
                 else:
                     results[op][cname].append(run_op(binary, args, n, env))
-    print(f"Part 1: per-call cost, median of {rounds} interleaved rounds (ns per operation)")
-    print(f"{'operation':<16}" + "".join(f"{c:>17}" for c in configs) + f"{'shim/none':>11}"
-          + (f"{'swrap/none':>11}" if "socket_wrapper" in configs else ""))
+    print(f"Part 1: per-call cost over {rounds} rounds (ns per operation, medians); the ratio is the median")
+    print("of the per-round ratios (each round measures both), with the lowest and highest round in brackets")
+    print(f"{'operation':<15}" + "".join(f"{c:>16}" for c in configs) + f"{'shim/none':>24}"
+          + (f"{'swrap/none':>12}" if "socket_wrapper" in configs else ""))
     for op in OPS:
         med = {c: statistics.median(v) for c, v in results[op].items() if v}
-        row = f"{op:<16}" + "".join(f"{med[c]:>17.1f}" if c in med else f"{'-':>17}" for c in configs)
-        row += f"{med['prisond shim'] / med['no shim']:>11.3f}"
+        row = f"{op:<15}" + "".join(f"{med[c]:>16.1f}" if c in med else f"{'-':>16}" for c in configs)
+        paired = sorted(s / b for s, b in zip(results[op]["prisond shim"], results[op]["no shim"]))
+        row += f"{statistics.median(paired):>10.3f} [{paired[0]:.3f}-{paired[-1]:.3f}]"
         if "socket_wrapper" in med:
-            row += f"{med['socket_wrapper'] / med['no shim']:>11.3f}"
+            row += f"{med['socket_wrapper'] / med['no shim']:>12.1f}"
         print(row)
 
 
@@ -154,7 +158,7 @@ def exec_part(runs: int) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--exec-runs", type=int, default=40)
     args = p.parse_args()
     if os.geteuid() != 0:

@@ -69,4 +69,4 @@ class Api:
         spec = prison.spec
         return {"jid": prison.jid, "name": spec.name, "cgroup_procs": prison.cgroup.procs_file,
                 "preload": self.shim_path, "env": dict(spec.exec.env),
-                "policy": {POLICY_VAR: shim_policy(spec, kernel=prison.deps.enforcement == "kernel")}}
+                "policy": {POLICY_VAR: shim_policy(spec, kernel=prison.enforcement == "kernel")}}

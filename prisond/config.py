@@ -13,6 +13,8 @@ from .errors import ConfigError
 from .yamlsrc import Source, YamlError, load
 
 DEFAULT_STOP_TIMEOUT = 10.0
+ENFORCE_LEVELS = ("shim", "kernel")
+MAX_ADDRESSES = 16  # per family: what the kernel layer's policy holds
 ALLOW_FLAGS = ("raw_sockets", "socket_af", "set_hostname")
 EXEC_HOOKS = ("prestart", "start", "poststart", "prestop", "stop", "poststop")
 IN_PRISON_HOOKS = ("start", "stop")  # the others run on the host, as in jail(8)
@@ -70,6 +72,7 @@ class PrisonSpec:
     exec: ExecSpec = field(default_factory=ExecSpec)
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     allow: frozenset[str] = frozenset()
+    enforce: str | None = None  # None: the host's default (kernel where possible)
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -255,10 +258,13 @@ class _Validator:
             timeout = DEFAULT_STOP_TIMEOUT
         allow_raw = self.mapping(body.get("allow"), path + ("allow",), set(ALLOW_FLAGS))
         allow = frozenset(k for k in ALLOW_FLAGS if k in allow_raw and self.boolean(allow_raw[k], path + ("allow", k)))
+        enforce = body.get("enforce")
+        if enforce is not None and enforce not in ENFORCE_LEVELS:
+            self.bad(path + ("enforce",), f"must be one of {', '.join(ENFORCE_LEVELS)}, not {enforce!r}")
         if len(self.problems) != before:
             return None
         return PrisonSpec(name=name, hostname=hostname, ip4=tuple(ip4), ip6=tuple(ip6), interface=interface,
-                          exec=execs, stop_timeout=float(timeout), allow=allow)
+                          exec=execs, stop_timeout=float(timeout), allow=allow, enforce=enforce)
 
     def exec_spec(self, value, path) -> ExecSpec:
         body = self.mapping(value, path, set(EXEC_HOOKS) | {"consolelog", "env"})
@@ -303,6 +309,9 @@ class _Validator:
             self.bad(path, f"must be a list of addresses, not {_kind(value)}")
             return []
         out, seen = [], set()
+        if len(value) > MAX_ADDRESSES:
+            self.bad(path, f"at most {MAX_ADDRESSES} addresses per family")
+            return []
         for i, item in enumerate(value):
             addr = self.address(item, path + (i,), family)
             if addr is None:
@@ -363,7 +372,7 @@ class _Validator:
                         owners[a.ip] = (p.name, len(addrs))
 
 
-_PRISON_KEYS = {"hostname", "ip4", "ip6", "interface", "exec", "stop", "allow"}
+_PRISON_KEYS = {"hostname", "ip4", "ip6", "interface", "exec", "stop", "allow", "enforce"}
 
 
 def _unusable(ip: IPAddr, prefix: int) -> str | None:

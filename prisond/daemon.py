@@ -80,6 +80,22 @@ def install_shim(runtime_dir: str) -> str:
     return dst
 
 
+def open_kernel_layer(layout, tree: CgroupTree):
+    """The kernel layer, adopting what a previous daemon attached; (None, why) where impossible."""
+    from .bpf.enforce import KernelLayer, probe
+    from .bpf.syscall import KernelLayerError
+    ok, why = probe(layout)
+    if not ok:
+        log.warning("kernel enforcement unavailable: %s; prisons default to the shim", why)
+        return None, why
+    try:
+        existing = [tree.for_prison(n).path for n in tree.children()]
+        return KernelLayer.open(existing), why
+    except KernelLayerError as exc:
+        log.warning("kernel enforcement unavailable: %s", exc.message)
+        return None, exc.message.splitlines()[0]
+
+
 class Daemon:
     def __init__(self, config: Config, args: argparse.Namespace, shim_path: str):
         layout = detect_host()
@@ -89,8 +105,10 @@ class Daemon:
         self.config = config
         self.args = args
         self.store = StateStore(args.state_dir)
-        self.deps = Deps(cgroups=CgroupTree(layout, config.daemon.cgroup_parent),
-                         aliases=AliasBook(Netlink()), launcher=Launcher(shim_path))
+        tree = CgroupTree(layout, config.daemon.cgroup_parent)
+        kernel, why = open_kernel_layer(layout, tree)
+        self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink()), launcher=Launcher(shim_path),
+                         kernel=kernel, kernel_why=why)
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
         self.api = Api(self.registry, shim_path, status=lambda: self.status)

@@ -20,9 +20,8 @@ log = logging.getLogger("prisond.launcher")
 
 
 class Launcher:
-    def __init__(self, shim_path: str, kernel: bool = False):
+    def __init__(self, shim_path: str):
         self.shim_path = shim_path
-        self.kernel = kernel
 
     def _output(self, spec: PrisonSpec):
         if not spec.exec.consolelog:
@@ -33,7 +32,8 @@ class Launcher:
             raise SystemLayerError(f"cannot open exec.consolelog {spec.exec.consolelog}: {exc.strerror}",
                                    "exec_failed") from None
 
-    async def spawn_in(self, spec: PrisonSpec, cmd: Command, cg: cgroups.Cgroup) -> asyncio.subprocess.Process:
+    async def spawn_in(self, spec: PrisonSpec, cmd: Command, cg: cgroups.Cgroup,
+                       kernel: bool = False) -> asyncio.subprocess.Process:
         procs_file = cg.procs_file
 
         def enter():  # between fork and exec: os calls only
@@ -42,7 +42,7 @@ class Launcher:
         out = self._output(spec)
         try:
             return await asyncio.create_subprocess_exec(
-                *cmd.argv, env=service_env(spec, self.shim_path, kernel=self.kernel), cwd="/",
+                *cmd.argv, env=service_env(spec, self.shim_path, kernel=kernel), cwd="/",
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=enter, start_new_session=True)
         except OSError as exc:
             raise SystemLayerError(f"cannot run {cmd.argv[0]}: {exc.strerror}", "exec_failed") from None

@@ -32,7 +32,18 @@ class Deps:
     cgroups: CgroupTree
     aliases: AliasBook
     launcher: Launcher
-    enforcement: str = "shim"
+    kernel: object | None = None  # bpf.enforce.KernelLayer where the host can enforce
+    kernel_why: str = ""          # why it can, or why not
+
+    def enforcement(self, spec: PrisonSpec) -> tuple[str, str]:
+        """The level a prison gets, and why: asked for, or the host's default."""
+        if spec.enforce == "shim":
+            return "shim", "asked for in the configuration"
+        if spec.enforce == "kernel":
+            return "kernel", "asked for in the configuration"
+        if self.kernel is not None:
+            return "kernel", f"default: {self.kernel_why}"
+        return "shim", f"default: kernel enforcement unavailable ({self.kernel_why})"
 
 
 class Prison:
@@ -49,6 +60,8 @@ class Prison:
         self.lock = asyncio.Lock()
         self.log = logging.LoggerAdapter(logging.getLogger("prisond.prison"), {"prison": spec.name})
         self._holds_aliases = False
+        self.enforcement, self.enforcement_why = deps.enforcement(spec)
+        self.cgroup_id: int | None = None  # set while the kernel layer enforces this prison
 
     # ------------------------------------------------------------ start
 
@@ -81,8 +94,13 @@ class Prison:
         if self.cgroup.exists() and self.cgroup.procs():
             raise SystemLayerError(f"cgroup {self.cgroup.path} already holds processes", "cgroup_error")
         await asyncio.to_thread(self.cgroup.create)
+        if self.enforcement == "kernel":
+            if self.deps.kernel is None:
+                raise SystemLayerError(f"enforce: kernel was asked for, but this host cannot: {self.deps.kernel_why}",
+                                       "kernel_unavailable")
+            self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
         if spec.exec.start:
-            self.service = await self.deps.launcher.spawn_in(spec, spec.exec.start, self.cgroup)
+            self.service = await self.deps.launcher.spawn_in(spec, spec.exec.start, self.cgroup, self.enforcement == "kernel")
             self.service_status = "running"
             self.log.info("exec.start: pid %d: %s", self.service.pid, " ".join(spec.exec.start.argv))
             spawn(self._watch_service(self.service), f"service:{spec.name}")
@@ -135,14 +153,17 @@ class Prison:
                 errors.append(exc.message)
             if spec.exec.stop and self.cgroup.exists():
                 try:
-                    proc = await self.deps.launcher.spawn_in(spec, spec.exec.stop, self.cgroup)
+                    proc = await self.deps.launcher.spawn_in(spec, spec.exec.stop, self.cgroup, self.enforcement == "kernel")
                     if await Launcher.wait(proc, spec.stop_timeout) is None:
                         errors.append("exec.stop timed out")
                 except PrisonError as exc:
                     errors.append(exc.message)
         try:
             await self._kill_all(spec.stop_timeout if graceful else 0.0)
-            await asyncio.to_thread(self.cgroup.remove)
+            await asyncio.to_thread(self.cgroup.remove)  # detaches the kernel layer's programs
+            if self.cgroup_id is not None:
+                await asyncio.to_thread(self.deps.kernel.forget, self.cgroup_id)
+                self.cgroup_id = None
         except PrisonError as exc:
             errors.append(exc.message)
         if graceful:
@@ -194,7 +215,7 @@ class Prison:
             "jid": self.jid, "name": self.spec.name, "hostname": self.spec.hostname,
             "ip4": [str(a.ip) for a in self.spec.ip4], "ip6": [str(a.ip) for a in self.spec.ip6],
             "state": self.state, "procs": len(self.pids()), "reason": self.reason,
-            "enforcement": self.deps.enforcement,
+            "enforcement": self.enforcement, "enforcement_why": self.enforcement_why,
         }
 
     def details(self) -> dict:
@@ -210,5 +231,14 @@ class Prison:
             "stop_timeout": self.spec.stop_timeout,
             "allow": sorted(self.spec.allow),
             "processes": procinfo.processes(pids),
+            "kernel_counters": self.kernel_counters(),
         })
         return info
+
+    def kernel_counters(self) -> dict | None:
+        if self.cgroup_id is None or self.deps.kernel is None:
+            return None
+        try:
+            return self.deps.kernel.counters(self.cgroup_id)
+        except PrisonError:
+            return None

@@ -52,7 +52,7 @@
 
 /* Policy flags, one letter each in the f= field. */
 #define F_RAW 0x1    /* r: allow.raw_sockets */
-#define F_KERNEL 0x2 /* k: the kernel layer filters; a multi-address wildcard may stay */
+#define F_KERNEL 0x2 /* k: the kernel layer is in force and does the network rewrites */
 #define F_ANYAF 0x4  /* a: allow.socket_af */
 
 extern char **environ;
@@ -326,12 +326,10 @@ static int local4(struct in_addr want, struct in_addr *out)
 	if (P.n4 == 0)
 		return EADDRNOTAVAIL;
 	if (want.s_addr == htonl(INADDR_ANY)) {
-		/* FreeBSD keeps a multi-address wildcard, which is only safe when the kernel
-		 * layer filters ingress; the shim alone narrows it to the primary. */
-		if (P.n4 > 1 && (P.flags & F_KERNEL))
-			*out = want;
-		else
-			*out = P.ip4[0];
+		/* FreeBSD keeps a multi-address wildcard, which is only safe where the kernel
+		 * filters ingress; the shim alone (it runs only without the kernel layer) narrows it
+		 * to the primary. */
+		*out = P.ip4[0];
 		return 0;
 	}
 	if (in4_list(want)) {
@@ -345,7 +343,7 @@ static int local4(struct in_addr want, struct in_addr *out)
 	return EADDRNOTAVAIL;
 }
 
-static int local6(const struct in6_addr *want, int v6only, struct in6_addr *out)
+static int local6(const struct in6_addr *want, struct in6_addr *out)
 {
 	if (IN6_IS_ADDR_V4MAPPED(want)) {
 		struct in_addr a4, o4;
@@ -360,12 +358,9 @@ static int local6(const struct in6_addr *want, int v6only, struct in6_addr *out)
 	if (P.n6 == 0)
 		return EADDRNOTAVAIL;
 	if (IN6_IS_ADDR_UNSPECIFIED(want)) {
-		/* FreeBSD: rewritten only when v6-only with exactly one address.  A dual-stack
-		 * wildcard may stay only where the kernel filters; the shim narrows it. */
-		if ((P.flags & F_KERNEL) && !(v6only && P.n6 == 1))
-			*out = *want;
-		else
-			*out = P.ip6[0];
+		/* FreeBSD keeps it unless v6-only with exactly one address; a wildcard is safe only
+		 * where the kernel filters, so the shim alone narrows it to the v6 primary. */
+		*out = P.ip6[0];
 		return 0;
 	}
 	if (in6_list(want)) {
@@ -559,13 +554,7 @@ static int prison_bind(int fd, const struct sockaddr *addr, socklen_t len)
 	if (family == AF_INET) {
 		err = local4(want.in.sin_addr, &got.in.sin_addr);
 	} else if (family == AF_INET6) {
-		int v6only = 0;
-		if (IN6_IS_ADDR_UNSPECIFIED(&want.in6.sin6_addr)) {
-			socklen_t ol = sizeof v6only;
-			if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) < 0)
-				v6only = 0;
-		}
-		err = local6(&want.in6.sin6_addr, v6only, &got.in6.sin6_addr);
+		err = local6(&want.in6.sin6_addr, &got.in6.sin6_addr);
 	} else {
 		return real.bind(fd, addr, len);
 	}
@@ -616,11 +605,7 @@ static int prison_listen(int fd, int backlog)
 			err = local4((struct in_addr){htonl(INADDR_ANY)}, &src.in.sin_addr);
 		} else {
 			src.in6.sin6_family = AF_INET6;
-			int v6only = 0;
-			socklen_t ol = sizeof v6only;
-			if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) < 0)
-				v6only = 0;
-			err = local6(&in6addr_any, v6only, &src.in6.sin6_addr);
+			err = local6(&in6addr_any, &src.in6.sin6_addr);
 		}
 		if (err) {
 			errno = err;
@@ -911,6 +896,30 @@ static void unfix_env(struct envfix *fx)
 
 /* ---- exported entry points: thin ---- */
 
+/* With the kernel layer in force (f=k) the kernel rewrites binds, connects and sends with the
+ * prison's current policy; the shim's copy of the policy is fixed at exec and would go stale
+ * when a reload changes the addresses, so the shim leaves those calls alone. */
+static inline int coerce(void)
+{
+	return P.jailed && !(P.flags & F_KERNEL);
+}
+
+/* listen() on an unbound socket: the kernel has no hook there, so bind the wildcard and let
+ * the kernel's bind hook apply the rule (one address: that address; several: the wildcard,
+ * which its ingress filter guards). */
+static int kernel_listen(int fd, int backlog)
+{
+	struct fdinfo fi;
+	if (inspect(fd, &fi) == 0 && fi.unbound) {
+		union sa any;
+		memset(&any, 0, sizeof any);
+		any.sa.sa_family = (sa_family_t)fi.family;
+		if (real.bind(fd, &any.sa, fi.family == AF_INET ? sizeof any.in : sizeof any.in6) < 0 && errno != EINVAL)
+			return -1;
+	}
+	return real.listen(fd, backlog);
+}
+
 EXPORT int socket(int domain, int type, int protocol)
 {
 	ensure();
@@ -924,13 +933,13 @@ EXPORT int socket(int domain, int type, int protocol)
 EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	ensure();
-	return P.jailed ? prison_bind(fd, addr, len) : real.bind(fd, addr, len);
+	return coerce() ? prison_bind(fd, addr, len) : real.bind(fd, addr, len);
 }
 
 EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	ensure();
-	return P.jailed ? prison_connect(fd, addr, len) : real.connect(fd, addr, len);
+	return coerce() ? prison_connect(fd, addr, len) : real.connect(fd, addr, len);
 }
 
 EXPORT int __connect(int fd, const struct sockaddr *addr, socklen_t len)
@@ -941,27 +950,28 @@ EXPORT int __connect(int fd, const struct sockaddr *addr, socklen_t len)
 EXPORT int listen(int fd, int backlog)
 {
 	ensure();
-	return P.jailed ? prison_listen(fd, backlog) : real.listen(fd, backlog);
+	if (!P.jailed)
+		return real.listen(fd, backlog);
+	return (P.flags & F_KERNEL) ? kernel_listen(fd, backlog) : prison_listen(fd, backlog);
 }
 
 EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
 		      socklen_t len)
 {
 	ensure();
-	return P.jailed ? prison_sendto(fd, buf, n, flags, addr, len)
-			: real.sendto(fd, buf, n, flags, addr, len);
+	return coerce() ? prison_sendto(fd, buf, n, flags, addr, len) : real.sendto(fd, buf, n, flags, addr, len);
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 	ensure();
-	return P.jailed ? prison_sendmsg(fd, msg, flags) : real.sendmsg(fd, msg, flags);
+	return coerce() ? prison_sendmsg(fd, msg, flags) : real.sendmsg(fd, msg, flags);
 }
 
 EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
 {
 	ensure();
-	return P.jailed ? prison_sendmmsg(fd, vec, vlen, flags) : real.sendmmsg(fd, vec, vlen, flags);
+	return coerce() ? prison_sendmmsg(fd, vec, vlen, flags) : real.sendmmsg(fd, vec, vlen, flags);
 }
 
 EXPORT int gethostname(char *name, size_t len)

@@ -13,6 +13,8 @@ A4, B4, A6 = "127.0.2.1", "127.0.3.1", "fd00:2::1"
 def jail(tmp_path_factory):
     from support.daemon import Daemon
     d = Daemon(str(tmp_path_factory.mktemp("shim")), f"""
+defaults:
+  enforce: shim      # this suite is about the shim itself; tests/escape compares both levels
 prisons:
   a:
     hostname: a.example.test

@@ -25,9 +25,15 @@ prisons:
 """
 
 
+@pytest.fixture(params=["shim", "kernel"])
+def level(request):
+    return request.param
+
+
 @pytest.fixture
-def two(daemon):
-    return daemon(CONFIG)
+def two(daemon, level):
+    """Two prisons, under each enforcement level in turn: the wire must look the same."""
+    return daemon(f"defaults:\n  enforce: {level}\n" + CONFIG)
 
 
 def test_tcp_syn_source_is_the_prison_address(two, tcp_server, nettool):

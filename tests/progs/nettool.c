@@ -10,6 +10,9 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <spawn.h>
+#include <sys/syscall.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,13 +140,17 @@ static int do_bind_unspec(void)
 
 static int do_listen_unbound(int fam, int port_hint)
 {
-	(void)port_hint;
 	int fd = socket(fam, SOCK_STREAM, 0);
 	if (fd < 0)
 		return fail("socket");
 	if (listen(fd, 16) < 0)
 		return fail("listen");
 	report(fd, 0);
+	if (port_hint) { /* hold the listener until stdin closes */
+		char b[1];
+		ssize_t r = read(0, b, 1);
+		(void)r;
+	}
 	return 0;
 }
 
@@ -350,6 +357,93 @@ static int do_clearenv_execl(char **argv)
 	return fail("execl");
 }
 
+/* the same calls through syscall(2), which no preload sees */
+static int do_sys(const char *op, const char *host, int port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fam = parse(host, port, &ss, &len, 0);
+	int stream = strcmp(op, "sendto") != 0;
+	int fd = (int)syscall(SYS_socket, fam, stream ? SOCK_STREAM : SOCK_DGRAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	if (!strcmp(op, "bind")) {
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		if (syscall(SYS_bind, fd, &ss, len) < 0)
+			return fail("bind");
+		if (syscall(SYS_listen, fd, 16) < 0)
+			return fail("listen");
+		report(fd, 0);
+		char b[1];
+		ssize_t r = read(0, b, 1); /* hold the listener until stdin closes */
+		(void)r;
+		return 0;
+	}
+	if (!strcmp(op, "connect")) {
+		if (syscall(SYS_connect, fd, &ss, len) < 0)
+			return fail("connect");
+		report(fd, 1);
+		return 0;
+	}
+	if (syscall(SYS_sendto, fd, "raw-syscall", 11, 0, &ss, len) < 0)
+		return fail("sendto");
+	report(fd, 0);
+	return 0;
+}
+
+/* execve through syscall(2) with an empty environment: nothing can put the preload back */
+static int do_sys_exec_clean(char **argv)
+{
+	char *envp[] = {NULL};
+	fflush(stdout);
+	syscall(SYS_execve, argv[0], argv, envp);
+	return fail("execve");
+}
+
+static unsigned short csum(const void *data, size_t n)
+{
+	const unsigned short *p = data;
+	unsigned long sum = 0;
+	for (; n > 1; n -= 2)
+		sum += *p++;
+	if (n)
+		sum += *(const unsigned char *)p;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (unsigned short)~sum;
+}
+
+/* a UDP datagram from a forged source, written whole on a raw socket (IP_HDRINCL) */
+static int do_raw_forge(const char *src, const char *dst, int port)
+{
+	int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
+	if (fd < 0)
+		return fail("socket");
+	unsigned char pkt[sizeof(struct iphdr) + sizeof(struct udphdr) + 6];
+	memset(pkt, 0, sizeof pkt);
+	struct iphdr *ip = (struct iphdr *)pkt;
+	struct udphdr *udp = (struct udphdr *)(pkt + sizeof *ip);
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_UDP;
+	ip->tot_len = htons(sizeof pkt);
+	inet_pton(AF_INET, src, &ip->saddr);
+	inet_pton(AF_INET, dst, &ip->daddr);
+	ip->check = csum(ip, sizeof *ip);
+	udp->source = htons(4242);
+	udp->dest = htons(port);
+	udp->len = htons(sizeof pkt - sizeof *ip);
+	memcpy(pkt + sizeof *ip + sizeof *udp, "forged", 6);
+	struct sockaddr_in to = {.sin_family = AF_INET};
+	to.sin_addr.s_addr = ip->daddr;
+	if (sendto(fd, pkt, sizeof pkt, 0, (struct sockaddr *)&to, sizeof to) < 0)
+		return fail("sendto");
+	printf("ok sent\n");
+	return 0;
+}
+
 static int do_hostname(int argc)
 {
 	char buf[256];
@@ -425,7 +519,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "bind-unspec"))
 		return do_bind_unspec();
 	if (!strcmp(m, "listen-unbound") && argc >= 3)
-		return do_listen_unbound(!strcmp(argv[2], "6") ? AF_INET6 : AF_INET, 0);
+		return do_listen_unbound(!strcmp(argv[2], "6") ? AF_INET6 : AF_INET, argc > 3);
 	if (!strcmp(m, "connect") && argc >= 4)
 		return connect_one(argv[2], atoi(argv[3]), 0);
 	if (!strcmp(m, "bound-connect") && argc >= 5)
@@ -448,6 +542,12 @@ int main(int argc, char **argv)
 		return do_spawn_clean(argv + 2);
 	if (!strcmp(m, "clearenv-execl") && argc == 6)
 		return do_clearenv_execl(argv + 2);
+	if (!strcmp(m, "sys") && argc >= 5)
+		return do_sys(argv[2], argv[3], atoi(argv[4]));
+	if (!strcmp(m, "sys-exec-clean") && argc >= 3)
+		return do_sys_exec_clean(argv + 2);
+	if (!strcmp(m, "raw-forge") && argc >= 5)
+		return do_raw_forge(argv[2], argv[3], atoi(argv[4]));
 	if (!strcmp(m, "hostname"))
 		return do_hostname(argc);
 	if (!strcmp(m, "socket") && argc >= 3)

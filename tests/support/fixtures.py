@@ -33,6 +33,16 @@ def nettool():
 
 
 @pytest.fixture(scope="session")
+def nettool_static():
+    return build("nettool.c", "-O2", "-static", name="nettool-static")
+
+
+@pytest.fixture(scope="session")
+def uring_static():
+    return build("uring.c", "-O2", "-static", "-luring", name="uring-static")
+
+
+@pytest.fixture(scope="session")
 def nettool_fortify():
     return build("nettool.c", "-O2", "-D_FORTIFY_SOURCE=2", name="nettool-fortify")
 

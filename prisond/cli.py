@@ -131,12 +131,15 @@ def cmd_show(client: Client, args: list[str]) -> int:
     svc = p.get("service")
     lines = [("hostname", p["hostname"]),
              ("addresses", " ".join(p["addresses"]) or "-"),
-             ("enforcement", p["enforcement"]),
+             ("enforcement", f"{p['enforcement']} ({p['enforcement_why']})"),
              ("cgroup", p.get("cgroup") or "-"),
              ("stop.timeout", f"{p['stop_timeout']:g}s"),
              ("allow", ", ".join(p["allow"]) or "-")]
     if svc:
         lines.append(("service", f"{' '.join(svc['argv'])} (pid {svc['pid'] or '-'}, {svc['status'] or 'not started'})"))
+    counters = p.get("kernel_counters")
+    if counters:
+        lines.append(("kernel", " ".join(f"{k}={v}" for k, v in counters.items())))
     for k, v in lines:
         print(f"  {k:<13}{v}")
     if p["processes"]:

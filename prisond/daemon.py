@@ -105,9 +105,10 @@ class Daemon:
         self.config = config
         self.args = args
         self.store = StateStore(args.state_dir)
+        self.store.ensure_dir()
         tree = CgroupTree(layout, config.daemon.cgroup_parent)
         kernel, why = open_kernel_layer(layout, tree)
-        self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink()), launcher=Launcher(shim_path),
+        self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink(), record=self.store), launcher=Launcher(shim_path),
                          kernel=kernel, kernel_why=why)
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
@@ -120,9 +121,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload(), "reload"))
-        self.store.ensure_dir()
-        await asyncio.to_thread(self.registry.recover)
         await asyncio.to_thread(self.deps.cgroups.ensure_parent)
+        await self.registry.recover()
         await self.server.start()
         log.info("control socket %s; cgroups under %s (%s layout)", self.args.socket, self.deps.cgroups.parent,
                  self.deps.cgroups.layout.kind)

@@ -6,6 +6,7 @@ single-address prisons stays until both have stopped.  Calls block: run them in 
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import threading
@@ -30,43 +31,53 @@ def interface_for(addr: Address, prison_iface: str | None) -> str | None:
 
 
 class Netlink:
-    """The few netlink calls prisond needs.  Each opens its own socket: simple and thread-safe."""
+    """The few netlink calls prisond needs, on one socket per worker thread."""
+
+    def __init__(self):
+        self._local = threading.local()
 
     def _ipr(self):
-        from pyroute2 import IPRoute
-        return IPRoute()
+        ipr = getattr(self._local, "ipr", None)
+        if ipr is None:
+            from pyroute2 import IPRoute
+            ipr = self._local.ipr = IPRoute()
+        return ipr
 
     def has_address(self, ip) -> bool:
-        with self._ipr() as ipr:
-            family = 2 if ip.version == 4 else 10
-            for msg in ipr.get_addr(family=family):
-                if msg.get_attr("IFA_ADDRESS") == str(ip) or msg.get_attr("IFA_LOCAL") == str(ip):
-                    return True
+        """Is ip on any interface?  A full dump: used only for addresses with no interface named."""
+        family = 2 if ip.version == 4 else 10
+        for msg in self._ipr().get_addr(family=family):
+            if msg.get_attr("IFA_ADDRESS") == str(ip) or msg.get_attr("IFA_LOCAL") == str(ip):
+                return True
         return False
 
-    def add(self, ip, prefix: int, iface: str) -> None:
-        with self._ipr() as ipr:
-            idx = self._index(ipr, iface)
-            kw = {}
-            if ip.version == 6 and iface != "lo":
-                kw["flags"] = IFA_F_NODAD  # usable at once, as a jail's alias is
-            try:
-                ipr.addr("add", index=idx, address=str(ip), prefixlen=prefix, **kw)
-            except Exception as exc:
-                raise SystemLayerError(f"cannot add {ip}/{prefix} to {iface}: {_why(exc)}", "net_error") from None
+    def add(self, ip, prefix: int, iface: str) -> bool:
+        """Add ip/prefix to iface; False if it was there already (then it is not ours)."""
+        ipr = self._ipr()
+        idx = self._index(ipr, iface)
+        kw = {}
+        if ip.version == 6 and iface != "lo":
+            kw["flags"] = IFA_F_NODAD  # usable at once, as a jail's alias is
+        try:
+            ipr.addr("add", index=idx, address=str(ip), prefixlen=prefix, **kw)
+            return True
+        except Exception as exc:
+            if getattr(exc, "code", None) == errno.EEXIST:
+                return False
+            raise SystemLayerError(f"cannot add {ip}/{prefix} to {iface}: {_why(exc)}", "net_error") from None
 
     def remove(self, ip, prefix: int, iface: str) -> None:
-        with self._ipr() as ipr:
-            try:
-                idx = self._index(ipr, iface)
-                ipr.addr("del", index=idx, address=str(ip), prefixlen=prefix)
-            except SystemLayerError:
-                raise
-            except Exception as exc:
-                if "Cannot assign" in _why(exc) or "No such" in _why(exc):
-                    return  # already gone
-                raise SystemLayerError(f"cannot remove {ip}/{prefix} from {iface}: {_why(exc)}",
-                                       "net_error") from None
+        ipr = self._ipr()
+        try:
+            idx = self._index(ipr, iface)
+            ipr.addr("del", index=idx, address=str(ip), prefixlen=prefix)
+        except SystemLayerError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "code", None) in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
+                return  # already gone
+            raise SystemLayerError(f"cannot remove {ip}/{prefix} from {iface}: {_why(exc)}",
+                                   "net_error") from None
 
     @staticmethod
     def _index(ipr, iface: str) -> int:
@@ -84,13 +95,16 @@ def _why(exc: Exception) -> str:
 
 
 class AliasBook:
-    """Which addresses prisons use, which of them the daemon added, and on which interface."""
+    """Which addresses prisons use, which of them the daemon added, and on which interface.
 
-    def __init__(self, netlink: Netlink, on_change=None):
+    An alias is recorded (`record.put_alias`) before it is added and forgotten after it is
+    removed, so a daemon killed at any point leaves a record of every alias it may have added."""
+
+    def __init__(self, netlink: Netlink, record=None):
         self.netlink = netlink
+        self.record = record  # state.StateStore, or None
         self.users: dict[str, set[str]] = {}        # "ip" -> prison names
         self.added: dict[str, tuple[int, str]] = {}  # "ip" -> (prefix, iface) for those we added
-        self.on_change = on_change or (lambda: None)
         self._lock = threading.Lock()
 
     def acquire(self, prison: str, addrs: tuple[Address, ...], prison_iface: str | None) -> None:
@@ -110,17 +124,27 @@ class AliasBook:
             if key in self.users:
                 self.users[key].add(prison)
                 return
-            if not self.netlink.has_address(a.ip):
+            if key not in self.added:  # else: added by us, or by the daemon before us
                 iface = interface_for(a, prison_iface)
                 if iface is None:
-                    raise SystemLayerError(
-                        f"{a.ip} is not on any interface and no interface is named for it "
-                        f"(write 'IFACE|{a.ip}' or set 'interface')", "net_error")
-                self.netlink.add(a.ip, a.prefix, iface)
-                self.added[key] = (a.prefix, iface)
-                log.info("added address %s/%d on %s", a.ip, a.prefix, iface)
+                    if not self.netlink.has_address(a.ip):
+                        raise SystemLayerError(
+                            f"{a.ip} is not on any interface and no interface is named for it "
+                            f"(write 'IFACE|{a.ip}' or set 'interface')", "net_error")
+                else:
+                    if self.record:
+                        self.record.put_alias(key, a.prefix, iface)
+                    try:
+                        if self.netlink.add(a.ip, a.prefix, iface):
+                            self.added[key] = (a.prefix, iface)
+                            log.info("added address %s/%d on %s", a.ip, a.prefix, iface)
+                        elif self.record:
+                            self.record.drop_alias(key)  # the host had it: never ours to remove
+                    except BaseException:
+                        if self.record:
+                            self.record.drop_alias(key)
+                        raise
             self.users[key] = {prison}
-        self.on_change()
 
     def release(self, prison: str, addrs: tuple[Address, ...]) -> list[str]:
         """Drop the prison's claim; remove aliases we added that nobody uses now.  Returns errors."""
@@ -137,22 +161,31 @@ class AliasBook:
                 del self.users[key]
                 rec = self.added.pop(key, None)
             if rec:
-                try:
-                    self.netlink.remove(a.ip, rec[0], rec[1])
-                    log.info("removed address %s/%d from %s", a.ip, rec[0], rec[1])
-                except SystemLayerError as exc:
-                    errors.append(str(exc))
-        self.on_change()
+                errors += self._remove(key, rec)
         return errors
 
-    def forget_leftover(self, ip: str, prefix: int, iface: str) -> None:
-        """Remove an alias a previous daemon added and did not remove (it crashed)."""
+    def _remove(self, key: str, rec: tuple[int, str]) -> list[str]:
         try:
-            self.netlink.remove(ipaddress.ip_address(ip), prefix, iface)
-            log.info("removed leftover address %s/%d from %s", ip, prefix, iface)
+            self.netlink.remove(ipaddress.ip_address(key), rec[0], rec[1])
+            log.info("removed address %s/%d from %s", key, rec[0], rec[1])
         except SystemLayerError as exc:
-            log.warning("%s", exc)
+            return [str(exc)]
+        if self.record:
+            self.record.drop_alias(key)
+        return []
 
-    def snapshot(self) -> list[dict]:
+    def adopt_added(self, ip: str, prefix: int, iface: str) -> None:
+        """An alias a previous daemon added: ours to remove once no prison uses it."""
         with self._lock:
-            return [{"ip": ip, "prefix": p, "iface": i} for ip, (p, i) in sorted(self.added.items())]
+            self.added[ip] = (prefix, iface)
+
+    def release_unused(self) -> list[str]:
+        """Remove the aliases we added that no prison uses (after adoption)."""
+        with self._lock:
+            unused = [(ip, rec) for ip, rec in self.added.items() if ip not in self.users]
+            for ip, _ in unused:
+                del self.added[ip]
+        errors = []
+        for ip, rec in unused:
+            errors += self._remove(ip, rec)
+        return errors

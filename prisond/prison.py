@@ -8,7 +8,9 @@ A start that fails anywhere undoes what it did, so a failed prison holds nothing
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -62,6 +64,7 @@ class Prison:
         self._holds_aliases = False
         self.enforcement, self.enforcement_why = deps.enforcement(spec)
         self.cgroup_id: int | None = None  # set while the kernel layer enforces this prison
+        self.service_pid: int | None = None  # the service of an adopted prison (not our child)
 
     # ------------------------------------------------------------ start
 
@@ -123,6 +126,53 @@ class Prison:
             why = "timed out" if rc is None else f"exited with status {rc}"
             raise SystemLayerError(f"exec.{hook} {why}", "exec_failed")
 
+    # ------------------------------------------------------------ adopt, change in place
+
+    def record(self) -> dict:
+        """What a later daemon needs to adopt this prison."""
+        pid = self.service.pid if self.service else self.service_pid
+        return {"jid": self.jid, "state": self.state, "started_at": self.started_at,
+                "service_pid": pid if self.state == RUNNING else None, "enforcement": self.enforcement}
+
+    async def adopt(self, rec: dict) -> None:
+        """Take over a prison a previous daemon left running: its processes stay as they are."""
+        async with self.lock:
+            spec = self.spec
+            await asyncio.to_thread(self.deps.aliases.acquire, spec.name, spec.addresses, spec.interface)
+            self._holds_aliases = True
+            if self.enforcement == "kernel":
+                if self.deps.kernel is None:
+                    raise SystemLayerError("its kernel enforcement cannot be re-established: "
+                                           f"{self.deps.kernel_why}", "kernel_unavailable")
+                self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
+            self.state, self.reason = RUNNING, None
+            self.started_at = rec.get("started_at")
+            pid = rec.get("service_pid")
+            if spec.exec.start and pid and os.path.exists(f"/proc/{pid}") and pid in self.cgroup.procs():
+                self.service_pid, self.service_status = pid, "running (adopted)"
+            elif spec.exec.start:
+                self.service_status = "exited (while no daemon watched)"
+            self.log.info("adopted (jid %d, %d processes, %s enforcement)", self.jid, len(self.pids()),
+                          self.enforcement)
+
+    async def change_addresses(self, new: PrisonSpec) -> None:
+        """A reload that changed only the addresses of a running kernel prison: aliases and the
+        kernel policy change, the processes stay."""
+        async with self.lock:
+            old = self.spec
+            await asyncio.to_thread(self.deps.aliases.acquire, new.name, new.addresses, new.interface)
+            self.spec = new
+            await asyncio.to_thread(self.deps.kernel.update, self.cgroup.path, new)
+            kept = {a.ip for a in new.addresses}
+            gone = tuple(a for a in old.addresses if a.ip not in kept)
+            await asyncio.to_thread(self.deps.aliases.release, old.name, gone)
+            self.log.info("addresses now %s (processes kept)", ", ".join(map(str, new.addresses)) or "none")
+
+    def addresses_only_changed(self, new: PrisonSpec) -> bool:
+        return (self.state == RUNNING and self.enforcement == "kernel" and self.cgroup_id is not None
+                and self.deps.enforcement(new)[0] == "kernel"
+                and dataclasses.replace(self.spec, ip4=(), ip6=()) == dataclasses.replace(new, ip4=(), ip6=()))
+
     # ------------------------------------------------------------ stop
 
     async def stop(self) -> None:
@@ -174,7 +224,7 @@ class Prison:
         if self._holds_aliases:
             errors += await asyncio.to_thread(self.deps.aliases.release, spec.name, spec.addresses)
             self._holds_aliases = False
-        self.service = None
+        self.service = self.service_pid = None
         return errors
 
     async def _kill_all(self, grace: float) -> None:
@@ -226,7 +276,7 @@ class Prison:
             "cgroup": self.cgroup.path if self.state not in (STOPPED, FAILED) else None,
             "started_at": self.started_at,
             "service": ({"argv": list(self.spec.exec.start.argv),
-                         "pid": self.service.pid if self.service else None,
+                         "pid": self.service.pid if self.service else self.service_pid,
                          "status": self.service_status} if self.spec.exec.start else None),
             "stop_timeout": self.spec.stop_timeout,
             "allow": sorted(self.spec.allow),

@@ -29,7 +29,6 @@ class Registry:
         self._reload_lock = asyncio.Lock()
         for spec in config.prisons:
             self._add(spec)
-        deps.aliases.on_change = self.save
 
     def _add(self, spec: PrisonSpec) -> Prison:
         prison = Prison(spec, self._next_jid, self.deps)
@@ -45,32 +44,63 @@ class Registry:
 
     # ------------------------------------------------------------ state record
 
-    def save(self) -> None:
-        try:
-            self.store.save({
-                "aliases": self.deps.aliases.snapshot(),
-                "cgroup_parent": self.deps.cgroups.parent,
-                "prisons": {p.spec.name: {"jid": p.jid, "state": p.state} for p in self.prisons.values()},
-            })
-        except OSError as exc:
-            log.error("cannot write state in %s: %s", self.store.directory, exc.strerror)
-
-    def recover(self) -> None:
-        """Undo what a predecessor that died without stopping left behind (blocking; at start-up)."""
-        old = self.store.load()
-        for name in self.deps.cgroups.children():
-            cg = self.deps.cgroups.for_prison(name)
-            pids = cg.procs()
-            log.warning("cleaning up leftover prison cgroup %s (%d processes)", cg.path, len(pids))
-            if pids:
-                cg.signal_all(signal.SIGKILL)
+    def save(self, prison: Prison | None = None) -> None:
+        """Record one prison (or all): what a later daemon needs to adopt it."""
+        for p in [prison] if prison else list(self.prisons.values()):
             try:
-                cg.remove()
-            except PrisonError as exc:
-                log.error("%s", exc.message)
-        for rec in (old or {}).get("aliases", []):
-            self.deps.aliases.forget_leftover(rec["ip"], rec["prefix"], rec["iface"])
-        self.store.clear()
+                if p.state in (RUNNING, "starting", "stopping"):
+                    self.store.put_prison(p.spec.name, p.record())
+                else:
+                    self.store.drop_prison(p.spec.name)
+            except OSError as exc:
+                log.error("cannot write state in %s: %s", self.store.directory, exc.strerror)
+
+    async def recover(self) -> None:
+        """Adopt what a previous daemon of this boot left running, if it is still configured;
+        end and remove the rest (its prisons no longer configured, half-made ones, aliases).
+
+        A record from an earlier boot is discarded: its aliases and cgroups died with it."""
+        records = self.store.prisons()
+        for rec in self.store.aliases():  # ours to remove once nobody uses them
+            self.deps.aliases.adopt_added(rec["ip"], rec["prefix"], rec["iface"])
+        adopted = []
+        for name in self.deps.cgroups.children():
+            prison, rec = self.prisons.get(name), records.get(name, {})
+            if prison and rec.get("state") == RUNNING and rec.get("enforcement") == prison.enforcement:
+                prison.jid = rec["jid"]
+                try:
+                    await prison.adopt(rec)
+                    adopted.append(prison)
+                    continue
+                except PrisonError as exc:
+                    log.error("prison %s: cannot adopt: %s", name, exc.message)
+            await asyncio.to_thread(self._end_leftover, name)
+        self._renumber(adopted)
+        errors = await asyncio.to_thread(self.deps.aliases.release_unused)
+        for e in errors:
+            log.error("%s", e)
+        for name in set(records) - {p.spec.name for p in adopted}:
+            self.store.drop_prison(name)
+
+    def _end_leftover(self, name: str) -> None:
+        cg = self.deps.cgroups.for_prison(name)
+        pids = cg.procs()
+        log.warning("ending leftover prison cgroup %s (%d processes)", cg.path, len(pids))
+        if pids:
+            cg.signal_all(signal.SIGKILL)
+        try:
+            cg.remove()
+        except PrisonError as exc:
+            log.error("%s", exc.message)
+
+    def _renumber(self, adopted: list[Prison]) -> None:
+        """Adopted prisons keep their JIDs; the others get fresh ones after the highest."""
+        taken = {p.jid for p in adopted}
+        self._next_jid = max(taken, default=0) + 1
+        for p in self.prisons.values():
+            if p not in adopted:
+                p.jid = self._next_jid
+                self._next_jid += 1
 
     # ------------------------------------------------------------ all prisons
 
@@ -78,14 +108,16 @@ class Registry:
         sem = asyncio.Semaphore(START_CONCURRENCY)
 
         async def one(p: Prison):
+            if p.state == RUNNING:
+                return  # adopted
             async with sem:
                 try:
                     await p.start()
                 except PrisonError:
                     pass  # recorded on the prison (state failed, reason) and logged
+                self.save(p)
 
-        await asyncio.gather(*(one(self.prisons[n]) for n in (names or list(self.prisons))))
-        self.save()
+        await asyncio.gather(*(one(self.prisons[n]) for n in (list(self.prisons) if names is None else names)))
 
     async def stop_all(self, names=None) -> None:
         async def one(p: Prison):
@@ -94,22 +126,26 @@ class Registry:
                     await p.stop()
                 except PrisonError as exc:
                     log.error("prison %s: %s", p.spec.name, exc.message)
+                self.save(p)
 
-        await asyncio.gather(*(one(self.prisons[n]) for n in (names or list(self.prisons))))
-        self.save()
+        await asyncio.gather(*(one(self.prisons[n]) for n in (list(self.prisons) if names is None else names)))
 
     # ------------------------------------------------------------ one prison
 
     async def start(self, name: str) -> dict:
         prison = self.get(name)
-        await prison.start()
-        self.save()
+        try:
+            await prison.start()
+        finally:
+            self.save(prison)
         return prison.summary()
 
     async def stop(self, name: str) -> dict:
         prison = self.get(name)
-        await prison.stop()
-        self.save()
+        try:
+            await prison.stop()
+        finally:
+            self.save(prison)
         return prison.summary()
 
     async def restart(self, name: str) -> dict:
@@ -118,8 +154,10 @@ class Registry:
             await prison.stop()
         except StateConflict:
             pass  # restart of a stopped prison starts it
-        await prison.start()
-        self.save()
+        try:
+            await prison.start()
+        finally:
+            self.save(prison)
         return prison.summary()
 
     # ------------------------------------------------------------ reload
@@ -132,12 +170,19 @@ class Registry:
                 return d
             log.info("reload: added %s, changed %s, removed %s", list(d.added) or "-", list(d.changed) or "-",
                      list(d.removed) or "-")
+            # a running kernel prison whose addresses alone changed keeps its processes
+            in_place = [n for n in d.changed if self.prisons[n].addresses_only_changed(new.prison(n))]
+            for name in in_place:
+                await self.prisons[name].change_addresses(new.prison(name))
+                self.save(self.prisons[name])
+            changed = [n for n in d.changed if n not in in_place]
             # a changed prison comes back if it was up (or had failed: the new spec may fix it)
-            restart = [n for n in d.changed if self.prisons[n].state in (RUNNING, FAILED)]
-            await self.stop_all(list(d.removed + d.changed))
+            restart = [n for n in changed if self.prisons[n].state in (RUNNING, FAILED)]
+            await self.stop_all(list(d.removed) + changed)
             for name in d.removed:
                 del self.prisons[name]
-            for name in d.changed:
+                self.store.drop_prison(name)
+            for name in changed:
                 # the same JID, as jail -m keeps it; a fresh runtime for the new spec
                 self.prisons[name] = Prison(new.prison(name), self.prisons[name].jid, self.deps)
             for name in d.added:

@@ -1,17 +1,19 @@
-"""The daemon's record of what it made (aliases, cgroups), kept in --state-dir.
+"""The daemon's record of what it made, kept in --state-dir as small files, one per thing:
 
-Written atomically (temporary file, fsync, rename) so that a daemon killed at any moment
-leaves either the old record or the new one.  The boot id tells a record of this boot from
-one left by an earlier boot, whose aliases and cgroups died with it.
+    boot_id              the boot the records belong to
+    aliases/<address>    "prefix iface" of an alias the daemon added (written before adding)
+    prisons/<name>.json  what a later daemon needs to adopt the prison
+
+One small write per change, atomic (temporary file and rename), so that a daemon killed at any
+moment leaves a usable record, and a thousand prisons do not mean rewriting one big document.
+Records from an earlier boot are discarded: its aliases and cgroups died with it.  (No fsync:
+what the records describe does not survive a power loss either.)
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-import threading
-
-STATE_FILE = "state.json"
 
 
 def boot_id() -> str:
@@ -25,42 +27,95 @@ def boot_id() -> str:
 class StateStore:
     def __init__(self, directory: str):
         self.directory = directory
-        self.path = os.path.join(directory, STATE_FILE)
-        self._lock = threading.Lock()  # saves come from the loop and from worker threads
+        self.alias_dir = os.path.join(directory, "aliases")
+        self.prison_dir = os.path.join(directory, "prisons")
 
     def ensure_dir(self) -> None:
-        os.makedirs(self.directory, mode=0o755, exist_ok=True)
-
-    def load(self) -> dict | None:
-        """The record of this boot, or None (absent, unreadable, or from an earlier boot)."""
+        """Create the layout; discard records of an earlier boot."""
+        for d in (self.directory, self.alias_dir, self.prison_dir):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+        path = os.path.join(self.directory, "boot_id")
         try:
-            with open(self.path) as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
-            return None
-        if not isinstance(data, dict) or data.get("boot_id") != boot_id():
-            return None
-        return data
+            with open(path) as fh:
+                same_boot = fh.read().strip() == boot_id()
+        except OSError:
+            same_boot = False
+        if not same_boot:
+            self._wipe()
+            self._write(path, boot_id() + "\n")
 
-    def save(self, data: dict) -> None:
-        data = dict(data, boot_id=boot_id())
-        with self._lock:
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state.")
+    # aliases
+    def put_alias(self, ip: str, prefix: int, iface: str) -> None:
+        self._write(os.path.join(self.alias_dir, ip), f"{prefix} {iface}\n")
+
+    def drop_alias(self, ip: str) -> None:
+        _unlink(os.path.join(self.alias_dir, ip))
+
+    def aliases(self) -> list[dict]:
+        out = []
+        for name in _listdir(self.alias_dir):
             try:
-                with os.fdopen(fd, "w") as fh:
-                    json.dump(data, fh, indent=1, sort_keys=True)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
+                with open(os.path.join(self.alias_dir, name)) as fh:
+                    prefix, iface = fh.read().split()
+                out.append({"ip": name, "prefix": int(prefix), "iface": iface})
+            except (OSError, ValueError):
+                continue
+        return out
+
+    # prisons
+    def put_prison(self, name: str, record: dict) -> None:
+        self._write(os.path.join(self.prison_dir, name + ".json"), json.dumps(record))
+
+    def drop_prison(self, name: str) -> None:
+        _unlink(os.path.join(self.prison_dir, name + ".json"))
+
+    def prisons(self) -> dict[str, dict]:
+        out = {}
+        for name in _listdir(self.prison_dir):
+            if name.endswith(".json"):
                 try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+                    with open(os.path.join(self.prison_dir, name)) as fh:
+                        out[name[:-5]] = json.load(fh)
+                except (OSError, ValueError):
+                    continue
+        return out
 
     def clear(self) -> None:
+        """After a clean stop: nothing is left to record."""
+        self._wipe()
+        for d in (self.alias_dir, self.prison_dir):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        _unlink(os.path.join(self.directory, "boot_id"))
+
+    def _wipe(self) -> None:
+        for d in (self.alias_dir, self.prison_dir):
+            for name in _listdir(d):
+                _unlink(os.path.join(d, name))
+
+    @staticmethod
+    def _write(path: str, text: str) -> None:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp.")
         try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+
+def _listdir(d: str) -> list[str]:
+    try:
+        return [n for n in os.listdir(d) if not n.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -59,6 +59,7 @@ class KernelLayer:
     def __init__(self, policy_fd: int, counter_fd: int, prog_fds: dict[str, int], adopted: bool):
         self.policy_fd, self.counter_fd = policy_fd, counter_fd
         self.prog_fds = prog_fds
+        self.prog_ids = {name: S.prog_info(fd)["id"] for name, fd in prog_fds.items()}
         self.adopted = adopted
 
     # ------------------------------------------------------------ set-up
@@ -141,8 +142,7 @@ class KernelLayer:
         cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for name, fd in self.prog_fds.items():
-                attached = S.prog_query(cg, S.ATTACH[name])
-                if S.prog_info(fd)["id"] not in attached:
+                if self.prog_ids[name] not in S.prog_query(cg, S.ATTACH[name]):  # adoption: once only
                     S.prog_attach(cg, fd, S.ATTACH[name])
         finally:
             os.close(cg)

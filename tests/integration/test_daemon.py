@@ -215,6 +215,7 @@ prisons:
     exec:
       {SERVICE}
   change:
+    hostname: changed.example.test   # not only the address: the prison restarts
     ip4: [127.0.3.9]
     exec:
       {SERVICE}

@@ -65,6 +65,7 @@ class Prison:
         self.enforcement, self.enforcement_why = deps.enforcement(spec)
         self.cgroup_id: int | None = None  # set while the kernel layer enforces this prison
         self.service_pid: int | None = None  # the service of an adopted prison (not our child)
+        self._addr_cache: tuple = (None, [], [])
 
     # ------------------------------------------------------------ start
 
@@ -260,11 +261,22 @@ class Prison:
         except PrisonError:
             return []
 
+    def nprocs(self) -> int:
+        if self.state in (STOPPED, FAILED):
+            return 0
+        try:
+            return self.cgroup.count()
+        except PrisonError:
+            return 0
+
     def summary(self) -> dict:
+        spec = self.spec
+        if self._addr_cache[0] is not spec:  # listing a thousand prisons is mostly this
+            self._addr_cache = (spec, [str(a.ip) for a in spec.ip4], [str(a.ip) for a in spec.ip6])
         return {
-            "jid": self.jid, "name": self.spec.name, "hostname": self.spec.hostname,
-            "ip4": [str(a.ip) for a in self.spec.ip4], "ip6": [str(a.ip) for a in self.spec.ip6],
-            "state": self.state, "procs": len(self.pids()), "reason": self.reason,
+            "jid": self.jid, "name": spec.name, "hostname": spec.hostname,
+            "ip4": self._addr_cache[1], "ip6": self._addr_cache[2],
+            "state": self.state, "procs": self.nprocs(), "reason": self.reason,
             "enforcement": self.enforcement, "enforcement_why": self.enforcement_why,
         }
 

@@ -43,6 +43,7 @@ class Program:
     def movr(self, dst, src): return self._emit(ALU64 | MOV | X, dst, src)
     def add(self, dst, imm): return self._emit(ALU64 | ADD | K, dst, 0, 0, imm)
     def rsh(self, dst, imm): return self._emit(ALU64 | RSH | K, dst, 0, 0, imm)
+    def addr(self, dst, src): return self._emit(ALU64 | ADD | X, dst, src)
 
     # memory
     def ldx(self, size, dst, src, off): return self._emit(LDX | MEM | SIZES[size], dst, src, off)

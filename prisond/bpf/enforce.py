@@ -21,7 +21,7 @@ from . import syscall as S
 
 log = logging.getLogger("prisond.kernel")
 
-POLICY_MAP, COUNTER_MAP = "prisond_pol1", "prisond_cnt1"
+POLICY_MAP, COUNTER_MAP = "prisond_pol1", "prisond_cnt2"  # cnt2: per-CPU counters
 MAX_PRISONS = 65536
 
 # attach name -> (program type, generator); every one is attached to every kernel prison
@@ -60,6 +60,7 @@ class KernelLayer:
         self.policy_fd, self.counter_fd = policy_fd, counter_fd
         self.prog_fds = prog_fds
         self.prog_ids = {name: S.prog_info(fd)["id"] for name, fd in prog_fds.items()}
+        self.ncpus = S.possible_cpus()
         self.adopted = adopted
 
     # ------------------------------------------------------------ set-up
@@ -76,7 +77,7 @@ class KernelLayer:
     @classmethod
     def _load(cls) -> "KernelLayer":
         pol = S.map_create(8, P.POLICY_SIZE, MAX_PRISONS, POLICY_MAP)
-        cnt = S.map_create(8, P.COUNTER_SIZE, MAX_PRISONS, COUNTER_MAP)
+        cnt = S.map_create(8, P.COUNTER_SIZE, MAX_PRISONS, COUNTER_MAP, S.MAP_TYPE_PERCPU_HASH)
         fds = {}
         try:
             for name, (ptype, gen) in PROGRAMS.items():
@@ -137,8 +138,8 @@ class KernelLayer:
         """Policy first, then the programs: no process of the prison ever runs unenforced."""
         cgid = cgroup_id(path)
         S.map_update(self.policy_fd, _key(cgid), policy_value(spec))
-        if S.map_lookup(self.counter_fd, _key(cgid), P.COUNTER_SIZE) is None:
-            S.map_update(self.counter_fd, _key(cgid), bytes(P.COUNTER_SIZE))
+        if S.map_lookup(self.counter_fd, _key(cgid), P.COUNTER_SIZE * self.ncpus) is None:
+            S.map_update(self.counter_fd, _key(cgid), bytes(P.COUNTER_SIZE * self.ncpus))
         cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for name, fd in self.prog_fds.items():
@@ -163,8 +164,8 @@ class KernelLayer:
 
     def counters(self, path_or_id) -> dict | None:
         cgid = path_or_id if isinstance(path_or_id, int) else cgroup_id(path_or_id)
-        raw = S.map_lookup(self.counter_fd, _key(cgid), P.COUNTER_SIZE)
-        return P.decode_counters(raw) if raw else None
+        raw = S.map_lookup(self.counter_fd, _key(cgid), P.COUNTER_SIZE * self.ncpus)
+        return P.decode_counters(raw, self.ncpus) if raw else None
 
     def forget(self, cgid: int) -> None:
         S.map_delete(self.policy_fd, _key(cgid))

@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import struct
 
-from .asm import R0, R1, R2, R3, R4, R5, R6, R7, R8, R10, Program
+from .asm import R0, R1, R2, R3, R4, R5, R6, R7, R10, Program
 
 # helpers (include/uapi/linux/bpf.h)
 MAP_LOOKUP, SKB_LOAD_BYTES, BIND, SKB_CGROUP_ID, CURRENT_CGROUP_ID, SET_RETVAL = 1, 26, 64, 79, 80, 187
@@ -73,8 +73,13 @@ def encode_policy(ip4: list[bytes], ip6: list[bytes], lo4: bytes, lo6: bytes, ra
     return bytes(out)
 
 
-def decode_counters(raw: bytes) -> dict:
-    return dict(zip(COUNTERS, struct.unpack("<8Q", raw[:COUNTER_SIZE])))
+def decode_counters(raw: bytes, ncpus: int = 1) -> dict:
+    """Sum a per-CPU counter value (ncpus copies of COUNTER_SIZE bytes)."""
+    totals = [0] * len(COUNTERS)
+    for cpu in range(ncpus):
+        for i, v in enumerate(struct.unpack_from("<8Q", raw, cpu * COUNTER_SIZE)):
+            totals[i] += v
+    return dict(zip(COUNTERS, totals))
 
 
 class _Gen(Program):
@@ -90,7 +95,7 @@ class _Gen(Program):
         return f"{stem}_{next(self._ids)}"
 
     def prologue(self, key_helper: int) -> "_Gen":
-        """r6 = ctx, key at r10-8, r7 = policy (or deny), r8 = counters (or 0)."""
+        """r6 = ctx, key at r10-8, r7 = policy (or deny)."""
         self.movr(R6, R1)
         if key_helper == SKB_CGROUP_ID:
             self.call(SKB_CGROUP_ID)  # r1 is the skb
@@ -99,20 +104,31 @@ class _Gen(Program):
         self.stx(8, R10, -8, R0)
         self.ld_map_fd(R1, self.policy_fd).movr(R2, R10).add(R2, -8).call(MAP_LOOKUP)
         self.jeq(R0, 0, "deny").movr(R7, R0)
-        self.ld_map_fd(R1, self.counter_fd).movr(R2, R10).add(R2, -8).call(MAP_LOOKUP)
-        self.movr(R8, R0)
         return self
 
+    def _counters(self, skip: str) -> "_Gen":
+        """r0 = this CPU's counters (per-CPU map: plain adds, no shared cache line); clobbers r0-r5."""
+        self.ld_map_fd(R1, self.counter_fd).movr(R2, R10).add(R2, -8).call(MAP_LOOKUP)
+        return self.jeq(R0, 0, skip)
+
+    def _bump(self, off: int, src: int | None = None) -> "_Gen":
+        self.ldx(8, R1, R0, off)
+        if src is None:
+            self.add(R1, 1)
+        else:
+            self.addr(R1, src)
+        return self.stx(8, R0, off, R1)
+
     def count(self, off: int) -> "_Gen":
+        """Count one event; looked up only on the paths that count (clobbers r0-r5)."""
         skip = self.uniq("nocount")
-        self.jeq(R8, 0, skip).mov(R1, 1).atomic_add64(R8, off, R1).label(skip)
-        return self
+        return self._counters(skip)._bump(off).label(skip)
 
     def count_bytes(self, pkts_off: int, bytes_off: int) -> "_Gen":
         skip = self.uniq("nocount")
-        self.jeq(R8, 0, skip).mov(R1, 1).atomic_add64(R8, pkts_off, R1)
-        self.ldx(4, R1, R6, SKB_LEN).atomic_add64(R8, bytes_off, R1).label(skip)
-        return self
+        self._counters(skip)._bump(pkts_off)
+        self.ldx(4, R2, R6, SKB_LEN)
+        return self._bump(bytes_off, R2).label(skip)
 
     def in4(self, addr_reg: int, found: str, notfound: str) -> "_Gen":
         """Jump to found if the u32 in addr_reg is a prison IPv4 address (clobbers r0, r1)."""

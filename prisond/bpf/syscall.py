@@ -20,7 +20,7 @@ MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM = 0, 1, 2, 3
 PROG_LOAD, PROG_ATTACH, PROG_DETACH = 5, 8, 9
 PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY = 13, 14, 15, 16
 
-MAP_TYPE_HASH = 1
+MAP_TYPE_HASH, MAP_TYPE_PERCPU_HASH = 1, 5
 PROG_TYPE_CGROUP_SKB, PROG_TYPE_CGROUP_SOCK, PROG_TYPE_CGROUP_SOCK_ADDR = 8, 9, 18
 F_ALLOW_MULTI = 2
 ANY, NOEXIST = 0, 1
@@ -44,8 +44,18 @@ def _bpf(cmd: int, attr: bytes, what: str) -> int:
     return r, buf
 
 
-def map_create(key_size: int, value_size: int, max_entries: int, name: str) -> int:
-    attr = struct.pack("<IIIIIII16s", MAP_TYPE_HASH, key_size, value_size, max_entries, 0, 0, 0,
+def possible_cpus() -> int:
+    """How many per-CPU copies a per-CPU map value has (/sys/devices/system/cpu/possible)."""
+    with open("/sys/devices/system/cpu/possible") as fh:
+        n = 0
+        for part in fh.read().strip().split(","):
+            lo, _, hi = part.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+        return n
+
+
+def map_create(key_size: int, value_size: int, max_entries: int, name: str, map_type: int = MAP_TYPE_HASH) -> int:
+    attr = struct.pack("<IIIIIII16s", map_type, key_size, value_size, max_entries, 0, 0, 0,
                        name.encode()[:15])
     fd, _ = _bpf(MAP_CREATE, attr, "map_create")
     return fd

@@ -1,0 +1,45 @@
+import struct
+
+import pytest
+
+from prisond.bpf import asm
+
+
+def insns(prog):
+    raw = prog.assemble()
+    return [struct.unpack("<BBhi", raw[i:i + 8]) for i in range(0, len(raw), 8)]
+
+
+def test_mov_exit_encoding():
+    p = asm.Program().mov(asm.R0, 1).exit()
+    assert insns(p) == [(0xB7, 0x00, 0, 1), (0x95, 0x00, 0, 0)]
+
+
+def test_jumps_resolve_to_relative_offsets():
+    p = asm.Program().jeq(asm.R1, 0, "end").mov(asm.R0, 2).label("end").exit()
+    assert insns(p)[0] == (0x15, 0x01, 1, 0)  # skip one instruction
+
+
+def test_backward_labels_and_undefined_ones():
+    p = asm.Program().label("top").jmp("top")
+    assert insns(p)[0][2] == -1
+    with pytest.raises(ValueError, match="undefined label"):
+        asm.Program().jmp("nowhere").assemble()
+    with pytest.raises(ValueError, match="twice"):
+        asm.Program().label("a").label("a")
+
+
+def test_ld_map_fd_takes_two_slots_with_the_pseudo_flag():
+    p = asm.Program().ld_map_fd(asm.R1, 7)
+    assert insns(p) == [(0x18, 0x11, 0, 7), (0, 0, 0, 0)]
+
+
+def test_32_bit_compares_keep_the_high_bit():
+    """0xFFFF0000 must compare as a 32-bit value: JMP32 with the immediate as stored."""
+    code, regs, off, imm = insns(asm.Program().jeq32(asm.R2, 0xFFFF0000, "x").label("x"))[0]
+    assert code == asm.JMP32 | asm.JEQ | asm.K and imm & 0xFFFFFFFF == 0xFFFF0000
+
+
+def test_registers_in_the_right_nibbles():
+    code, regs, off, imm = insns(asm.Program().stx(4, asm.R6, 8, asm.R1))[0]
+    assert regs == (asm.R1 << 4) | asm.R6 and off == 8

@@ -82,9 +82,9 @@ def install_shim(runtime_dir: str) -> str:
 
 def open_kernel_layer(layout, tree: CgroupTree):
     """The kernel layer, adopting what a previous daemon attached; (None, why) where impossible."""
-    from .bpf.enforce import KernelLayer, probe
+    from .bpf.enforce import KernelLayer, preconditions
     from .bpf.syscall import KernelLayerError
-    ok, why = probe(layout)
+    ok, why = preconditions(layout)
     if not ok:
         log.warning("kernel enforcement unavailable: %s; prisons default to the shim", why)
         return None, why
@@ -93,7 +93,7 @@ def open_kernel_layer(layout, tree: CgroupTree):
         return KernelLayer.open(existing), why
     except KernelLayerError as exc:
         log.warning("kernel enforcement unavailable: %s", exc.message)
-        return None, exc.message.splitlines()[0]
+        return None, f"the kernel refused the programs: {exc.message.splitlines()[0]}"
 
 
 class Daemon:

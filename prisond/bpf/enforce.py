@@ -172,16 +172,13 @@ class KernelLayer:
         S.map_delete(self.counter_fd, _key(cgid))
 
 
-def probe(layout) -> tuple[bool, str]:
-    """Can this host enforce in the kernel?  (yes/no, and why, for `prisonctl show`)."""
+def preconditions(layout) -> tuple[bool, str]:
+    """Could this host enforce in the kernel?  (yes/no, and why, for `prisonctl show`).
+    Whether the kernel accepts the programs is known only by loading them (KernelLayer.open)."""
     if os.geteuid() != 0:
         return False, "the daemon is not root"
     if layout is None or not layout.has_v2:
         return False, "no cgroup v2 tree on this host (pure cgroup v1)"
-    try:
-        KernelLayer._load().close()
-    except S.KernelLayerError as exc:
-        return False, f"the kernel refused the programs: {exc.message.splitlines()[0]}"
     return True, f"cgroup v2 at {layout.root}"
 
 

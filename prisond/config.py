@@ -82,6 +82,7 @@ class PrisonSpec:
 @dataclass(frozen=True)
 class DaemonSpec:
     cgroup_parent: str = "prisond"
+    kernel_layer: bool = True  # false: load no BPF; prisons default to the shim
 
 
 @dataclass(frozen=True)
@@ -196,13 +197,14 @@ class _Validator:
         return Config(source=self.src.filename, prisons=tuple(prisons), daemon=daemon)
 
     def daemon(self, value, path) -> DaemonSpec:
-        d = self.mapping(value, path, {"cgroup_parent"})
+        d = self.mapping(value, path, {"cgroup_parent", "kernel_layer"})
         parent = "prisond"
         if "cgroup_parent" in d:
             parent = self.string(d["cgroup_parent"], path + ("cgroup_parent",)) or parent
             if ".." in parent.split("/"):
                 self.bad(path + ("cgroup_parent",), "must not contain '..'")
-        return DaemonSpec(cgroup_parent=parent.strip("/"))
+        kernel = self.boolean(d["kernel_layer"], path + ("kernel_layer",)) if "kernel_layer" in d else True
+        return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel)
 
     def merge(self, defaults: dict, body, dpath, ppath):
         """Deep-merge defaults under a prison's own keys, remembering where each came from."""

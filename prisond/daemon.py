@@ -107,7 +107,8 @@ class Daemon:
         self.store = StateStore(args.state_dir)
         self.store.ensure_dir()
         tree = CgroupTree(layout, config.daemon.cgroup_parent)
-        kernel, why = open_kernel_layer(layout, tree)
+        kernel, why = (open_kernel_layer(layout, tree) if config.daemon.kernel_layer
+                       else (None, "disabled by daemon.kernel_layer: false"))
         self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink(), record=self.store), launcher=Launcher(shim_path),
                          kernel=kernel, kernel_why=why)
         self.registry = Registry(config, self.deps, self.store)

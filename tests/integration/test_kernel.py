@@ -127,3 +127,16 @@ def test_a_thousand_prisons_start_and_stop_cleanly(daemon):
     assert not os.path.exists(d.cgroup_dir())
     assert not any(a.startswith("127.9.") for a in addresses_on_lo())
     print(f"\n1000 prisons: started in {started:.1f} s (daemon start to ready), stopped in {stopped:.1f} s")
+
+
+def test_asking_for_kernel_where_it_is_unavailable_is_an_error(daemon):
+    d = daemon("daemon:\n  cgroup_parent: prisond-test-nokernel\n  kernel_layer: false\n"
+               "prisons:\n  k: {ip4: [127.0.3.1], enforce: kernel}\n  s: {ip4: [127.0.2.1]}\n")
+    listed = {p["name"]: p for p in d.call("prison.list")}
+    assert listed["k"]["state"] == "failed"
+    assert listed["k"]["reason"] == ("enforce: kernel was asked for, but this host cannot: "
+                                     "disabled by daemon.kernel_layer: false")
+    assert listed["s"]["state"] == "running" and listed["s"]["enforcement"] == "shim"
+    assert listed["s"]["enforcement_why"] == ("default: kernel enforcement unavailable "
+                                              "(disabled by daemon.kernel_layer: false)")
+    assert "127.0.3.1" not in addresses_on_lo()

@@ -56,6 +56,12 @@ class Daemon:
     def ctl(self, *args) -> list[str]:
         return [PRISONCTL, "--socket", self.sock, *args]
 
+    def cgroup_dir(self) -> str:
+        with open(os.path.join(self.work, "prisond.yaml")) as fh:
+            parent = fh.readline() and fh.readline().split(":", 1)[1].strip()
+        return os.path.join("/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified")
+                            else "/sys/fs/cgroup", parent)
+
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as fh:
             for line in fh:
@@ -82,6 +88,35 @@ def ns_per_op(argv: list[str]) -> float:
     return float(r.stdout.split("=")[1])
 
 
+def program_costs(d: Daemon, static: str) -> None:
+    """The programs' own run time per call, as the kernel accounts it (kernel.bpf_stats_enabled,
+    switched on for this measurement only and restored): no wall-clock noise."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    from prisond.bpf import syscall as S
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    with open(path) as fh:
+        before = fh.read().strip()
+    cg = os.open(os.path.join(d.cgroup_dir(), "k"), os.O_RDONLY)
+    try:
+        with open(path, "w") as fh:
+            fh.write("1")
+        subprocess.run(d.ctl("exec", "k", "--", static, "bind", "0.0.0.0", "100000"), capture_output=True, check=True)
+        subprocess.run(d.ctl("exec", "k", "--", static, "connect", PRISON_IP, "20000"), capture_output=True,
+                       check=True)
+        print("   the programs' own cost per call (kernel.bpf_stats_enabled):")
+        for name in ("sock_create", "bind4", "connect4", "egress", "ingress"):
+            for pid in S.prog_query(cg, S.ATTACH[name]):
+                fd = S.prog_fd_by_id(pid)
+                info = S.prog_info(fd)
+                os.close(fd)
+                if info["run_cnt"]:
+                    print(f"     {name:<12} {info['run_time_ns'] / info['run_cnt']:7.1f} ns x {info['run_cnt']} runs")
+    finally:
+        with open(path, "w") as fh:
+            fh.write(before)
+        os.close(cg)
+
+
 def socket_loops(d: Daemon, rounds: int) -> None:
     static, dynamic = build(True), build(False)
     ops = {"connect+close": (["connect", PRISON_IP], 20000), "bind+close": (["bind", "0.0.0.0"], 100000)}
@@ -105,6 +140,7 @@ def socket_loops(d: Daemon, rounds: int) -> None:
             line += (f"   {c} {statistics.median(res[op][c]):>9.1f} ratio {statistics.median(paired):.3f} "
                      f"[{paired[0]:.3f}-{paired[-1]:.3f}]")
         print(line)
+    program_costs(d, static)
 
 
 NGINX_CONF = """worker_processes 1;

@@ -145,7 +145,9 @@ def prog_info(fd: int) -> dict:
     ptype, pid = struct.unpack_from("<II", info.raw, 0)
     nmaps = struct.unpack_from("<I", info.raw, 52)[0]
     name = info.raw[64:80].split(b"\0")[0].decode()
-    return {"type": ptype, "id": pid, "name": name, "map_ids": list(map_ids[:nmaps])}
+    run_ns, runs = struct.unpack_from("<QQ", info.raw, 192)  # counted while kernel.bpf_stats_enabled
+    return {"type": ptype, "id": pid, "name": name, "map_ids": list(map_ids[:nmaps]),
+            "run_time_ns": run_ns, "run_cnt": runs}
 
 
 def map_info(fd: int) -> dict:

@@ -21,7 +21,7 @@ from . import syscall as S
 
 log = logging.getLogger("prisond.kernel")
 
-POLICY_MAP, COUNTER_MAP = "prisond_pol1", "prisond_cnt2"  # cnt2: per-CPU counters
+POLICY_MAP, COUNTER_MAP = "prisond_pol2", "prisond_cnt3"  # cgroup storage (v2, v3)
 MAX_PRISONS = 65536
 
 # attach name -> (program type, generator); every one is attached to every kernel prison
@@ -76,8 +76,10 @@ class KernelLayer:
 
     @classmethod
     def _load(cls) -> "KernelLayer":
-        pol = S.map_create(8, P.POLICY_SIZE, MAX_PRISONS, POLICY_MAP)
-        cnt = S.map_create(8, P.COUNTER_SIZE, MAX_PRISONS, COUNTER_MAP, S.MAP_TYPE_PERCPU_HASH)
+        # max_entries 0: cgroup storage grows with attachments; an 8-byte key (the cgroup id)
+        # makes one value shared by every program attached to the cgroup
+        pol = S.map_create(8, P.POLICY_SIZE, 0, POLICY_MAP, S.MAP_TYPE_CGROUP_STORAGE)
+        cnt = S.map_create(8, P.COUNTER_SIZE, 0, COUNTER_MAP, S.MAP_TYPE_PERCPU_CGROUP_STORAGE)
         fds = {}
         try:
             for name, (ptype, gen) in PROGRAMS.items():
@@ -135,11 +137,9 @@ class KernelLayer:
     # ------------------------------------------------------------ per prison
 
     def enforce(self, path: str, spec) -> int:
-        """Policy first, then the programs: no process of the prison ever runs unenforced."""
+        """Attach (which creates the cgroup's storage, all zero: everything refused), then
+        write the policy.  Called before any process enters the cgroup."""
         cgid = cgroup_id(path)
-        S.map_update(self.policy_fd, _key(cgid), policy_value(spec))
-        if S.map_lookup(self.counter_fd, _key(cgid), P.COUNTER_SIZE * self.ncpus) is None:
-            S.map_update(self.counter_fd, _key(cgid), bytes(P.COUNTER_SIZE * self.ncpus))
         cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for name, fd in self.prog_fds.items():
@@ -147,6 +147,7 @@ class KernelLayer:
                     S.prog_attach(cg, fd, S.ATTACH[name])
         finally:
             os.close(cg)
+        S.map_update(self.policy_fd, _key(cgid), policy_value(spec))
         return cgid
 
     def update(self, path: str, spec) -> None:
@@ -168,8 +169,7 @@ class KernelLayer:
         return P.decode_counters(raw, self.ncpus) if raw else None
 
     def forget(self, cgid: int) -> None:
-        S.map_delete(self.policy_fd, _key(cgid))
-        S.map_delete(self.counter_fd, _key(cgid))
+        """Nothing to do: a cgroup's storage goes with the cgroup (detaching frees it)."""
 
 
 def preconditions(layout) -> tuple[bool, str]:

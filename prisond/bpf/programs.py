@@ -1,10 +1,11 @@
 """The kernel layer's programs, written with asm.Program.  Pure: map fds in, bytecode out.
 
-One set of programs serves every kernel prison.  Each finds its prison's policy in a hash map
-keyed by cgroup id (the socket's cgroup for packets, the calling task's for socket calls), so a
-policy change is a map update and a thousand prisons share one verified set.  A socket call or
-packet whose cgroup has no policy is refused: the programs are attached only to prison cgroups,
-so that means a policy is missing, and failing closed is the only safe answer.
+One set of programs serves every kernel prison.  Each reads its prison's policy from cgroup
+local storage (BPF_MAP_TYPE_CGROUP_STORAGE keyed by cgroup id, shared by all the programs
+attached to one cgroup): a pointer, no hashing, and always the cgroup of the socket the hook
+runs for.  A policy change is a map update, and a thousand prisons share one verified set.
+Until the daemon writes a prison's policy its storage is all zero: no address, so every socket
+call is refused and every packet dropped; failing closed is the only safe default.
 
 Policy value (little-endian, addresses in network byte order):
     0 flags  4 n4  8 n6  12 lo4  16 lo6[16]  32 ip4[16][4]  96 ip6[16][16]      = 352 bytes
@@ -34,7 +35,7 @@ import struct
 from .asm import R0, R1, R2, R3, R4, R5, R6, R7, R10, Program
 
 # helpers (include/uapi/linux/bpf.h)
-MAP_LOOKUP, SKB_LOAD_BYTES, BIND, SKB_CGROUP_ID, CURRENT_CGROUP_ID, SET_RETVAL = 1, 26, 64, 79, 80, 187
+SKB_LOAD_BYTES, BIND, GET_LOCAL_STORAGE, SET_RETVAL = 26, 64, 81, 187
 
 MAX_ADDRS = 16
 FLAGS, N4, N6, LO4, LO6, IP4, IP6 = 0, 4, 8, 12, 16, 32, 96
@@ -94,22 +95,17 @@ class _Gen(Program):
     def uniq(self, stem: str) -> str:
         return f"{stem}_{next(self._ids)}"
 
-    def prologue(self, key_helper: int) -> "_Gen":
-        """r6 = ctx, key at r10-8, r7 = policy (or deny)."""
+    def prologue(self) -> "_Gen":
+        """r6 = ctx, r7 = the policy: the cgroup storage of the prison cgroup the program is
+        attached to (never NULL; all zero, which refuses everything, until the daemon writes it)."""
         self.movr(R6, R1)
-        if key_helper == SKB_CGROUP_ID:
-            self.call(SKB_CGROUP_ID)  # r1 is the skb
-        else:
-            self.call(CURRENT_CGROUP_ID)
-        self.stx(8, R10, -8, R0)
-        self.ld_map_fd(R1, self.policy_fd).movr(R2, R10).add(R2, -8).call(MAP_LOOKUP)
-        self.jeq(R0, 0, "deny").movr(R7, R0)
+        self.ld_map_fd(R1, self.policy_fd).mov(R2, 0).call(GET_LOCAL_STORAGE).movr(R7, R0)
         return self
 
     def _counters(self, skip: str) -> "_Gen":
-        """r0 = this CPU's counters (per-CPU map: plain adds, no shared cache line); clobbers r0-r5."""
-        self.ld_map_fd(R1, self.counter_fd).movr(R2, R10).add(R2, -8).call(MAP_LOOKUP)
-        return self.jeq(R0, 0, skip)
+        """r0 = this CPU's counters (per-CPU cgroup storage: plain adds); clobbers r0-r5."""
+        self.ld_map_fd(R1, self.counter_fd).mov(R2, 0).call(GET_LOCAL_STORAGE)
+        return self
 
     def _bump(self, off: int, src: int | None = None) -> "_Gen":
         self.ldx(8, R1, R0, off)
@@ -184,7 +180,7 @@ def _v4_any_or_list(g: _Gen, ctx_off: int, rewrite_any: bool) -> None:
 
 
 def bind4(policy_fd: int, counter_fd: int, with_retval: bool = True) -> bytes:
-    g = _Gen(policy_fd, counter_fd).prologue(CURRENT_CGROUP_ID)
+    g = _Gen(policy_fd, counter_fd).prologue()
     g.ldx(4, R3, R7, N4).jeq(R3, 0, "deny_count")
     _v4_any_or_list(g, SA_USER_IP4, rewrite_any=True)
     g.label("deny_count").count(C_DENIED).jmp("deny")
@@ -192,7 +188,7 @@ def bind4(policy_fd: int, counter_fd: int, with_retval: bool = True) -> bytes:
 
 
 def bind6(policy_fd: int, counter_fd: int, with_retval: bool = True) -> bytes:
-    g = _Gen(policy_fd, counter_fd).prologue(CURRENT_CGROUP_ID)
+    g = _Gen(policy_fd, counter_fd).prologue()
     g.load_words(R6, SA_USER_IP6)
     # v4-mapped: the IPv4 rules on the last word
     g.jne32(R2, 0, "native").jne32(R3, 0, "native").jne32(R4, V4MAPPED_W2, "native")
@@ -222,7 +218,7 @@ def _rewrite_loopback4(g: _Gen, ctx_off: int, then: str) -> None:
 
 
 def connect4(policy_fd: int, counter_fd: int) -> bytes:
-    g = _Gen(policy_fd, counter_fd).prologue(CURRENT_CGROUP_ID)
+    g = _Gen(policy_fd, counter_fd).prologue()
     g.ldx(4, R3, R7, N4).jeq(R3, 0, "deny")
     _rewrite_loopback4(g, SA_USER_IP4, "source")
     # source: bpf_bind(ctx, {AF_INET, port 0, primary}); EINVAL (bound already) is fine
@@ -235,7 +231,7 @@ def connect4(policy_fd: int, counter_fd: int) -> bytes:
 
 
 def connect6(policy_fd: int, counter_fd: int) -> bytes:
-    g = _Gen(policy_fd, counter_fd).prologue(CURRENT_CGROUP_ID)
+    g = _Gen(policy_fd, counter_fd).prologue()
     g.ldx(4, R1, R7, N6).jeq(R1, 0, "deny")
     g.load_words(R6, SA_USER_IP6)
     g.jne32(R2, 0, "native").jne32(R3, 0, "native").jne32(R4, V4MAPPED_W2, "native")
@@ -272,7 +268,7 @@ def _sockaddr6_source(g: _Gen, v4: bool) -> None:
 
 
 def sendmsg4(policy_fd: int, counter_fd: int) -> bytes:
-    g = _Gen(policy_fd, counter_fd).prologue(CURRENT_CGROUP_ID)
+    g = _Gen(policy_fd, counter_fd).prologue()
     g.ldx(4, R3, R7, N4).jeq(R3, 0, "deny")
     _rewrite_loopback4(g, SA_USER_IP4, "source")
     g.label("source").ldx(4, R2, R6, SA_MSG_SRC_IP4).jeq32(R2, 0, "unset")
@@ -285,7 +281,7 @@ def sendmsg4(policy_fd: int, counter_fd: int) -> bytes:
 
 
 def sendmsg6(policy_fd: int, counter_fd: int) -> bytes:
-    g = _Gen(policy_fd, counter_fd).prologue(CURRENT_CGROUP_ID)
+    g = _Gen(policy_fd, counter_fd).prologue()
     g.ldx(4, R1, R7, N6).jeq(R1, 0, "deny")
     g.load_words(R6, SA_USER_IP6)
     g.jne32(R2, 0, "native").jne32(R3, 0, "native").jne32(R4, V4MAPPED_W2, "native")
@@ -328,7 +324,7 @@ def _msg_src6(g: _Gen, v4: bool) -> None:
 
 
 def sock_create(policy_fd: int, counter_fd: int, with_retval: bool = True) -> bytes:
-    g = _Gen(policy_fd, counter_fd).prologue(CURRENT_CGROUP_ID)
+    g = _Gen(policy_fd, counter_fd).prologue()
     g.ldx(4, R2, R6, SK_FAMILY).ldx(4, R3, R6, SK_TYPE)
     g.jne(R2, AF_INET, "not4").ldx(4, R1, R7, N4).jeq(R1, 0, "no_family").jmp("type")
     g.label("not4").jne(R2, AF_INET6, "type").ldx(4, R1, R7, N6).jeq(R1, 0, "no_family")
@@ -345,7 +341,7 @@ def sock_create(policy_fd: int, counter_fd: int, with_retval: bool = True) -> by
 
 def skb_filter(policy_fd: int, counter_fd: int, egress: bool) -> bytes:
     """cgroup_skb: pass packets whose source (egress) or destination (ingress) is the prison's."""
-    g = _Gen(policy_fd, counter_fd).prologue(SKB_CGROUP_ID)
+    g = _Gen(policy_fd, counter_fd).prologue()
     buf = -48  # 40 bytes of header at r10-48
     g.movr(R1, R6).mov(R2, 0).movr(R3, R10).add(R3, buf).mov(R4, 20).call(SKB_LOAD_BYTES)
     g.jne(R0, 0, "drop")

@@ -230,28 +230,31 @@ def connect4(policy_fd: int, counter_fd: int) -> bytes:
     return g.finish(None, False)
 
 
-def connect6(policy_fd: int, counter_fd: int) -> bytes:
-    g = _Gen(policy_fd, counter_fd).prologue()
+def _v6_destination(g: _Gen, source) -> None:
+    """The destination rules of connect6 and sendmsg6, then `source(g, v4)` to set the source:
+    v4-mapped destinations follow the IPv4 rules; ::1 goes to the loopback target."""
     g.ldx(4, R1, R7, N6).jeq(R1, 0, "deny")
     g.load_words(R6, SA_USER_IP6)
     g.jne32(R2, 0, "native").jne32(R3, 0, "native").jne32(R4, V4MAPPED_W2, "native")
-    # v4-mapped destination
     g.ldx(4, R1, R7, N4).jeq(R1, 0, "deny")
     _rewrite_loopback4(g, SA_USER_IP6 + 12, "src4")
     g.label("src4")
-    _sockaddr6_source(g, v4=True)
-    g.jmp("allow")
+    source(g, True)
     g.label("native")
     g.jne32(R2, 0, "src6").jne32(R3, 0, "src6").jne32(R4, 0, "src6").jne32(R5, LOOPBACK6_W3, "src6")
     g.in6("src6", "lo6_rewrite")
     g.label("lo6_rewrite").copy_words(SA_USER_IP6, LO6).count(C_REWRITTEN)
     g.label("src6")
-    _sockaddr6_source(g, v4=False)
-    g.jmp("allow")
+    source(g, False)
+
+
+def connect6(policy_fd: int, counter_fd: int) -> bytes:
+    g = _Gen(policy_fd, counter_fd).prologue()
+    _v6_destination(g, lambda g, v4: _sockaddr6_source(g, v4).jmp("allow"))
     return g.finish(None, False)
 
 
-def _sockaddr6_source(g: _Gen, v4: bool) -> None:
+def _sockaddr6_source(g: _Gen, v4: bool) -> _Gen:
     """bpf_bind(ctx, sockaddr_in6{AF_INET6, port 0, addr}) with addr the v6 primary or
     ::ffff:<v4 primary>.  The sockaddr sits at r10-40: family -40, port -38, flowinfo -36,
     addr -32..-17, scope -16."""
@@ -264,7 +267,7 @@ def _sockaddr6_source(g: _Gen, v4: bool) -> None:
     else:
         for w in range(4):
             g.ldx(4, R1, R7, IP6 + 4 * w).stx(4, R10, -32 + 4 * w, R1)
-    g.movr(R1, R6).movr(R2, R10).add(R2, -40).mov(R3, 28).call(BIND)
+    return g.movr(R1, R6).movr(R2, R10).add(R2, -40).mov(R3, 28).call(BIND)
 
 
 def sendmsg4(policy_fd: int, counter_fd: int) -> bytes:
@@ -282,19 +285,7 @@ def sendmsg4(policy_fd: int, counter_fd: int) -> bytes:
 
 def sendmsg6(policy_fd: int, counter_fd: int) -> bytes:
     g = _Gen(policy_fd, counter_fd).prologue()
-    g.ldx(4, R1, R7, N6).jeq(R1, 0, "deny")
-    g.load_words(R6, SA_USER_IP6)
-    g.jne32(R2, 0, "native").jne32(R3, 0, "native").jne32(R4, V4MAPPED_W2, "native")
-    g.ldx(4, R1, R7, N4).jeq(R1, 0, "deny")
-    _rewrite_loopback4(g, SA_USER_IP6 + 12, "src4")
-    g.label("src4")
-    _msg_src6(g, v4=True)
-    g.label("native")
-    g.jne32(R2, 0, "src6").jne32(R3, 0, "src6").jne32(R4, 0, "src6").jne32(R5, LOOPBACK6_W3, "src6")
-    g.in6("src6", "lo6_rewrite")
-    g.label("lo6_rewrite").copy_words(SA_USER_IP6, LO6).count(C_REWRITTEN)
-    g.label("src6")
-    _msg_src6(g, v4=False)
+    _v6_destination(g, _msg_src6)
     g.label("deny_count").count(C_DENIED).jmp("deny")
     return g.finish(None, False)
 

@@ -130,18 +130,26 @@ def inbound(d, prison, argv, port, foreign=("127.0.0.1", "::1")) -> str:
         proc.wait()
 
 
+PORT = object()  # stands for the sink's port in an attempt's command line
+
+
+def attempt_out(d, prison, *argv) -> str:
+    """Run argv in the prison against a fresh host-side sink on 127.0.0.9 and judge the wire."""
+    sink = Sink()
+    try:
+        with Wire() as wire:
+            out = run(d, prison, *(sink.port if a is PORT else a for a in argv))
+        return outbound(wire, sink.port, prison, out)
+    finally:
+        sink.close()
+
+
 # ---------------------------------------------------------------- the attempts
 # each: (jail, prison, tools) -> outcome; EXPECT_SHIM: what a shim prison lets through
 
 
 def static_connect(d, p, t):
-    sink = Sink()
-    try:
-        with Wire() as wire:
-            out = run(d, p, t["static"], "connect", "127.0.0.9", sink.port)
-        return outbound(wire, sink.port, p, out)
-    finally:
-        sink.close()
+    return attempt_out(d, p, t["static"], "connect", "127.0.0.9", PORT)
 
 
 def static_bind_any_listen(d, p, t):
@@ -150,23 +158,11 @@ def static_bind_any_listen(d, p, t):
 
 
 def syscall_connect(d, p, t):
-    sink = Sink()
-    try:
-        with Wire() as wire:
-            out = run(d, p, t["dynamic"], "sys", "connect", "127.0.0.9", sink.port)
-        return outbound(wire, sink.port, p, out)
-    finally:
-        sink.close()
+    return attempt_out(d, p, t["dynamic"], "sys", "connect", "127.0.0.9", PORT)
 
 
 def syscall_sendto(d, p, t):
-    sink = Sink()
-    try:
-        with Wire() as wire:
-            out = run(d, p, t["dynamic"], "sys", "sendto", "127.0.0.9", sink.port)
-        return outbound(wire, sink.port, p, out)
-    finally:
-        sink.close()
+    return attempt_out(d, p, t["dynamic"], "sys", "sendto", "127.0.0.9", PORT)
 
 
 def syscall_bind_any_listen(d, p, t):
@@ -175,24 +171,12 @@ def syscall_bind_any_listen(d, p, t):
 
 
 def env_unset_preload(d, p, t):
-    sink = Sink()
-    try:
-        with Wire() as wire:
-            out = run(d, p, "env", "-u", "LD_PRELOAD", "-u", "PRISOND_POLICY", t["dynamic"], "connect",
-                      "127.0.0.9", sink.port)
-        return outbound(wire, sink.port, p, out)
-    finally:
-        sink.close()
+    return attempt_out(d, p, "env", "-u", "LD_PRELOAD", "-u", "PRISOND_POLICY", t["dynamic"], "connect",
+                       "127.0.0.9", PORT)
 
 
 def raw_execve_clean_env(d, p, t):
-    sink = Sink()
-    try:
-        with Wire() as wire:
-            out = run(d, p, t["dynamic"], "sys-exec-clean", t["dynamic"], "connect", "127.0.0.9", sink.port)
-        return outbound(wire, sink.port, p, out)
-    finally:
-        sink.close()
+    return attempt_out(d, p, t["dynamic"], "sys-exec-clean", t["dynamic"], "connect", "127.0.0.9", PORT)
 
 
 def listen_without_bind(d, p, t):
@@ -200,13 +184,7 @@ def listen_without_bind(d, p, t):
 
 
 def udp_sendto_unbound(d, p, t):
-    sink = Sink()
-    try:
-        with Wire() as wire:
-            out = run(d, p, t["static"], "udp", "sendto", "127.0.0.9", sink.port)
-        return outbound(wire, sink.port, p, out)
-    finally:
-        sink.close()
+    return attempt_out(d, p, t["static"], "udp", "sendto", "127.0.0.9", PORT)
 
 
 def dual_stack_listener(d, p, t):
@@ -215,34 +193,16 @@ def dual_stack_listener(d, p, t):
 
 
 def v4_mapped_connect(d, p, t):
-    sink = Sink()
-    try:
-        with Wire() as wire:
-            out = run(d, p, t["static"], "v4mapped", "127.0.0.9", sink.port)
-        return outbound(wire, sink.port, p, out)
-    finally:
-        sink.close()
+    return attempt_out(d, p, t["static"], "v4mapped", "127.0.0.9", PORT)
 
 
 def io_uring_connect(d, p, t):
-    sink = Sink()
-    try:
-        with Wire() as wire:
-            out = run(d, p, t["uring"], "127.0.0.9", sink.port)
-        return outbound(wire, sink.port, p, out)
-    finally:
-        sink.close()
+    return attempt_out(d, p, t["uring"], "127.0.0.9", PORT)
 
 
 def raw_forged_source(d, p, t):
     """As root in the prison: a raw socket writing a packet from 127.0.0.77."""
-    sink = Sink()
-    try:
-        with Wire() as wire:
-            out = run(d, p, t["static"], "raw-forge", "127.0.0.77", "127.0.0.9", sink.port)
-        return outbound(wire, sink.port, p, out)
-    finally:
-        sink.close()
+    return attempt_out(d, p, t["static"], "raw-forge", "127.0.0.77", "127.0.0.9", PORT)
 
 
 def resolver_query(d, p, t):

@@ -7,18 +7,9 @@ import time
 
 import pytest
 
-from support.daemon import addresses_on_lo, prisonctl_cmd
+from support.daemon import addresses_on_lo, prisonctl_cmd, wait_for
 
 SERVICE = 'start: [python3, -c, "import time; time.sleep(3600)"]'
-
-
-def wait_for(pred, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_list_and_show(daemon):

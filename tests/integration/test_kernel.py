@@ -5,19 +5,10 @@ import socket
 import subprocess
 import time
 
-from support.daemon import addresses_on_lo, prisonctl_cmd
+from support.daemon import addresses_on_lo, prisonctl_cmd, wait_for
 from support.wire import Wire
 
 SERVICE = 'start: [sleep, "3600"]'
-
-
-def wait_for(pred, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Sink:

@@ -120,6 +120,15 @@ class Daemon:
             return ""
 
 
+def wait_for(pred, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def addresses_on_lo() -> set[str]:
     out = subprocess.run(["ip", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True).stdout
     return {line.split()[3].split("/")[0] for line in out.splitlines()}

@@ -119,8 +119,8 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGTERM, self._stop)
+        loop.add_signal_handler(signal.SIGINT, self._stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload(), "reload"))
         await asyncio.to_thread(self.deps.cgroups.ensure_parent)
         await self.registry.recover()
@@ -142,6 +142,10 @@ class Daemon:
         self.deps.cgroups.remove_parent()
         log.info("stopped")
         return 0
+
+    def _stop(self) -> None:
+        self.registry.shutting_down = True  # a start in progress finishes; no new ones
+        self.stopping.set()
 
     async def reload(self) -> None:
         sdnotify.notify("RELOADING=1", "STATUS=reloading")

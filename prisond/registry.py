@@ -27,6 +27,7 @@ class Registry:
         self.prisons: dict[str, Prison] = {}
         self._next_jid = 1
         self._reload_lock = asyncio.Lock()
+        self.shutting_down = False  # set on SIGTERM: prisons not yet started are left alone
         for spec in config.prisons:
             self._add(spec)
 
@@ -111,6 +112,8 @@ class Registry:
             if p.state == RUNNING:
                 return  # adopted
             async with sem:
+                if self.shutting_down:
+                    return
                 try:
                     await p.start()
                 except PrisonError:

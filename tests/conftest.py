@@ -28,4 +28,28 @@ def pytest_configure(config):
     subprocess.run(["ip", "-6", "addr", "add", "fd00:ff::9/128", "dev", "lo", "nodad"], check=True)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Last safety net: no cgroup of this run outlives it (a daemon killed mid-test leaves some)."""
+    from prisond.cgroup import detect_host
+    layout = detect_host()
+    if layout is None:
+        return
+    import glob
+    import signal
+    for top in glob.glob(os.path.join(layout.root, f"prisond-test-{os.getpid()}-*")) + \
+            glob.glob(os.path.join(layout.root, f"prisond-test-unit-{os.getpid()}")):
+        for child in glob.glob(os.path.join(top, "*/")):
+            try:
+                with open(os.path.join(child, "cgroup.procs")) as fh:
+                    for pid in fh.read().split():
+                        os.kill(int(pid), signal.SIGKILL)
+                os.rmdir(child)
+            except OSError:
+                pass
+        try:
+            os.rmdir(top)
+        except OSError:
+            pass
+
+
 from support.fixtures import *  # noqa: E402,F401,F403  (fixtures shared by all suites)

@@ -41,7 +41,10 @@ def jail(tmp_path_factory):
             body += "    allow: {raw_sockets: true}\n"
     d = Daemon(str(tmp_path_factory.mktemp("escape")), body).start()
     yield d
-    assert d.stop() == 0
+    try:
+        assert d.stop() == 0
+    finally:
+        d.remove_cgroups()
     write_results()
 
 

@@ -19,7 +19,10 @@ def d(tmp_path_factory):
     from support.daemon import Daemon
     dm = Daemon(str(tmp_path_factory.mktemp("control")), "prisons:\n  a:\n    ip4: [127.0.2.1]\n").start()
     yield dm
-    assert dm.stop() == 0
+    try:
+        assert dm.stop() == 0
+    finally:
+        dm.remove_cgroups()
 
 
 def connect(d) -> socket.socket:

@@ -278,3 +278,14 @@ def test_daemon_refuses_bad_start(tmp_path, args, code, message):
     from support.daemon import prisond_cmd
     r = subprocess.run(prisond_cmd() + args + ["--socket", str(tmp_path / "s")], capture_output=True, text=True)
     assert r.returncode == code and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sigterm_while_starting_stops_what_started_and_leaves_nothing(daemon):
+    body = "prisons:\n" + "".join(f"  p{i}: {{ip4: [127.10.{i // 250}.{i % 250 + 1}]}}\n" for i in range(300))
+    d = daemon(body, start=False)
+    d.start(wait=False)
+    wait_for(lambda: os.path.exists(d.socket), what="the control socket")
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(60) == 0
+    assert not os.path.exists(d.cgroup_dir())
+    assert not any(a.startswith("127.10.") for a in addresses_on_lo())

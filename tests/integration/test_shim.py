@@ -33,7 +33,10 @@ prisons:
       raw_sockets: true
 """).start()
     yield d
-    assert d.stop() == 0
+    try:
+        assert d.stop() == 0
+    finally:
+        d.remove_cgroups()
 
 
 def run(d, prison, *argv):

@@ -107,6 +107,29 @@ class Daemon:
             self._log.close()
         return self.returncode
 
+    def remove_cgroups(self) -> None:
+        """Kill and remove whatever this daemon left in its cgroup tree (it may have been killed)."""
+        top = self.cgroup_dir()
+        if not os.path.isdir(top):
+            return
+        for entry in os.scandir(top):
+            if entry.is_dir():
+                try:
+                    with open(os.path.join(entry.path, "cgroup.kill"), "w") as fh:
+                        fh.write("1")
+                except OSError:
+                    pass
+                for _ in range(100):
+                    try:
+                        os.rmdir(entry.path)
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+        try:
+            os.rmdir(top)
+        except OSError:
+            pass
+
     def kill9(self) -> None:
         self.proc.kill()
         self.proc.wait()

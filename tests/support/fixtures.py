@@ -25,6 +25,7 @@ def daemon(tmp_path):
     yield make
     for d in started:
         d.stop()
+        d.remove_cgroups()  # nothing left behind even if the daemon was killed mid-way
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 
 from .config import load_file
-from .errors import PermissionDenied, StateConflict
+from .errors import NoSuchProcess, PermissionDenied, StateConflict
 from .policy import POLICY_VAR, shim_policy
 from .prison import RUNNING
 from .protocol import READ_ONLY, VERSION, Request, param
@@ -51,6 +51,19 @@ class Api:
 
     async def m_prison_show(self, req: Request):
         return self.registry.get(param(req, "name")).details()
+
+    async def m_prison_ps(self, req: Request):
+        prison = self.registry.get(param(req, "name"))
+        return {"name": prison.spec.name, "jid": prison.jid, "processes": prison.details()["processes"]}
+
+    async def m_prison_which(self, req: Request):
+        pid = param(req, "pid", int)
+        if not os.path.exists(f"/proc/{pid}"):
+            raise NoSuchProcess(f"no process {pid}")
+        name = self.registry.deps.cgroups.prison_of(pid)
+        prison = self.registry.prisons.get(name) if name else None
+        return {"pid": pid, "prison": prison.spec.name if prison else None,
+                "jid": prison.jid if prison else None}
 
     async def m_prison_start(self, req: Request):
         return await self.registry.start(param(req, "name"))

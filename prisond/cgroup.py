@@ -158,6 +158,14 @@ def join(procs_file: str, pid: int = 0) -> None:
         os.close(fd)
 
 
+def v2_path_of(proc_cgroup: str) -> str | None:
+    """The cgroup v2 path in a /proc/<pid>/cgroup text ("0::/prisond/web1" -> "/prisond/web1")."""
+    for line in proc_cgroup.splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    return None
+
+
 class CgroupTree:
     """The prisond parent cgroup and the prisons' cgroups under it."""
 
@@ -176,6 +184,27 @@ class CgroupTree:
             return sorted(e.name for e in os.scandir(self.parent) if e.is_dir())
         except FileNotFoundError:
             return []
+
+    def prison_of(self, pid: int) -> str | None:
+        """The name of the prison whose cgroup holds pid, or None."""
+        try:
+            with open(f"/proc/{pid}/cgroup") as fh:
+                text = fh.read()
+        except OSError:
+            return None
+        path = v2_path_of(text) if self.layout.has_v2 else None
+        if path is None:  # pure v1: the tracking hierarchy's line
+            ctrl = os.path.basename(self.layout.root)
+            for line in text.splitlines():
+                parts = line.split(":", 2)
+                if len(parts) == 3 and ctrl in parts[1].split(","):
+                    path = parts[2]
+        if path is None:
+            return None
+        full = os.path.join(self.layout.root, path.lstrip("/"))
+        if os.path.dirname(full) != self.parent:
+            return None
+        return os.path.basename(full)
 
     def remove_parent(self) -> None:
         try:

@@ -3,7 +3,9 @@
     prisonctl [--socket PATH] list [--json]
     prisonctl [--socket PATH] show NAME [--json]
     prisonctl [--socket PATH] start|stop|restart NAME...
-    prisonctl [--socket PATH] exec NAME [--] [CMD [ARGS...]]
+    prisonctl [--socket PATH] exec [-l] [-u USER] NAME [--] [CMD [ARGS...]]
+    prisonctl [--socket PATH] ps NAME [--json]
+    prisonctl [--socket PATH] which PID [--json]
     prisonctl [--socket PATH] reload [--dry-run] [--json]
     prisonctl [--socket PATH] health [--json]
     prisonctl check FILE
@@ -29,7 +31,11 @@ commands:
   list [--json]                       prisons, like jls
   show NAME [--json]                  one prison: addresses, processes, what they bound
   start NAME... | stop NAME... | restart NAME...
-  exec NAME [--] [CMD [ARGS...]]      run CMD in the prison (default: a shell), like jexec
+  exec [-l] [-u USER] NAME [--] [CMD [ARGS...]]
+                                      run CMD in the prison (default: a shell), like jexec;
+                                      -u: as USER, -l: in a clean environment, in USER's home
+  ps NAME [--json]                    the prison's processes and what each one bound
+  which PID [--json]                  the prison a process is in
   reload [--dry-run] [--json]         re-read the configuration; apply only what changed
   health [--json]                     is the daemon up
   check FILE                          validate a configuration file offline
@@ -195,19 +201,62 @@ def cmd_health(client: Client, args: list[str]) -> int:
     return 0 if r["status"] == "ready" else EX_ERROR
 
 
+def _exec_options(args: list[str]) -> tuple[str | None, bool]:
+    """jexec's -u USER and -l, before the prison's name."""
+    user, clean = None, False
+    while args and args[0].startswith("-") and args[0] != "--":
+        opt = args.pop(0)
+        if opt == "-l":
+            clean = True
+        elif opt == "-u":
+            if not args:
+                raise Usage("-u needs a user name")
+            user = args.pop(0)
+        elif opt.startswith("-u") and len(opt) > 2:
+            user = opt[2:]
+        else:
+            raise Usage(f"unknown exec option {opt}")
+    return user, clean
+
+
+def _user_entry(user: str):
+    import pwd
+    try:
+        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, OverflowError):
+        raise Usage(f"no user {user!r}") from None
+
+
+def _base_env(pw, clean: bool) -> dict:
+    """jexec -l: the environment is discarded but for HOME, SHELL, TERM, USER (and PATH)."""
+    if not clean:
+        env = dict(os.environ)
+        if pw is not None:
+            env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+        return env
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    if "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
+    if pw is not None:
+        env.update(HOME=pw.pw_dir, SHELL=pw.pw_shell or "/bin/sh", USER=pw.pw_name, LOGNAME=pw.pw_name)
+    return env
+
+
 def cmd_exec(client: Client, args: list[str]) -> int:
     """Enter the prison in this very process and exec, as jexec does: stdin, stdout, stderr,
     the exit status and signals are the command's own, with nothing in between."""
+    user, clean = _exec_options(args)
     if not args or args[0].startswith("-"):
         raise Usage("exec needs a prison name")
     name = args.pop(0)
     if args and args[0] == "--":
         args.pop(0)
+    pw = _user_entry(user) if user is not None else (_user_entry(str(os.getuid())) if clean else None)
     if not args:
-        args = [os.environ.get("SHELL") or "/bin/sh"]
+        args = [(pw.pw_shell if pw and pw.pw_shell else None) or os.environ.get("SHELL") or "/bin/sh"]
     info = client.call("prison.exec", name=name)
     client.close()
-    env = dict(os.environ)
+    env = _base_env(pw, clean)
     env.update(info["env"])
     env.update(info["policy"])
     preload = info["preload"]
@@ -223,6 +272,18 @@ def cmd_exec(client: Client, args: list[str]) -> int:
         return fail(f"permission denied entering prison {name}", EX_NOPERM)
     except OSError as exc:
         return fail(f"cannot enter prison {name}: {exc.strerror}", EX_ERROR)
+    if user is not None:  # in the prison first (as root), then become the user
+        try:
+            os.initgroups(pw.pw_name, pw.pw_gid)
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+        except OSError as exc:
+            return fail(f"cannot become {pw.pw_name}: {exc.strerror}", EX_NOPERM)
+    if clean and pw is not None:
+        try:
+            os.chdir(pw.pw_dir)
+        except OSError:
+            os.chdir("/")
     try:
         os.execvpe(args[0], args, env)
     except FileNotFoundError:
@@ -232,6 +293,32 @@ def cmd_exec(client: Client, args: list[str]) -> int:
     except OSError as exc:
         return fail(f"exec: {args[0]}: {exc.strerror}", 126)
     return EX_ERROR  # not reached
+
+
+def cmd_ps(client: Client, args: list[str]) -> int:
+    opts, rest = flags(args, {"--json"}, 1)
+    r = client.call("prison.ps", name=rest[0])
+    if "--json" in opts:
+        print_json(r)
+        return 0
+    rows = [("PID", "USER", "BOUND", "COMMAND")]
+    for proc in r["processes"]:
+        bound = ",".join(f"{s['proto']}:{s['local']}" for s in proc["sockets"]) or "-"
+        rows.append((str(proc["pid"]), proc["user"], bound, proc["command"][:70]))
+    print_table(rows)
+    return 0
+
+
+def cmd_which(client: Client, args: list[str]) -> int:
+    opts, rest = flags(args, {"--json"}, 1)
+    if not rest[0].isdigit():
+        raise Usage(f"{rest[0]!r} is not a process id")
+    r = client.call("prison.which", pid=int(rest[0]))
+    if "--json" in opts:
+        print_json(r)
+    else:
+        print(f"{r['pid']}: {r['prison']} (jid {r['jid']})" if r["prison"] else f"{r['pid']}: not in a prison")
+    return 0
 
 
 def cmd_check(args: list[str]) -> int:
@@ -266,6 +353,8 @@ COMMANDS = {
     "stop": _lifecycle("prison.stop"),
     "restart": _lifecycle("prison.restart"),
     "exec": cmd_exec,
+    "ps": cmd_ps,
+    "which": cmd_which,
     "reload": cmd_reload,
     "health": cmd_health,
 }

@@ -60,6 +60,7 @@ class ExecSpec:
     poststop: Command | None = None
     consolelog: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    jail_user: str | None = None  # exec.start / exec.stop run as this user (jail.conf's name)
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ class _Validator:
                           exec=execs, stop_timeout=float(timeout), allow=allow, enforce=enforce)
 
     def exec_spec(self, value, path) -> ExecSpec:
-        body = self.mapping(value, path, set(EXEC_HOOKS) | {"consolelog", "env"})
+        body = self.mapping(value, path, set(EXEC_HOOKS) | {"consolelog", "env", "jail_user"})
         hooks = {}
         for hook in EXEC_HOOKS:
             if hook in body:
@@ -289,7 +290,11 @@ class _Validator:
                 self.bad(path + ("env", key), f"must be a string, not {_kind(val)}")
             else:
                 env.append((key, str(val)))
-        return ExecSpec(consolelog=consolelog, env=tuple(sorted(env)), **hooks)
+        jail_user = None
+        if "jail_user" in body:
+            jail_user = str(body["jail_user"]) if isinstance(body["jail_user"], int) else \
+                self.string(body["jail_user"], path + ("jail_user",))
+        return ExecSpec(consolelog=consolelog, env=tuple(sorted(env)), jail_user=jail_user, **hooks)
 
     def command(self, value, path) -> Command | None:
         if isinstance(value, str) and value.strip():

@@ -4,6 +4,7 @@
      ├── ConfigError            config_invalid    (carries the list of problems)
      ├── ProtocolError          bad_json, bad_request, too_large, bad_version, unknown_method
      ├── NoSuchPrison           no_such_prison
+     ├── NoSuchProcess          no_such_process
      ├── StateConflict          not_running, already_running, busy
      ├── PermissionDenied       permission_denied
      └── SystemLayerError       net_error, cgroup_error, exec_failed
@@ -43,6 +44,10 @@ class NoSuchPrison(PrisonError):
 
     def __init__(self, name: str):
         super().__init__(f"no such prison: {name}")
+
+
+class NoSuchProcess(PrisonError):
+    code = "no_such_process"
 
 
 class StateConflict(PrisonError):

@@ -19,6 +19,14 @@ from .policy import service_env
 log = logging.getLogger("prisond.launcher")
 
 
+def _user(name: str):
+    import pwd
+    try:
+        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise SystemLayerError(f"exec.jail_user: no user {name!r}", "exec_failed") from None
+
+
 class Launcher:
     def __init__(self, shim_path: str):
         self.shim_path = shim_path
@@ -35,14 +43,22 @@ class Launcher:
     async def spawn_in(self, spec: PrisonSpec, cmd: Command, cg: cgroups.Cgroup,
                        kernel: bool = False) -> asyncio.subprocess.Process:
         procs_file = cg.procs_file
+        user = _user(spec.exec.jail_user) if spec.exec.jail_user else None
+        env = service_env(spec, self.shim_path, kernel=kernel)
+        if user:
+            env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name, SHELL=user.pw_shell or "/bin/sh")
 
-        def enter():  # between fork and exec: os calls only
+        def enter():  # between fork and exec: os calls only; into the prison, then the user
             cgroups.join(procs_file)
+            if user:
+                os.initgroups(user.pw_name, user.pw_gid)
+                os.setgid(user.pw_gid)
+                os.setuid(user.pw_uid)
 
         out = self._output(spec)
         try:
             return await asyncio.create_subprocess_exec(
-                *cmd.argv, env=service_env(spec, self.shim_path, kernel=kernel), cwd="/",
+                *cmd.argv, env=env, cwd="/",
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=enter, start_new_session=True)
         except OSError as exc:
             raise SystemLayerError(f"cannot run {cmd.argv[0]}: {exc.strerror}", "exec_failed") from None

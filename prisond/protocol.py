@@ -19,9 +19,10 @@ MAX_LINE = 64 * 1024
 
 METHODS = frozenset({
     "daemon.health", "daemon.reload",
-    "prison.list", "prison.show", "prison.start", "prison.stop", "prison.restart", "prison.exec",
+    "prison.list", "prison.show", "prison.ps", "prison.which",
+    "prison.start", "prison.stop", "prison.restart", "prison.exec",
 })
-READ_ONLY = frozenset({"daemon.health", "prison.list", "prison.show"})
+READ_ONLY = frozenset({"daemon.health", "prison.list", "prison.show", "prison.ps", "prison.which"})
 
 
 @dataclass

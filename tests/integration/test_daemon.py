@@ -289,3 +289,42 @@ def test_sigterm_while_starting_stops_what_started_and_leaves_nothing(daemon):
     assert d.proc.wait(60) == 0
     assert not os.path.exists(d.cgroup_dir())
     assert not any(a.startswith("127.10.") for a in addresses_on_lo())
+
+
+def test_ps_and_which(daemon):
+    d = daemon(f"prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      {SERVICE}\n  b: {{ip4: [127.0.3.1]}}\n")
+    pid = d.show("a")["service"]["pid"]
+    r = d.ctl("ps", "a")
+    rows = r.stdout.decode().splitlines()
+    assert rows[0].split() == ["PID", "USER", "BOUND", "COMMAND"] and rows[1].split()[:2] == [str(pid), "root"]
+    assert d.ctl("which", pid).stdout == f"{pid}: a (jid 1)\n".encode()
+    assert d.ctl("which", os.getpid()).stdout == f"{os.getpid()}: not in a prison\n".encode()
+    r = d.ctl("which", 999999999)
+    assert r.returncode == 1 and b"no process 999999999" in r.stderr
+
+
+def test_exec_as_a_user_in_a_clean_environment(daemon):
+    from support.daemon import let_others_reach
+    d = daemon("prisons:\n  a: {ip4: [127.0.2.1]}\n")
+    let_others_reach(d.run_dir)  # the shim copy must be readable by the user
+    assert d.exec("a", "id", "-u").stdout == b"0\n"
+    r = d.ctl("exec", "-u", "nobody", "a", "--", "sh", "-c", "id -u; hostname")
+    assert r.stdout == b"65534\na\n", r.stderr
+    r = d.ctl("exec", "-l", "-u", "nobody", "a", "--", "env", env=dict(os.environ, SECRET="x", TERM="vt100"))
+    names = {line.split("=", 1)[0] for line in r.stdout.decode().splitlines()}
+    assert names == {"PATH", "TERM", "HOME", "SHELL", "USER", "LOGNAME", "LD_PRELOAD", "PRISOND_POLICY"}
+    r = d.ctl("exec", "-u", "no-such-user-here", "a", "--", "true")
+    assert r.returncode == 2 and b"no user 'no-such-user-here'" in r.stderr
+
+
+def test_exec_jail_user_runs_the_service_as_that_user(daemon):
+    from support.daemon import let_others_reach
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      jail_user: nobody\n"
+               "      start: [sleep, '3600']\n  bad:\n    ip4: [127.0.3.1]\n    exec:\n"
+               "      jail_user: no-such-user-here\n      start: [sleep, '3600']\n", start=False)
+    let_others_reach(d.dir)  # the daemon makes its run directory 0755 below it
+    d.start()
+    pid = d.show("a")["service"]["pid"]
+    assert os.stat(f"/proc/{pid}").st_uid == 65534
+    bad = d.show("bad")
+    assert bad["state"] == "failed" and bad["reason"] == "exec.jail_user: no user 'no-such-user-here'"

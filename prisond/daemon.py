@@ -110,7 +110,8 @@ class Daemon:
         kernel, why = (open_kernel_layer(layout, tree) if config.daemon.kernel_layer
                        else (None, "disabled by daemon.kernel_layer: false"))
         self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink(), record=self.store), launcher=Launcher(shim_path),
-                         kernel=kernel, kernel_why=why)
+                         kernel=kernel, kernel_why=why,
+                         ns_dir=os.path.join(os.path.dirname(os.path.abspath(args.socket)), "ns"))
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
         self.api = Api(self.registry, shim_path, status=lambda: self.status)

@@ -328,3 +328,19 @@ def test_exec_jail_user_runs_the_service_as_that_user(daemon):
     assert os.stat(f"/proc/{pid}").st_uid == 65534
     bad = d.show("bad")
     assert bad["state"] == "failed" and bad["reason"] == "exec.jail_user: no user 'no-such-user-here'"
+
+
+def test_each_prison_has_its_own_kernel_hostname(daemon, nettool_static):
+    """A UTS namespace per prison: static binaries (no shim) see the prison's hostname too."""
+    d = daemon("prisons:\n  a: {hostname: a.example.test, ip4: [127.0.2.1]}\n"
+               "  b: {hostname: b.example.test, ip4: [127.0.3.1]}\n")
+    host = os.uname().nodename
+    assert d.exec("a", nettool_static, "hostname").stdout == b"gethostname=a.example.test uname=a.example.test\n"
+    assert d.exec("b", nettool_static, "hostname").stdout == b"gethostname=b.example.test uname=b.example.test\n"
+    assert d.exec("a", "sh", "-c", "cat /proc/sys/kernel/hostname").stdout == b"a.example.test\n"
+    assert os.uname().nodename == host
+    pins = [line.split()[4] for line in open("/proc/self/mountinfo") if line.split()[4].startswith(d.run_dir)]
+    assert sorted(os.path.basename(p) for p in pins) == ["a.uts", "b.uts"]
+    assert d.stop() == 0
+    assert not [line for line in open("/proc/self/mountinfo") if d.run_dir in line]
+    assert os.uname().nodename == host

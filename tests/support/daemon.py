@@ -108,7 +108,12 @@ class Daemon:
         return self.returncode
 
     def remove_cgroups(self) -> None:
-        """Kill and remove whatever this daemon left in its cgroup tree (it may have been killed)."""
+        """Kill and remove whatever this daemon left in its cgroup tree and namespace pins
+        (it may have been killed)."""
+        from prisond import uts
+        ns_dir = os.path.join(self.run_dir, "ns")
+        for entry in os.listdir(ns_dir) if os.path.isdir(ns_dir) else []:
+            uts.remove(os.path.join(ns_dir, entry))
         top = self.cgroup_dir()
         if not os.path.isdir(top):
             return

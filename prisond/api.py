@@ -81,6 +81,6 @@ class Api:
             raise StateConflict(f"prison {prison.spec.name} is not running", "not_running")
         spec = prison.spec
         return {"jid": prison.jid, "name": spec.name, "cgroup_procs": prison.cgroup.procs_file,
-                "uts": prison.deps.uts_path(spec.name),
+                "namespaces": prison.deps.ns_pins(spec),
                 "preload": self.shim_path, "env": dict(spec.exec.env),
                 "policy": {POLICY_VAR: shim_policy(spec, kernel=prison.enforcement == "kernel")}}

@@ -275,14 +275,15 @@ def cmd_exec(client: Client, args: list[str]) -> int:
     path = _which(args[0], env.get("PATH", ""))
     if path is None:
         return fail(f"exec: {args[0]}: command not found", 127)
-    if info.get("uts") and user is not None:
+    pins = info.get("namespaces") or {}
+    if pins and user is not None:
         # setns needs root, so join before becoming the user (ctypes only on this path: ~5 ms)
-        from . import uts
+        from . import namespaces
         try:
-            uts.join(info["uts"])
+            namespaces.join(pins)
         except OSError as exc:
-            return fail(f"cannot enter prison {name}'s namespace: {exc.strerror}", EX_ERROR)
-        info["uts"] = None
+            return fail(f"cannot enter prison {name}'s namespaces: {exc.strerror}", EX_ERROR)
+        pins = {}
     if user is not None:  # in the prison first (as root), then become the user
         try:
             os.initgroups(pw.pw_name, pw.pw_gid)
@@ -295,8 +296,8 @@ def cmd_exec(client: Client, args: list[str]) -> int:
             os.chdir(pw.pw_dir)
         except OSError:
             os.chdir("/")
-    if info.get("uts"):  # the prison's hostname namespace: nsenter (C) joins it and execs the command
-        args = ["nsenter", f"--uts={info['uts']}", "--", path, *args[1:]]
+    if pins:  # the prison's namespaces: nsenter (C, ~1.5 ms) joins them and execs the command
+        args = ["nsenter", *(f"--{k}={p}" for k, p in pins.items()), "--", path, *args[1:]]
     try:
         os.execvpe(args[0], args, env)
     except FileNotFoundError:

@@ -12,7 +12,7 @@ import os
 import subprocess
 
 from . import cgroup as cgroups
-from . import uts
+from . import namespaces
 from .config import Command, PrisonSpec
 from .errors import SystemLayerError
 from .policy import service_env
@@ -42,7 +42,7 @@ class Launcher:
                                    "exec_failed") from None
 
     async def spawn_in(self, spec: PrisonSpec, cmd: Command, cg: cgroups.Cgroup,
-                       kernel: bool = False, uts_path: str | None = None) -> asyncio.subprocess.Process:
+                       kernel: bool = False, pins: dict | None = None) -> asyncio.subprocess.Process:
         procs_file = cg.procs_file
         user = _user(spec.exec.jail_user) if spec.exec.jail_user else None
         env = service_env(spec, self.shim_path, kernel=kernel)
@@ -51,8 +51,8 @@ class Launcher:
 
         def enter():  # between fork and exec: os calls only; into the prison, then the user
             cgroups.join(procs_file)
-            if uts_path:
-                uts.join(uts_path)
+            if pins:
+                namespaces.join(pins)
             if user:
                 os.initgroups(user.pw_name, user.pw_gid)
                 os.setgid(user.pw_gid)

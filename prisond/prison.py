@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from . import procinfo, uts
+from . import namespaces, procinfo
 from .cgroup import Cgroup, CgroupTree
 from .config import Command, PrisonSpec
 from .errors import PrisonError, StateConflict, SystemLayerError
@@ -36,10 +36,14 @@ class Deps:
     launcher: Launcher
     kernel: object | None = None  # bpf.enforce.KernelLayer where the host can enforce
     kernel_why: str = ""          # why it can, or why not
-    ns_dir: str | None = None     # where each prison's UTS namespace is pinned (None: no namespaces)
+    ns_dir: str | None = None     # where each prison's namespaces are pinned (None: no namespaces)
 
-    def uts_path(self, name: str) -> str | None:
-        return os.path.join(self.ns_dir, f"{name}.uts") if self.ns_dir else None
+    def ns_pins(self, spec: PrisonSpec) -> dict[str, str]:
+        """The prison's namespaces: UTS always, IPC unless allow.sysvipc (the host's, as FreeBSD)."""
+        if not self.ns_dir:
+            return {}
+        kinds = ("uts",) if "sysvipc" in spec.allow else ("uts", "ipc")
+        return namespaces.paths(self.ns_dir, spec.name, kinds)
 
     def enforcement(self, spec: PrisonSpec) -> tuple[str, str]:
         """The level a prison gets, and why: asked for, or the host's default."""
@@ -102,8 +106,7 @@ class Prison:
         if self.cgroup.exists() and self.cgroup.procs():
             raise SystemLayerError(f"cgroup {self.cgroup.path} already holds processes", "cgroup_error")
         await asyncio.to_thread(self.cgroup.create)
-        if self.deps.ns_dir:
-            await asyncio.to_thread(uts.create, self.deps.uts_path(spec.name), spec.hostname)
+        await asyncio.to_thread(namespaces.create, self.deps.ns_pins(spec), spec.hostname)
         if self.enforcement == "kernel":
             if self.deps.kernel is None:
                 raise SystemLayerError(f"enforce: kernel was asked for, but this host cannot: {self.deps.kernel_why}",
@@ -111,7 +114,7 @@ class Prison:
             self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
         if spec.exec.start:
             self.service = await self.deps.launcher.spawn_in(spec, spec.exec.start, self.cgroup,
-                                                             self.enforcement == "kernel", self.deps.uts_path(spec.name))
+                                                             self.enforcement == "kernel", self.deps.ns_pins(spec))
             self.service_status = "running"
             self.log.info("exec.start: pid %d: %s", self.service.pid, " ".join(spec.exec.start.argv))
             spawn(self._watch_service(self.service), f"service:{spec.name}")
@@ -148,8 +151,7 @@ class Prison:
             spec = self.spec
             await asyncio.to_thread(self.deps.aliases.acquire, spec.name, spec.addresses, spec.interface)
             self._holds_aliases = True
-            if self.deps.ns_dir:
-                await asyncio.to_thread(uts.create, self.deps.uts_path(spec.name), spec.hostname)
+            await asyncio.to_thread(namespaces.create, self.deps.ns_pins(spec), spec.hostname)
             if self.enforcement == "kernel":
                 if self.deps.kernel is None:
                     raise SystemLayerError("its kernel enforcement cannot be re-established: "
@@ -214,7 +216,7 @@ class Prison:
             if spec.exec.stop and self.cgroup.exists():
                 try:
                     proc = await self.deps.launcher.spawn_in(spec, spec.exec.stop, self.cgroup,
-                                                             self.enforcement == "kernel", self.deps.uts_path(spec.name))
+                                                             self.enforcement == "kernel", self.deps.ns_pins(spec))
                     if await Launcher.wait(proc, spec.stop_timeout) is None:
                         errors.append("exec.stop timed out")
                 except PrisonError as exc:
@@ -227,11 +229,10 @@ class Prison:
                 self.cgroup_id = None
         except PrisonError as exc:
             errors.append(exc.message)
-        if self.deps.ns_dir:
-            try:
-                await asyncio.to_thread(uts.remove, self.deps.uts_path(spec.name))
-            except PrisonError as exc:
-                errors.append(exc.message)
+        try:
+            await asyncio.to_thread(namespaces.remove, self.deps.ns_pins(spec))
+        except PrisonError as exc:
+            errors.append(exc.message)
         if graceful:
             try:
                 await self._host_hook("poststop", spec.exec.poststop)

@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 
-from . import uts
+from . import namespaces
 from .config import Config, PrisonSpec
 from .diff import ConfigDiff, diff
 from .errors import NoSuchPrison, PrisonError, StateConflict
@@ -78,11 +78,11 @@ class Registry:
                 except PrisonError as exc:
                     log.error("prison %s: cannot adopt: %s", name, exc.message)
             await asyncio.to_thread(self._end_leftover, name)
-        if self.deps.ns_dir and os.path.isdir(self.deps.ns_dir):
+        if self.deps.ns_dir and os.path.isdir(self.deps.ns_dir):  # pins of prisons not adopted
             kept = {p.spec.name for p in adopted}
-            for entry in os.listdir(self.deps.ns_dir):
-                if entry.endswith(".uts") and entry[:-4] not in kept:
-                    await asyncio.to_thread(uts.remove, os.path.join(self.deps.ns_dir, entry))
+            stale = {e: os.path.join(self.deps.ns_dir, e) for e in os.listdir(self.deps.ns_dir)
+                     if e.rpartition(".")[0] not in kept}
+            await asyncio.to_thread(namespaces.remove, stale)
         self._renumber(adopted)
         errors = await asyncio.to_thread(self.deps.aliases.release_unused)
         for e in errors:
@@ -98,8 +98,6 @@ class Registry:
             cg.signal_all(signal.SIGKILL)
         try:
             cg.remove()
-            if self.deps.ns_dir:
-                uts.remove(self.deps.uts_path(name))
         except PrisonError as exc:
             log.error("%s", exc.message)
 

@@ -340,7 +340,29 @@ def test_each_prison_has_its_own_kernel_hostname(daemon, nettool_static):
     assert d.exec("a", "sh", "-c", "cat /proc/sys/kernel/hostname").stdout == b"a.example.test\n"
     assert os.uname().nodename == host
     pins = [line.split()[4] for line in open("/proc/self/mountinfo") if line.split()[4].startswith(d.run_dir)]
-    assert sorted(os.path.basename(p) for p in pins) == ["a.uts", "b.uts"]
+    assert sorted(os.path.basename(p) for p in pins) == ["a.ipc", "a.uts", "b.ipc", "b.uts"]
     assert d.stop() == 0
     assert not [line for line in open("/proc/self/mountinfo") if d.run_dir in line]
     assert os.uname().nodename == host
+
+
+def _shm_ids(ipcs_output: str) -> set[str]:
+    """The shmid column of `ipcs -m` (rows start with a 0x key)."""
+    return {line.split()[1] for line in ipcs_output.splitlines() if line.startswith("0x")}
+
+
+def test_sysv_ipc_is_the_prison_own_unless_allowed(daemon):
+    d = daemon("prisons:\n  a: {ip4: [127.0.2.1]}\n  b: {ip4: [127.0.3.1]}\n"
+               "  shared: {ip4: [127.0.4.1], allow: {sysvipc: true}}\n")
+    r = d.exec("a", "ipcmk", "-M", "4096")
+    assert r.returncode == 0 and r.stdout.startswith(b"Shared memory id: "), r.stderr
+    seg = r.stdout.decode().split()[-1]
+    assert seg in _shm_ids(d.exec("a", "ipcs", "-m").stdout.decode())
+    assert seg not in _shm_ids(d.exec("b", "ipcs", "-m").stdout.decode())
+    assert seg not in _shm_ids(subprocess.run(["ipcs", "-m"], capture_output=True, text=True).stdout)
+    # allow.sysvipc: the host's IPC, as FreeBSD's allow.sysvipc
+    seg2 = d.exec("shared", "ipcmk", "-M", "4096").stdout.decode().split()[-1]
+    try:
+        assert seg2 in _shm_ids(subprocess.run(["ipcs", "-m"], capture_output=True, text=True).stdout)
+    finally:
+        subprocess.run(["ipcrm", "-m", seg2], check=True)

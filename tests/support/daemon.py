@@ -110,10 +110,10 @@ class Daemon:
     def remove_cgroups(self) -> None:
         """Kill and remove whatever this daemon left in its cgroup tree and namespace pins
         (it may have been killed)."""
-        from prisond import uts
+        from prisond import namespaces
         ns_dir = os.path.join(self.run_dir, "ns")
-        for entry in os.listdir(ns_dir) if os.path.isdir(ns_dir) else []:
-            uts.remove(os.path.join(ns_dir, entry))
+        if os.path.isdir(ns_dir):
+            namespaces.remove({e: os.path.join(ns_dir, e) for e in os.listdir(ns_dir)})
         top = self.cgroup_dir()
         if not os.path.isdir(top):
             return

@@ -150,12 +150,17 @@ def cmd_show(client: Client, args: list[str]) -> int:
         print(f"  {k:<13}{v}")
     if p["processes"]:
         print()
-        rows = [("  PID", "USER", "BOUND", "COMMAND")]
-        for proc in p["processes"]:
-            bound = ",".join(f"{s['proto']}:{s['local']}" for s in proc["sockets"]) or "-"
-            rows.append((f"  {proc['pid']}", proc["user"], bound, proc["command"][:60]))
-        print_table(rows)
+        print_table(process_rows(p["processes"], indent="  "))
     return 0
+
+
+def process_rows(processes: list[dict], indent: str = "") -> list[tuple]:
+    """PID USER BOUND COMMAND, BOUND being what each process really holds (proto:address)."""
+    rows = [(f"{indent}PID", "USER", "BOUND", "COMMAND")]
+    for proc in processes:
+        bound = ",".join(f"{s['proto']}:{s['local']}" for s in proc["sockets"]) or "-"
+        rows.append((f"{indent}{proc['pid']}", proc["user"], bound, proc["command"][:70]))
+    return rows
 
 
 def _lifecycle(method: str):
@@ -315,11 +320,7 @@ def cmd_ps(client: Client, args: list[str]) -> int:
     if "--json" in opts:
         print_json(r)
         return 0
-    rows = [("PID", "USER", "BOUND", "COMMAND")]
-    for proc in r["processes"]:
-        bound = ",".join(f"{s['proto']}:{s['local']}" for s in proc["sockets"]) or "-"
-        rows.append((str(proc["pid"]), proc["user"], bound, proc["command"][:70]))
-    print_table(rows)
+    print_table(process_rows(r["processes"]))
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from . import procinfo
 from .config import load_file
 from .errors import NoSuchProcess, PermissionDenied, StateConflict
 from .policy import POLICY_VAR, shim_policy
@@ -54,7 +55,7 @@ class Api:
 
     async def m_prison_ps(self, req: Request):
         prison = self.registry.get(param(req, "name"))
-        return {"name": prison.spec.name, "jid": prison.jid, "processes": prison.details()["processes"]}
+        return {"name": prison.spec.name, "jid": prison.jid, "processes": procinfo.processes(prison.pids())}
 
     async def m_prison_which(self, req: Request):
         pid = param(req, "pid", int)

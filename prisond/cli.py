@@ -21,6 +21,7 @@ import os
 import sys
 
 from .client import Client, ClientError, DaemonError
+from .policy import with_preload
 
 DEFAULT_SOCKET = "/run/prisond/control.sock"
 EX_ERROR, EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 1, 2, 69, 77
@@ -264,9 +265,7 @@ def cmd_exec(client: Client, args: list[str]) -> int:
     env = _base_env(pw, clean)
     env.update(info["env"])
     env.update(info["policy"])
-    preload = info["preload"]
-    old = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p and p != preload]
-    env["LD_PRELOAD"] = ":".join([preload] + old)
+    env["LD_PRELOAD"] = with_preload(env.get("LD_PRELOAD"), info["preload"])
     try:
         fd = os.open(info["cgroup_procs"], os.O_WRONLY | os.O_CLOEXEC)
         try:

@@ -25,7 +25,7 @@ def interface_for(addr: Address, prison_iface: str | None) -> str | None:
         return addr.iface
     if prison_iface:
         return prison_iface
-    if addr.ip.is_loopback or (addr.ip.version == 4 and addr.ip in ipaddress.ip_network("127.0.0.0/8")):
+    if addr.ip.is_loopback:  # 127.0.0.0/8 and ::1
         return "lo"
     return None
 

@@ -6,7 +6,9 @@ k kernel layer in force).  The shim restores it, with LD_PRELOAD, across exec.
 """
 from __future__ import annotations
 
-from .config import PrisonSpec
+TYPE_CHECKING = False  # not typing's: prisonctl exec uses with_preload and must load neither
+if TYPE_CHECKING:      # yaml (through config) nor typing (which loads re)
+    from .config import PrisonSpec
 
 POLICY_VAR = "PRISOND_POLICY"
 PRELOAD_VAR = "LD_PRELOAD"

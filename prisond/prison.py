@@ -223,10 +223,8 @@ class Prison:
                     errors.append(exc.message)
         try:
             await self._kill_all(spec.stop_timeout if graceful else 0.0)
-            await asyncio.to_thread(self.cgroup.remove)  # detaches the kernel layer's programs
-            if self.cgroup_id is not None:
-                await asyncio.to_thread(self.deps.kernel.forget, self.cgroup_id)
-                self.cgroup_id = None
+            await asyncio.to_thread(self.cgroup.remove)  # detaches the programs, frees the storage
+            self.cgroup_id = None
         except PrisonError as exc:
             errors.append(exc.message)
         try:

@@ -53,10 +53,6 @@ class Program:
         """Store an immediate.  Not into a program's context (the verifier refuses BPF_ST there)."""
         return self._emit(ST | MEM | SIZES[size], dst, 0, off, imm)
 
-    def atomic_add64(self, dst, off, src):
-        """lock *(u64 *)(dst + off) += src"""
-        return self._emit(STX | ATOMIC | DW, dst, src, off, ADD)
-
     def ld_map_fd(self, dst, fd: int):
         self._emit(LD | DW | IMM, dst, PSEUDO_MAP_FD, 0, fd)
         return self._emit(0, 0, 0, 0, 0)
@@ -65,7 +61,6 @@ class Program:
     def jmp(self, target): return self._emit(JMP | JA, 0, 0, target)
     def jeq(self, dst, imm, target): return self._emit(JMP | JEQ | K, dst, 0, target, imm)
     def jne(self, dst, imm, target): return self._emit(JMP | JNE | K, dst, 0, target, imm)
-    def jge(self, dst, imm, target): return self._emit(JMP | JGE | K, dst, 0, target, imm)
     def jeq32(self, dst, imm, target): return self._emit(JMP32 | JEQ | K, dst, 0, target, _s32(imm))
     def jne32(self, dst, imm, target): return self._emit(JMP32 | JNE | K, dst, 0, target, _s32(imm))
     def jeq32r(self, dst, src, target): return self._emit(JMP32 | JEQ | X, dst, src, target)

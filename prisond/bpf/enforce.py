@@ -4,12 +4,12 @@
     layer.enforce(cgroup_path, spec)                    # policy in the map, then attach
     layer.update(cgroup_path, spec)                     # a reload: a map update, nothing else
     layer.counters(cgroup_path)                         # drops and traffic of the prison
-    layer.forget(cgroup_id)                             # after the cgroup is gone
 
 Programs attached with BPF_PROG_ATTACH stay while the cgroup exists, whatever happens to the
 daemon, so a daemon killed with SIGKILL leaves every prison enforced; removing a prison's
 cgroup detaches them.  A new daemon finds the programs on any prison cgroup (BPF_PROG_QUERY)
-and, through them, the maps, so it keeps updating the same policies.
+and, through them, the maps, so it keeps updating the same policies.  A cgroup's storage goes
+with the cgroup: nothing is to be deleted when a prison stops.
 """
 from __future__ import annotations
 
@@ -153,23 +153,11 @@ class KernelLayer:
     def update(self, path: str, spec) -> None:
         S.map_update(self.policy_fd, _key(cgroup_id(path)), policy_value(spec))
 
-    def is_enforced(self, path: str) -> bool:
-        try:
-            cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            return bool(S.prog_query(cg, S.ATTACH["egress"]))
-        finally:
-            os.close(cg)
-
     def counters(self, path_or_id) -> dict | None:
         cgid = path_or_id if isinstance(path_or_id, int) else cgroup_id(path_or_id)
         raw = S.map_lookup(self.counter_fd, _key(cgid), P.COUNTER_SIZE * self.ncpus)
         return P.decode_counters(raw, self.ncpus) if raw else None
 
-    def forget(self, cgid: int) -> None:
-        """Nothing to do: a cgroup's storage goes with the cgroup (detaching frees it)."""
 
 
 def preconditions(layout) -> tuple[bool, str]:

@@ -102,10 +102,9 @@ class _Gen(Program):
         self.ld_map_fd(R1, self.policy_fd).mov(R2, 0).call(GET_LOCAL_STORAGE).movr(R7, R0)
         return self
 
-    def _counters(self, skip: str) -> "_Gen":
-        """r0 = this CPU's counters (per-CPU cgroup storage: plain adds); clobbers r0-r5."""
-        self.ld_map_fd(R1, self.counter_fd).mov(R2, 0).call(GET_LOCAL_STORAGE)
-        return self
+    def _counters(self) -> "_Gen":
+        """r0 = this CPU's counters (per-CPU cgroup storage: plain adds, never NULL); clobbers r0-r5."""
+        return self.ld_map_fd(R1, self.counter_fd).mov(R2, 0).call(GET_LOCAL_STORAGE)
 
     def _bump(self, off: int, src: int | None = None) -> "_Gen":
         self.ldx(8, R1, R0, off)
@@ -117,14 +116,11 @@ class _Gen(Program):
 
     def count(self, off: int) -> "_Gen":
         """Count one event; looked up only on the paths that count (clobbers r0-r5)."""
-        skip = self.uniq("nocount")
-        return self._counters(skip)._bump(off).label(skip)
+        return self._counters()._bump(off)
 
     def count_bytes(self, pkts_off: int, bytes_off: int) -> "_Gen":
-        skip = self.uniq("nocount")
-        self._counters(skip)._bump(pkts_off)
-        self.ldx(4, R2, R6, SKB_LEN)
-        return self._bump(bytes_off, R2).label(skip)
+        self._counters()._bump(pkts_off)
+        return self.ldx(4, R2, R6, SKB_LEN)._bump(bytes_off, R2)
 
     def in4(self, addr_reg: int, found: str, notfound: str) -> "_Gen":
         """Jump to found if the u32 in addr_reg is a prison IPv4 address (clobbers r0, r1)."""

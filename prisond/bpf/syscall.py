@@ -16,14 +16,14 @@ _NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
-MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM = 0, 1, 2, 3
-PROG_LOAD, PROG_ATTACH, PROG_DETACH = 5, 8, 9
+MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM = 0, 1, 2
+PROG_LOAD, PROG_ATTACH = 5, 8
 PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY = 13, 14, 15, 16
 
-MAP_TYPE_HASH, MAP_TYPE_PERCPU_HASH, MAP_TYPE_CGROUP_STORAGE, MAP_TYPE_PERCPU_CGROUP_STORAGE = 1, 5, 19, 21
+MAP_TYPE_HASH, MAP_TYPE_CGROUP_STORAGE, MAP_TYPE_PERCPU_CGROUP_STORAGE = 1, 19, 21
 PROG_TYPE_CGROUP_SKB, PROG_TYPE_CGROUP_SOCK, PROG_TYPE_CGROUP_SOCK_ADDR = 8, 9, 18
 F_ALLOW_MULTI = 2
-ANY, NOEXIST = 0, 1
+ANY = 0
 
 ATTACH = {  # attach types (enum bpf_attach_type)
     "ingress": 0, "egress": 1, "sock_create": 2, "bind4": 8, "bind6": 9, "connect4": 10, "connect6": 11,
@@ -79,16 +79,6 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     return v.raw
 
 
-def map_delete(fd: int, key: bytes) -> None:
-    k = ctypes.create_string_buffer(key, len(key))
-    attr = struct.pack("<IIQQQ", fd, 0, ctypes.addressof(k), 0, 0)
-    try:
-        _bpf(MAP_DELETE_ELEM, attr, "map_delete")
-    except KernelLayerError as exc:
-        if "No such file" not in str(exc):
-            raise
-
-
 def prog_load(prog_type: int, insns: bytes, attach_type: int, name: str) -> int:
     lic = ctypes.create_string_buffer(b"GPL")
     code = ctypes.create_string_buffer(insns, len(insns))
@@ -107,14 +97,6 @@ def prog_load(prog_type: int, insns: bytes, attach_type: int, name: str) -> int:
 
 def prog_attach(cgroup_fd: int, prog_fd: int, attach_type: int) -> None:
     _bpf(PROG_ATTACH, struct.pack("<IIIII", cgroup_fd, prog_fd, attach_type, F_ALLOW_MULTI, 0), "prog_attach")
-
-
-def prog_detach(cgroup_fd: int, prog_fd: int, attach_type: int) -> None:
-    try:
-        _bpf(PROG_DETACH, struct.pack("<IIIII", cgroup_fd, prog_fd, attach_type, 0, 0), "prog_detach")
-    except KernelLayerError as exc:
-        if "No such file" not in str(exc):
-            raise
 
 
 def prog_query(cgroup_fd: int, attach_type: int) -> list[int]:

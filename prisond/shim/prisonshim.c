@@ -611,10 +611,7 @@ static int prison_listen(int fd, int backlog)
 			errno = err;
 			return -1;
 		}
-		int wildcard = fi.family == AF_INET ? src.in.sin_addr.s_addr == 0
-						    : IN6_IS_ADDR_UNSPECIFIED(&src.in6.sin6_addr);
-		if (!wildcard &&
-		    real.bind(fd, &src.sa, fi.family == AF_INET ? sizeof src.in : sizeof src.in6) < 0 &&
+		if (real.bind(fd, &src.sa, fi.family == AF_INET ? sizeof src.in : sizeof src.in6) < 0 &&
 		    errno != EINVAL)
 			return -1;
 	}

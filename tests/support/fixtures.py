@@ -88,29 +88,22 @@ class UdpSink:
         self.sock.close()
 
 
-@pytest.fixture
-def tcp_server():
-    servers = []
+def _servers(cls):
+    """A fixture handing out cls(host, family) instances, all closed after the test."""
+    @pytest.fixture
+    def make_fixture():
+        made = []
 
-    def make(host="127.0.0.9", family=socket.AF_INET):
-        s = TcpServer(host, family)
-        servers.append(s)
-        return s
+        def make(host="127.0.0.9", family=socket.AF_INET):
+            made.append(cls(host, family))
+            return made[-1]
 
-    yield make
-    for s in servers:
-        s.close()
+        yield make
+        for s in made:
+            s.close()
+
+    return make_fixture
 
 
-@pytest.fixture
-def udp_sink():
-    sinks = []
-
-    def make(host="127.0.0.9", family=socket.AF_INET):
-        s = UdpSink(host, family)
-        sinks.append(s)
-        return s
-
-    yield make
-    for s in sinks:
-        s.close()
+tcp_server = _servers(TcpServer)
+udp_sink = _servers(UdpSink)

@@ -13,24 +13,34 @@ from setuptools.command.build_ext import build_ext
 
 SHIM_SRC = "prisond/shim/prisonshim.c"
 SHIM_MAP = "prisond/shim/prisonshim.map"
+JAIL_SRC = "prisond/jail/prisonjail.c"
+JAIL_FLAGS = ["-std=gnu11", "-O2", "-g", "-static", "-Wall", "-Wextra", "-Werror"]
 SHIM_FLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
               "-fvisibility=hidden", "-D_FORTIFY_SOURCE=2"]
 
 
 class BuildShim(build_ext):
+    """The shim (a shared library) and prisonjail (a static program: nothing for LD_PRELOAD to
+    reach, nothing needed from a prison's root)."""
+
     def get_ext_filename(self, fullname):
-        return os.path.join(*fullname.split(".")) + ".so"
+        path = os.path.join(*fullname.split("."))
+        return path if fullname.endswith("prisonjail") else path + ".so"
 
     def build_extension(self, ext):
         out = self.get_ext_fullpath(ext.name)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         cc = shlex.split(os.environ.get("CC", "cc"))
-        cmd = cc + SHIM_FLAGS + [f"-Wl,--version-script={SHIM_MAP}", "-o", out, SHIM_SRC, "-ldl", "-lpthread"]
+        if ext.name.endswith("prisonjail"):
+            cmd = cc + JAIL_FLAGS + ["-o", out, JAIL_SRC]
+        else:
+            cmd = cc + SHIM_FLAGS + [f"-Wl,--version-script={SHIM_MAP}", "-o", out, SHIM_SRC, "-ldl", "-lpthread"]
         print(" ".join(cmd))
         subprocess.check_call(cmd)
 
 
 setup(
-    ext_modules=[Extension("prisond.libprisonshim", sources=[SHIM_SRC])],
+    ext_modules=[Extension("prisond.libprisonshim", sources=[SHIM_SRC]),
+                 Extension("prisond.prisonjail", sources=[JAIL_SRC])],
     cmdclass={"build_ext": BuildShim},
 )

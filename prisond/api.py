@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from . import procinfo
 from .config import load_file
 from .errors import NoSuchProcess, PermissionDenied, StateConflict
-from .policy import POLICY_VAR, shim_policy
+from .policy import POLICY_VAR, jail_flags, shim_policy
 from .prison import RUNNING
 from .protocol import READ_ONLY, VERSION, Request, param
 from .registry import Registry
@@ -81,7 +81,12 @@ class Api:
         if prison.state != RUNNING:
             raise StateConflict(f"prison {prison.spec.name} is not running", "not_running")
         spec = prison.spec
+        confined = None
+        if prison.init_pid is not None:
+            confined = {"jail": prison.deps.launcher.jail_path, "init_pid": prison.init_pid,
+                        "allow": jail_flags(spec)}
         return {"jid": prison.jid, "name": spec.name, "cgroup_procs": prison.cgroup.procs_file,
+                "confined": confined,
                 "namespaces": prison.deps.ns_pins(spec),
                 "preload": self.shim_path, "env": dict(spec.exec.env),
                 "policy": {POLICY_VAR: shim_policy(spec, kernel=prison.enforcement == "kernel")}}

@@ -21,7 +21,7 @@ import os
 import sys
 
 from .client import Client, ClientError, DaemonError
-from .policy import with_preload
+from .policy import enter_argv, with_preload
 
 DEFAULT_SOCKET = "/run/prisond/control.sock"
 EX_ERROR, EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 1, 2, 69, 77
@@ -40,6 +40,8 @@ commands:
   reload [--dry-run] [--json]         re-read the configuration; apply only what changed
   health [--json]                     is the daemon up
   check FILE                          validate a configuration file offline
+  mkroot DIR [--force]                make a root for a confined prison (path: DIR) that
+                                      shares the host's /usr read-only
 
 --socket PATH (or $PRISOND_SOCKET) names the control socket (default /run/prisond/control.sock)."""
 
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
         command = args.pop(0)
         if command == "check":
             return cmd_check(args)
+        if command == "mkroot":
+            return cmd_mkroot(args)
         handler = COMMANDS.get(command)
         if handler is None:
             raise Usage(f"unknown command {command!r}")
@@ -257,11 +261,15 @@ def cmd_exec(client: Client, args: list[str]) -> int:
     name = args.pop(0)
     if args and args[0] == "--":
         args.pop(0)
-    pw = _user_entry(user) if user is not None else (_user_entry(str(os.getuid())) if clean else None)
-    if not args:
-        args = [(pw.pw_shell if pw and pw.pw_shell else None) or os.environ.get("SHELL") or "/bin/sh"]
     info = client.call("prison.exec", name=name)
     client.close()
+    confined = info.get("confined")
+    if confined:  # users, shells and programs are the prison's own: prisonjail finds them inside
+        pw = None
+    else:
+        pw = _user_entry(user) if user is not None else (_user_entry(str(os.getuid())) if clean else None)
+        if not args:
+            args = [(pw.pw_shell if pw and pw.pw_shell else None) or os.environ.get("SHELL") or "/bin/sh"]
     env = _base_env(pw, clean)
     env.update(info["env"])
     env.update(info["policy"])
@@ -276,6 +284,12 @@ def cmd_exec(client: Client, args: list[str]) -> int:
         return fail(f"permission denied entering prison {name}", EX_NOPERM)
     except OSError as exc:
         return fail(f"cannot enter prison {name}: {exc.strerror}", EX_ERROR)
+    if confined:
+        argv = enter_argv(confined["jail"], confined["init_pid"], confined["allow"], user, clean) + args
+        try:
+            os.execve(argv[0], argv, env)
+        except OSError as exc:
+            return fail(f"cannot run {argv[0]}: {exc.strerror}", EX_ERROR)
     path = _which(args[0], env.get("PATH", ""))
     if path is None:
         return fail(f"exec: {args[0]}: command not found", 127)
@@ -357,6 +371,21 @@ def cmd_check(args: list[str]) -> int:
             print(problem, file=sys.stderr)
         return EX_USAGE
     print(f"{rest[0]}: ok, {len(config.prisons)} prison{'s' if len(config.prisons) != 1 else ''}")
+    return 0
+
+
+def cmd_mkroot(args: list[str]) -> int:
+    opts, rest = flags(args, {"--force"}, 1)
+    from . import mkroot
+    try:
+        result = mkroot.make(rest[0], force="--force" in opts)
+    except mkroot.MkrootError as exc:
+        return fail(str(exc), EX_ERROR)
+    except OSError as exc:
+        return fail(f"mkroot: {exc.filename or rest[0]}: {exc.strerror}", EX_ERROR)
+    print(f"made {result.root}; a prison uses it with:\n\n{result.snippet()}")
+    for note in result.notes:
+        print(f"\nnote: {note}")
     return 0
 
 

@@ -64,6 +64,14 @@ class ExecSpec:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host directory or file shown inside a confined prison (jail(8)'s mount.fstab, simpler)."""
+    source: str
+    target: str
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
 class PrisonSpec:
     name: str
     hostname: str
@@ -74,6 +82,12 @@ class PrisonSpec:
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     allow: frozenset[str] = frozenset()
     enforce: str | None = None  # None: the host's default (kernel where possible)
+    path: str | None = None     # the prison's root: set, the prison is confined (see README)
+    mounts: tuple[Mount, ...] = ()
+
+    @property
+    def confined(self) -> bool:
+        return self.path is not None
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -264,10 +278,51 @@ class _Validator:
         enforce = body.get("enforce")
         if enforce is not None and enforce not in ENFORCE_LEVELS:
             self.bad(path + ("enforce",), f"must be one of {', '.join(ENFORCE_LEVELS)}, not {enforce!r}")
+        root = None
+        if "path" in body:
+            root = self.string(body["path"], path + ("path",))
+            if root and not _clean_abs(root):
+                self.bad(path + ("path",), f"must be an absolute path without '..', not {root!r}")
+        mounts = self.mounts(body.get("mounts"), path + ("mounts",))
+        if mounts and root is None:
+            self.bad(path + ("mounts",), "needs path: (the prison's root to mount into)")
         if len(self.problems) != before:
             return None
         return PrisonSpec(name=name, hostname=hostname, ip4=tuple(ip4), ip6=tuple(ip6), interface=interface,
-                          exec=execs, stop_timeout=float(timeout), allow=allow, enforce=enforce)
+                          exec=execs, stop_timeout=float(timeout), allow=allow, enforce=enforce,
+                          path=_norm(root) if root else None, mounts=tuple(mounts))
+
+    def mounts(self, value, path) -> list[Mount]:
+        """mounts: a list of {source, target (default: source), readonly (default: true)}."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.bad(path, f"must be a list of mounts, not {_kind(value)}")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            here = path + (i,)
+            if isinstance(item, str):
+                item = {"source": item}
+            body = self.mapping(item, here, {"source", "target", "readonly"})
+            if not body:
+                if isinstance(item, dict):
+                    self.bad(here, "needs source:")
+                continue
+            src = self.string(body.get("source"), here + ("source",)) if "source" in body else None
+            if src is None:
+                self.bad(here, "needs source:")
+                continue
+            dst = self.string(body["target"], here + ("target",)) if "target" in body else src
+            ro = self.boolean(body["readonly"], here + ("readonly",)) if "readonly" in body else True
+            for key, val in (("source", src), ("target", dst if "target" in body else None)):
+                if val is not None and not _clean_abs(val):
+                    self.bad(here + (key,), f"must be an absolute path without '..', not {val!r}")
+            if dst is not None and _norm(dst) == "/":
+                self.bad(here + ("target",), "cannot be the prison's root itself (that is path:)")
+            if src and dst and _clean_abs(src) and _clean_abs(dst):
+                out.append(Mount(_norm(src), _norm(dst), ro))
+        return out
 
     def exec_spec(self, value, path) -> ExecSpec:
         body = self.mapping(value, path, set(EXEC_HOOKS) | {"consolelog", "env", "jail_user"})
@@ -379,7 +434,15 @@ class _Validator:
                         owners[a.ip] = (p.name, len(addrs))
 
 
-_PRISON_KEYS = {"hostname", "ip4", "ip6", "interface", "exec", "stop", "allow", "enforce"}
+_PRISON_KEYS = {"hostname", "ip4", "ip6", "interface", "exec", "stop", "allow", "enforce", "path", "mounts"}
+
+
+def _clean_abs(p: str) -> bool:
+    return p.startswith("/") and ".." not in p.split("/") and "\0" not in p
+
+
+def _norm(p: str) -> str:
+    return "/" + "/".join(c for c in p.split("/") if c and c != ".")
 
 
 def _unusable(ip: IPAddr, prefix: int) -> str | None:

@@ -29,6 +29,7 @@ from .tasks import spawn
 DEFAULT_CONFIG = "/etc/prisond/prisond.yaml"
 DEFAULT_SOCKET = "/run/prisond/control.sock"
 DEFAULT_STATE = "/var/lib/prisond"
+JAIL_NAME = "prisonjail"
 SHIM_NAME = "libprisonshim.so"
 
 log = logging.getLogger("prisond")
@@ -109,9 +110,12 @@ class Daemon:
         tree = CgroupTree(layout, config.daemon.cgroup_parent)
         kernel, why = (open_kernel_layer(layout, tree) if config.daemon.kernel_layer
                        else (None, "disabled by daemon.kernel_layer: false"))
-        self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink(), record=self.store), launcher=Launcher(shim_path),
-                         kernel=kernel, kernel_why=why,
-                         ns_dir=os.path.join(os.path.dirname(os.path.abspath(args.socket)), "ns"))
+        jail = os.path.join(os.path.dirname(os.path.abspath(__file__)), JAIL_NAME)
+        # namespace pins live with the state, not in the runtime directory, which confined
+        # prisons see (read-only: the shim and the control socket)
+        self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink(), record=self.store),
+                         launcher=Launcher(shim_path, jail if os.access(jail, os.X_OK) else None),
+                         kernel=kernel, kernel_why=why, ns_dir=os.path.join(args.state_dir, "ns"))
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
         self.api = Api(self.registry, shim_path, status=lambda: self.status)

@@ -15,7 +15,7 @@ from . import cgroup as cgroups
 from . import namespaces
 from .config import Command, PrisonSpec
 from .errors import SystemLayerError
-from .policy import service_env
+from .policy import enter_argv, jail_flags, service_env
 
 log = logging.getLogger("prisond.launcher")
 
@@ -28,9 +28,26 @@ def _user(name: str):
         raise SystemLayerError(f"exec.jail_user: no user {name!r}", "exec_failed") from None
 
 
+INIT_TIMEOUT = 30.0
+
+
+def init_argv(jail: str, spec: PrisonSpec, pins: dict, runtime_dir: str) -> list[str]:
+    """prisonjail init for a confined prison: its root, its namespaces, the configured mounts,
+    then the daemon's runtime directory (the shim and the control socket) read-only."""
+    argv = [jail, "init", "--root", spec.path]
+    for kind in ("uts", "ipc"):
+        if kind in pins:
+            argv += [f"--{kind}", pins[kind]]
+    for m in spec.mounts:
+        argv += ["--bind", m.source, m.target, "ro" if m.readonly else "rw"]
+    return argv + ["--bind", runtime_dir, runtime_dir, "ro"]
+
+
 class Launcher:
-    def __init__(self, shim_path: str):
+    def __init__(self, shim_path: str, jail_path: str | None = None):
         self.shim_path = shim_path
+        self.jail_path = jail_path
+        self.runtime_dir = os.path.dirname(shim_path)
 
     def _output(self, spec: PrisonSpec):
         if not spec.exec.consolelog:
@@ -41,10 +58,38 @@ class Launcher:
             raise SystemLayerError(f"cannot open exec.consolelog {spec.exec.consolelog}: {exc.strerror}",
                                    "exec_failed") from None
 
-    async def spawn_in(self, spec: PrisonSpec, cmd: Command, cg: cgroups.Cgroup,
-                       kernel: bool = False, pins: dict | None = None) -> asyncio.subprocess.Process:
+    async def start_init(self, spec: PrisonSpec, cg: cgroups.Cgroup, pins: dict) -> int:
+        """A confined prison's init (PID 1 of its namespaces, in its cgroup); its host pid."""
+        if not self.jail_path:
+            raise SystemLayerError("prisonjail is missing: was prisond installed with 'pip install'?", "internal")
+        if not os.path.isdir(spec.path):
+            raise SystemLayerError(f"path {spec.path}: not a directory", "exec_failed")
         procs_file = cg.procs_file
-        user = _user(spec.exec.jail_user) if spec.exec.jail_user else None
+        proc = await asyncio.create_subprocess_exec(
+            *init_argv(self.jail_path, spec, pins, self.runtime_dir), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: cgroups.join(procs_file),
+            start_new_session=True)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), INIT_TIMEOUT)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise SystemLayerError("the prison's init did not get ready", "exec_failed") from None
+        if proc.returncode != 0:
+            why = err.decode(errors="replace").strip().removeprefix("prisonjail: ")
+            raise SystemLayerError(f"cannot confine the prison: {why}", "exec_failed")
+        return int(out)
+
+    async def spawn_in(self, spec: PrisonSpec, cmd: Command, cg: cgroups.Cgroup,
+                       kernel: bool = False, pins: dict | None = None,
+                       init_pid: int | None = None) -> asyncio.subprocess.Process:
+        procs_file = cg.procs_file
+        argv = cmd.argv
+        if init_pid is not None:  # confined: prisonjail enters, and is the user inside
+            argv = (*enter_argv(self.jail_path, init_pid, jail_flags(spec), spec.exec.jail_user), *argv)
+            user, pins = None, None
+        else:
+            user = _user(spec.exec.jail_user) if spec.exec.jail_user else None
         env = service_env(spec, self.shim_path, kernel=kernel)
         if user:
             env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name, SHELL=user.pw_shell or "/bin/sh")
@@ -61,7 +106,7 @@ class Launcher:
         out = self._output(spec)
         try:
             return await asyncio.create_subprocess_exec(
-                *cmd.argv, env=env, cwd="/",
+                *argv, env=env, cwd="/",
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=enter, start_new_session=True)
         except OSError as exc:
             raise SystemLayerError(f"cannot run {cmd.argv[0]}: {exc.strerror}", "exec_failed") from None

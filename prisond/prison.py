@@ -74,6 +74,7 @@ class Prison:
         self.cgroup_id: int | None = None  # set while the kernel layer enforces this prison
         self.service_pid: int | None = None  # the service of an adopted prison (not our child)
         self._addr_cache: tuple = (None, [], [])
+        self.init_pid: int | None = None  # a confined prison's PID 1 (host pid)
 
     # ------------------------------------------------------------ start
 
@@ -112,13 +113,19 @@ class Prison:
                 raise SystemLayerError(f"enforce: kernel was asked for, but this host cannot: {self.deps.kernel_why}",
                                        "kernel_unavailable")
             self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
+        if spec.confined:
+            self.init_pid = await self.deps.launcher.start_init(spec, self.cgroup, self.deps.ns_pins(spec))
+            self.log.info("confined in %s (init: pid %d)", spec.path, self.init_pid)
         if spec.exec.start:
-            self.service = await self.deps.launcher.spawn_in(spec, spec.exec.start, self.cgroup,
-                                                             self.enforcement == "kernel", self.deps.ns_pins(spec))
+            self.service = await self._spawn(spec.exec.start)
             self.service_status = "running"
             self.log.info("exec.start: pid %d: %s", self.service.pid, " ".join(spec.exec.start.argv))
             spawn(self._watch_service(self.service), f"service:{spec.name}")
         await self._host_hook("poststart", spec.exec.poststart)
+
+    async def _spawn(self, cmd: Command) -> asyncio.subprocess.Process:
+        return await self.deps.launcher.spawn_in(self.spec, cmd, self.cgroup, self.enforcement == "kernel",
+                                                 self.deps.ns_pins(self.spec), self.init_pid)
 
     async def _watch_service(self, proc: asyncio.subprocess.Process) -> None:
         rc = await proc.wait()
@@ -143,7 +150,8 @@ class Prison:
         """What a later daemon needs to adopt this prison."""
         pid = self.service.pid if self.service else self.service_pid
         return {"jid": self.jid, "state": self.state, "started_at": self.started_at,
-                "service_pid": pid if self.state == RUNNING else None, "enforcement": self.enforcement}
+                "service_pid": pid if self.state == RUNNING else None, "enforcement": self.enforcement,
+                "init_pid": self.init_pid}
 
     async def adopt(self, rec: dict) -> None:
         """Take over a prison a previous daemon left running: its processes stay as they are."""
@@ -157,6 +165,10 @@ class Prison:
                     raise SystemLayerError("its kernel enforcement cannot be re-established: "
                                            f"{self.deps.kernel_why}", "kernel_unavailable")
                 self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
+            if spec.confined:
+                self.init_pid = procinfo.find_init(self.cgroup.procs())
+                if self.init_pid is None:
+                    raise SystemLayerError("its init (PID 1 of the prison) is gone", "exec_failed")
             self.state, self.reason = RUNNING, None
             self.started_at = rec.get("started_at")
             pid = rec.get("service_pid")
@@ -215,8 +227,7 @@ class Prison:
                 errors.append(exc.message)
             if spec.exec.stop and self.cgroup.exists():
                 try:
-                    proc = await self.deps.launcher.spawn_in(spec, spec.exec.stop, self.cgroup,
-                                                             self.enforcement == "kernel", self.deps.ns_pins(spec))
+                    proc = await self._spawn(spec.exec.stop)
                     if await Launcher.wait(proc, spec.stop_timeout) is None:
                         errors.append("exec.stop timed out")
                 except PrisonError as exc:
@@ -239,27 +250,29 @@ class Prison:
         if self._holds_aliases:
             errors += await asyncio.to_thread(self.deps.aliases.release, spec.name, spec.addresses)
             self._holds_aliases = False
-        self.service = self.service_pid = None
+        self.service = self.service_pid = self.init_pid = None
         return errors
 
     async def _kill_all(self, grace: float) -> None:
+        """SIGTERM to all, stop.timeout, SIGKILL.  A confined prison's init ignores SIGTERM (as
+        PID 1 does), so the wait is for everything else; SIGKILL to it ends the namespace."""
         cg = self.cgroup
         if not cg.exists():
             return
-        if grace > 0 and cg.procs():
+        init = {self.init_pid} if self.init_pid else set()
+        if grace > 0 and set(cg.procs()) - init:
             cg.signal_all(signal.SIGTERM)
-            if await self._wait_empty(grace):
-                return
-            self.log.warning("processes left after %.1fs: sending SIGKILL", grace)
+            if not await self._wait_empty(grace, init):
+                self.log.warning("processes left after %.1fs: sending SIGKILL", grace)
         if cg.procs():
             cg.signal_all(signal.SIGKILL)
             if not await self._wait_empty(KILL_WAIT):
                 raise SystemLayerError(f"processes of {self.spec.name} survived SIGKILL: {cg.procs()}",
                                        "cgroup_error")
 
-    async def _wait_empty(self, timeout: float) -> bool:
+    async def _wait_empty(self, timeout: float, ignore: set = frozenset()) -> bool:
         deadline = time.monotonic() + timeout
-        while self.cgroup.procs():
+        while set(self.cgroup.procs()) - ignore:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.02)
@@ -306,6 +319,9 @@ class Prison:
                          "status": self.service_status} if self.spec.exec.start else None),
             "stop_timeout": self.spec.stop_timeout,
             "allow": sorted(self.spec.allow),
+            "path": self.spec.path,
+            "mounts": [{"source": m.source, "target": m.target, "readonly": m.readonly} for m in self.spec.mounts],
+            "init_pid": self.init_pid,
             "processes": procinfo.processes(pids),
             "kernel_counters": self.kernel_counters(),
         })

@@ -98,3 +98,35 @@ def processes(pids: list[int]) -> list[dict]:
     return out
 
 
+
+
+def nspids(pid: int) -> list[int]:
+    """The pid in each PID namespace from the host's down (NSpid in /proc/PID/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("NSpid:"):
+                    return [int(x) for x in line.split()[1:]]
+    except (OSError, ValueError):
+        pass
+    return []
+
+
+def find_init(pids: list[int]) -> int | None:
+    """Of a confined prison's processes, the one that is PID 1 in its own PID namespace."""
+    for pid in pids:
+        ns = nspids(pid)
+        if len(ns) >= 2 and ns[-1] == 1:
+            return pid
+    return None
+
+
+def host_pid(pids: list[int], inner: int, *, confined: bool) -> int | None:
+    """The host pid of the prison's process that its members call `inner`, or None."""
+    if not confined:
+        return inner if inner in pids else None
+    for pid in pids:
+        ns = nspids(pid)
+        if len(ns) >= 2 and ns[-1] == inner:
+            return pid
+    return None

@@ -339,10 +339,10 @@ def test_each_prison_has_its_own_kernel_hostname(daemon, nettool_static):
     assert d.exec("b", nettool_static, "hostname").stdout == b"gethostname=b.example.test uname=b.example.test\n"
     assert d.exec("a", "sh", "-c", "cat /proc/sys/kernel/hostname").stdout == b"a.example.test\n"
     assert os.uname().nodename == host
-    pins = [line.split()[4] for line in open("/proc/self/mountinfo") if line.split()[4].startswith(d.run_dir)]
+    pins = [line.split()[4] for line in open("/proc/self/mountinfo") if line.split()[4].startswith(d.state_dir)]
     assert sorted(os.path.basename(p) for p in pins) == ["a.ipc", "a.uts", "b.ipc", "b.uts"]
     assert d.stop() == 0
-    assert not [line for line in open("/proc/self/mountinfo") if d.run_dir in line]
+    assert not [line for line in open("/proc/self/mountinfo") if d.state_dir in line]
     assert os.uname().nodename == host
 
 

@@ -111,7 +111,7 @@ class Daemon:
         """Kill and remove whatever this daemon left in its cgroup tree and namespace pins
         (it may have been killed)."""
         from prisond import namespaces
-        ns_dir = os.path.join(self.run_dir, "ns")
+        ns_dir = os.path.join(self.state_dir, "ns")
         if os.path.isdir(ns_dir):
             namespaces.remove({e: os.path.join(ns_dir, e) for e in os.listdir(ns_dir)})
         top = self.cgroup_dir()

@@ -1,7 +1,8 @@
 """The control methods: a request and the caller's credentials in, a result or a PrisonError out.
 
 Who may do what (SO_PEERCRED): anyone who can reach the socket may read (health, list, show);
-only root may change things or enter a prison.
+only root may change things or enter a prison; a process inside a prison (root included) may
+only ask what its shim asks about its own prison.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .config import load_file
 from .errors import NoSuchProcess, PermissionDenied, StateConflict
 from .policy import POLICY_VAR, jail_flags, shim_policy
 from .prison import RUNNING
-from .protocol import READ_ONLY, VERSION, Request, param
+from .protocol import JAILED_OK, READ_ONLY, VERSION, Request, param
 from .registry import Registry
 
 
@@ -31,10 +32,33 @@ class Api:
         self.status = status
 
     async def handle(self, req: Request, peer: Peer):
+        jail = self.registry.deps.cgroups.prison_of(peer.pid)
+        if jail is not None and req.method not in JAILED_OK:
+            raise PermissionDenied(f"{req.method}: refused to a process in prison {jail}")
         if req.method not in READ_ONLY and peer.uid != 0:
             raise PermissionDenied(f"{req.method} needs root (you are uid {peer.uid})")
+        if req.method == "proc.status":
+            return self.proc_status(req, jail)
         method = getattr(self, "m_" + req.method.replace(".", "_"))
         return await method(req)
+
+    def proc_status(self, req: Request, jail: str | None):
+        """The lines a jailed process's /proc/PID/status ends with (PID as the asker sees it):
+        FreeBSD's status names the jail.  Another prison's process does not exist for a prison."""
+        pid = param(req, "pid", int)
+        prisons = self.registry.prisons
+        if jail is None:  # the host: any process
+            if not os.path.exists(f"/proc/{pid}"):
+                raise NoSuchProcess(f"no process {pid}")
+            prison = prisons.get(self.registry.deps.cgroups.prison_of(pid) or "")
+        else:
+            prison = prisons.get(jail)
+            if prison is None or procinfo.host_pid(prison.pids(), pid, confined=prison.init_pid is not None) is None:
+                raise NoSuchProcess(f"no process {pid} in this prison")
+        if prison is None:
+            return {"text": "Prison:\t-\n"}
+        spec = prison.spec
+        return {"text": f"Prison:\t{spec.name}\nJID:\t{prison.jid}\nHostname:\t{spec.hostname}\n"}
 
     async def m_daemon_health(self, req: Request):
         return {"status": self.status(), "pid": os.getpid(), "protocol": VERSION,
@@ -89,4 +113,5 @@ class Api:
                 "confined": confined,
                 "namespaces": prison.deps.ns_pins(spec),
                 "preload": self.shim_path, "env": dict(spec.exec.env),
-                "policy": {POLICY_VAR: shim_policy(spec, kernel=prison.enforcement == "kernel")}}
+                "policy": {POLICY_VAR: shim_policy(spec, kernel=prison.enforcement == "kernel",
+                                                   socket=prison.deps.launcher.socket_path)}}

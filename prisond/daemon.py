@@ -114,7 +114,8 @@ class Daemon:
         # namespace pins live with the state, not in the runtime directory, which confined
         # prisons see (read-only: the shim and the control socket)
         self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink(), record=self.store),
-                         launcher=Launcher(shim_path, jail if os.access(jail, os.X_OK) else None),
+                         launcher=Launcher(shim_path, jail if os.access(jail, os.X_OK) else None,
+                                           os.path.abspath(args.socket)),
                          kernel=kernel, kernel_why=why, ns_dir=os.path.join(args.state_dir, "ns"))
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
@@ -144,6 +145,10 @@ class Daemon:
         await self.server.close()
         await self.registry.stop_all()
         self.store.clear()
+        try:
+            os.rmdir(self.deps.ns_dir)  # empty once every prison stopped
+        except OSError:
+            pass
         self.deps.cgroups.remove_parent()
         log.info("stopped")
         return 0

@@ -44,9 +44,10 @@ def init_argv(jail: str, spec: PrisonSpec, pins: dict, runtime_dir: str) -> list
 
 
 class Launcher:
-    def __init__(self, shim_path: str, jail_path: str | None = None):
+    def __init__(self, shim_path: str, jail_path: str | None = None, socket_path: str | None = None):
         self.shim_path = shim_path
         self.jail_path = jail_path
+        self.socket_path = socket_path  # the shim asks the daemon there (virtual /proc/PID/status)
         self.runtime_dir = os.path.dirname(shim_path)
 
     def _output(self, spec: PrisonSpec):
@@ -90,7 +91,7 @@ class Launcher:
             user, pins = None, None
         else:
             user = _user(spec.exec.jail_user) if spec.exec.jail_user else None
-        env = service_env(spec, self.shim_path, kernel=kernel)
+        env = service_env(spec, self.shim_path, kernel=kernel, socket=self.socket_path)
         if user:
             env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name, SHELL=user.pw_shell or "/bin/sh")
 

@@ -1,8 +1,8 @@
 """What a prison's processes are told: the shim's policy string and their environment.  Pure.
 
 The policy travels in PRISOND_POLICY and is parsed once by the shim at load:
-``1;n=NAME;h=HOSTNAME;4=A,B;6=A,B;f=FLAGS`` (flags: r raw sockets, a any socket family,
-k kernel layer in force).  The shim restores it, with LD_PRELOAD, across exec.
+``1;n=NAME;h=HOSTNAME;4=A,B;6=A,B;f=FLAGS[;s=SOCKET]`` (flags: r raw sockets, a any socket
+family, k kernel layer in force; s: the daemon's control socket, for /proc/PID/status).  The shim restores it, with LD_PRELOAD, across exec.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ PRELOAD_VAR = "LD_PRELOAD"
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def shim_policy(spec: PrisonSpec, *, kernel: bool = False) -> str:
+def shim_policy(spec: PrisonSpec, *, kernel: bool = False, socket: str | None = None) -> str:
     flags = ""
     if "raw_sockets" in spec.allow:
         flags += "r"
@@ -27,6 +27,8 @@ def shim_policy(spec: PrisonSpec, *, kernel: bool = False) -> str:
              "4=" + ",".join(str(a.ip) for a in spec.ip4),
              "6=" + ",".join(str(a.ip) for a in spec.ip6),
              f"f={flags}"]
+    if socket:
+        parts.append(f"s={socket}")
     return ";".join(parts)
 
 
@@ -36,20 +38,22 @@ def with_preload(existing: str | None, shim_path: str) -> str:
     return ":".join([shim_path] + rest)
 
 
-def prison_env(spec: PrisonSpec, shim_path: str, base: dict[str, str], *, kernel: bool = False) -> dict[str, str]:
+def prison_env(spec: PrisonSpec, shim_path: str, base: dict[str, str], *, kernel: bool = False,
+               socket: str | None = None) -> dict[str, str]:
     """The environment of a process entering the prison, given the one it came with."""
     env = dict(base)
     env.update(spec.exec.env)
     env[PRELOAD_VAR] = with_preload(base.get(PRELOAD_VAR), shim_path)
-    env[POLICY_VAR] = shim_policy(spec, kernel=kernel)
+    env[POLICY_VAR] = shim_policy(spec, kernel=kernel, socket=socket)
     return env
 
 
-def service_env(spec: PrisonSpec, shim_path: str, *, kernel: bool = False) -> dict[str, str]:
+def service_env(spec: PrisonSpec, shim_path: str, *, kernel: bool = False,
+                socket: str | None = None) -> dict[str, str]:
     """A clean environment for exec.* commands run in the prison, as jail(8) gives them."""
     base = {"PATH": SERVICE_PATH, "HOME": "/", "USER": "root", "LOGNAME": "root", "SHELL": "/bin/sh",
             "LANG": "C.UTF-8"}
-    return prison_env(spec, shim_path, base, kernel=kernel)
+    return prison_env(spec, shim_path, base, kernel=kernel, socket=socket)
 
 
 def jail_flags(spec: PrisonSpec) -> str:

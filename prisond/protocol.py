@@ -20,9 +20,11 @@ MAX_LINE = 64 * 1024
 METHODS = frozenset({
     "daemon.health", "daemon.reload",
     "prison.list", "prison.show", "prison.ps", "prison.which",
-    "prison.start", "prison.stop", "prison.restart", "prison.exec",
+    "prison.start", "prison.stop", "prison.restart", "prison.exec", "proc.status",
 })
-READ_ONLY = frozenset({"daemon.health", "prison.list", "prison.show", "prison.ps", "prison.which"})
+READ_ONLY = frozenset({"daemon.health", "prison.list", "prison.show", "prison.ps", "prison.which", "proc.status"})
+# all a process inside a prison may ask, root included: its shim's questions about its own prison
+JAILED_OK = frozenset({"daemon.health", "proc.status"})
 
 
 @dataclass

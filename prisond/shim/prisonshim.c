@@ -30,12 +30,16 @@
 #include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -74,6 +78,7 @@ static struct policy {
 	struct in6_addr lo6; /* where ::1 goes */
 	char hostname[HOST_MAX + 1];
 	size_t hostlen;
+	char sock[108];                       /* s=: the daemon's control socket (virtual status) */
 	char env_policy[POLICY_MAX + 32];     /* "PRISOND_POLICY=..." for exec */
 	char env_preload[PATH_MAX + 16];      /* "LD_PRELOAD=<this library>" */
 	const char *self;                     /* path of this library inside env_preload */
@@ -102,6 +107,16 @@ static struct {
 			   const posix_spawnattr_t *, char *const[], char *const[]);
 	int (*posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *,
 			    const posix_spawnattr_t *, char *const[], char *const[]);
+	int (*open)(const char *, int, ...);
+	int (*open64)(const char *, int, ...);
+	int (*openat)(int, const char *, int, ...);
+	int (*openat64)(int, const char *, int, ...);
+	int (*open_2)(const char *, int);
+	int (*open64_2)(const char *, int);
+	int (*openat_2)(int, const char *, int);
+	int (*openat64_2)(int, const char *, int);
+	FILE *(*fopen)(const char *, const char *);
+	FILE *(*fopen64)(const char *, const char *);
 } real;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -215,6 +230,9 @@ static int parse_policy(const char *s)
 			if (parse_addrs(AF_INET6, v, vlen, &P.lo6, &n) < 0 || n != 1)
 				return -1;
 			have_lo6 = 1;
+		} else if (klen == 1 && k[0] == 's') {
+			if (copy_field(P.sock, sizeof P.sock, v, vlen) < 0)
+				return -1;
 		} else if (klen == 1 && k[0] == 'f') {
 			for (size_t x = 0; x < vlen; x++) {
 				if (v[x] == 'r')
@@ -260,6 +278,16 @@ static void init(void)
 	RESOLVE(fexecve, "fexecve");
 	RESOLVE(posix_spawn, "posix_spawn");
 	RESOLVE(posix_spawnp, "posix_spawnp");
+	RESOLVE(open, "open");
+	RESOLVE(open64, "open64");
+	RESOLVE(openat, "openat");
+	RESOLVE(openat64, "openat64");
+	RESOLVE(open_2, "__open_2");
+	RESOLVE(open64_2, "__open64_2");
+	RESOLVE(openat_2, "__openat_2");
+	RESOLVE(openat64_2, "__openat64_2");
+	RESOLVE(fopen, "fopen");
+	RESOLVE(fopen64, "fopen64");
 
 	const char *pol = getenv("PRISOND_POLICY");
 	if (!pol)
@@ -1120,4 +1148,235 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
 			const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
 	WITH_FIXED_ENV(envp, real.posix_spawnp(pid, file, fa, attr, argv, env));
+}
+
+/* ---- /proc/<pid>/status with the prison's lines, served by the daemon ----
+ *
+ * Reading /proc/self/status, /proc/thread-self/status or /proc/<pid>/status (an absolute
+ * path, for reading) returns the kernel's text followed by what the daemon says of that
+ * process: "Prison:", "JID:" and "Hostname:" lines.  A process the daemon says is not this
+ * prison's reads as missing (ENOENT).  If the daemon cannot be asked, the kernel's text is
+ * returned as it is.  The result is a sealed memfd reopened read-only.
+ */
+
+#define STATUS_MAX 16384
+#define REPLY_MAX 2048
+
+/* The pid a status path names (self: ours), or 0 when it is not one. */
+static pid_t status_path(const char *path)
+{
+	if (!path || strncmp(path, "/proc/", 6) != 0)
+		return 0;
+	const char *p = path + 6;
+	pid_t pid = 0;
+	if (strncmp(p, "self/", 5) == 0) {
+		pid = getpid();
+		p += 5;
+	} else if (strncmp(p, "thread-self/", 12) == 0) {
+		pid = getpid();
+		p += 12;
+	} else {
+		while (*p >= '0' && *p <= '9' && pid < 4194304)
+			pid = pid * 10 + (*p++ - '0');
+		if (pid == 0 || *p++ != '/')
+			return 0;
+	}
+	return strcmp(p, "status") == 0 ? pid : 0;
+}
+
+/* Asks the daemon; 1: lines in out, 0: not this prison's process, -1: no answer. */
+static int ask_status(pid_t pid, char *out, size_t cap)
+{
+	if (!P.sock[0])
+		return -1;
+	int fd = real.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+	memcpy(un.sun_path, P.sock, strlen(P.sock) + 1);
+	char req[128], reply[REPLY_MAX];
+	int n = snprintf(req, sizeof req, "{\"v\":1,\"id\":1,\"method\":\"proc.status\",\"params\":{\"pid\":%d}}\n",
+			 (int)pid);
+	size_t got = 0;
+	int rc = -1;
+	if (real.connect(fd, (struct sockaddr *)&un, sizeof un) < 0 || write(fd, req, n) != n)
+		goto out;
+	while (got < sizeof reply - 1) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		if (poll(&pfd, 1, 2000) <= 0)
+			goto out;
+		ssize_t r = read(fd, reply + got, sizeof reply - 1 - got);
+		if (r <= 0)
+			goto out;
+		got += (size_t)r;
+		if (memchr(reply, '\n', got))
+			break;
+	}
+	reply[got] = 0;
+	if (strstr(reply, "\"no_such_process\"")) {
+		rc = 0;
+		goto out;
+	}
+	const char *t = strstr(reply, "\"text\": \"");
+	size_t skip = 9;
+	if (!t) {
+		t = strstr(reply, "\"text\":\"");
+		skip = 8;
+	}
+	if (!t)
+		goto out;
+	t += skip;
+	size_t o = 0;
+	for (; *t && *t != '"' && o < cap - 1; t++) {
+		char c = *t;
+		if (c == '\\') {
+			c = *++t;
+			c = c == 'n' ? '\n' : c == 't' ? '\t' : c; /* \" \\ \/ as themselves */
+			if (!c)
+				break;
+		}
+		out[o++] = c;
+	}
+	out[o] = 0;
+	rc = *t == '"' ? 1 : -1;
+out:
+	close(fd);
+	return rc;
+}
+
+static int virtual_status(const char *path, int flags, pid_t pid)
+{
+	int saved = errno;
+	int kfd = real.open(path, O_RDONLY | O_CLOEXEC);
+	if (kfd < 0)
+		return -1;
+	char buf[STATUS_MAX + REPLY_MAX];
+	size_t n = 0;
+	ssize_t r;
+	while (n < STATUS_MAX && (r = read(kfd, buf + n, STATUS_MAX - n)) > 0)
+		n += (size_t)r;
+	close(kfd);
+	int ans = ask_status(pid, buf + n, REPLY_MAX);
+	if (ans == 0) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (ans == 1)
+		n += strlen(buf + n);
+	int mfd = memfd_create("status", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0)
+		return real.open(path, flags); /* no memfd: the kernel's file as it is */
+	if (write(mfd, buf, n) != (ssize_t)n) {
+		close(mfd);
+		return real.open(path, flags);
+	}
+	fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+	char self[64];
+	snprintf(self, sizeof self, "/proc/self/fd/%d", mfd);
+	int fd = real.open(self, O_RDONLY | (flags & O_CLOEXEC));
+	close(mfd);
+	if (fd >= 0)
+		errno = saved;
+	return fd;
+}
+
+static inline pid_t wants_status(const char *path, int flags)
+{
+	return P.jailed && (flags & O_ACCMODE) == O_RDONLY && path && path[0] == '/' && path[1] == 'p'
+		       ? status_path(path) : 0;
+}
+
+#define OPEN_MODE(flags, mode)                              \
+	mode_t mode = 0;                                        \
+	if ((flags) & (O_CREAT | __O_TMPFILE)) {                \
+		va_list ap_;                                        \
+		va_start(ap_, flags);                               \
+		mode = va_arg(ap_, mode_t);                         \
+		va_end(ap_);                                        \
+	}
+
+EXPORT int open(const char *path, int flags, ...)
+{
+	OPEN_MODE(flags, mode);
+	ensure();
+	pid_t pid = wants_status(path, flags);
+	return pid ? virtual_status(path, flags, pid) : real.open(path, flags, mode);
+}
+
+EXPORT int open64(const char *path, int flags, ...)
+{
+	OPEN_MODE(flags, mode);
+	ensure();
+	pid_t pid = wants_status(path, flags);
+	return pid ? virtual_status(path, flags, pid) : real.open64(path, flags, mode);
+}
+
+EXPORT int openat(int dirfd, const char *path, int flags, ...)
+{
+	OPEN_MODE(flags, mode);
+	ensure();
+	pid_t pid = wants_status(path, flags);
+	return pid ? virtual_status(path, flags, pid) : real.openat(dirfd, path, flags, mode);
+}
+
+EXPORT int openat64(int dirfd, const char *path, int flags, ...)
+{
+	OPEN_MODE(flags, mode);
+	ensure();
+	pid_t pid = wants_status(path, flags);
+	return pid ? virtual_status(path, flags, pid) : real.openat64(dirfd, path, flags, mode);
+}
+
+EXPORT int __open_2(const char *path, int flags)
+{
+	ensure();
+	pid_t pid = wants_status(path, flags);
+	return pid ? virtual_status(path, flags, pid) : real.open_2(path, flags);
+}
+
+EXPORT int __open64_2(const char *path, int flags)
+{
+	ensure();
+	pid_t pid = wants_status(path, flags);
+	return pid ? virtual_status(path, flags, pid) : real.open64_2(path, flags);
+}
+
+EXPORT int __openat_2(int dirfd, const char *path, int flags)
+{
+	ensure();
+	pid_t pid = wants_status(path, flags);
+	return pid ? virtual_status(path, flags, pid) : real.openat_2(dirfd, path, flags);
+}
+
+EXPORT int __openat64_2(int dirfd, const char *path, int flags)
+{
+	ensure();
+	pid_t pid = wants_status(path, flags);
+	return pid ? virtual_status(path, flags, pid) : real.openat64_2(dirfd, path, flags);
+}
+
+static FILE *status_fopen(const char *path, const char *mode, FILE *(*real_fopen)(const char *, const char *))
+{
+	pid_t pid = P.jailed && mode && mode[0] == 'r' && !strchr(mode, '+') ? status_path(path) : 0;
+	if (!pid)
+		return real_fopen(path, mode);
+	int fd = virtual_status(path, strchr(mode, 'e') ? O_CLOEXEC : 0, pid);
+	if (fd < 0)
+		return NULL;
+	FILE *f = fdopen(fd, "r");
+	if (!f)
+		close(fd);
+	return f;
+}
+
+EXPORT FILE *fopen(const char *path, const char *mode)
+{
+	ensure();
+	return status_fopen(path, mode, real.fopen);
+}
+
+EXPORT FILE *fopen64(const char *path, const char *mode)
+{
+	ensure();
+	return status_fopen(path, mode, real.fopen64);
 }

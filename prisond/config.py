@@ -286,6 +286,9 @@ class _Validator:
         mounts = self.mounts(body.get("mounts"), path + ("mounts",))
         if mounts and root is None:
             self.bad(path + ("mounts",), "needs path: (the prison's root to mount into)")
+        if root is not None and "set_hostname" in allow:
+            self.bad(path + ("allow", "set_hostname"), "not available in a confined prison (path:): its root "
+                     "has no CAP_SYS_ADMIN; the hostname is the configuration's")
         if len(self.problems) != before:
             return None
         return PrisonSpec(name=name, hostname=hostname, ip4=tuple(ip4), ip6=tuple(ip6), interface=interface,

@@ -215,4 +215,6 @@ def test_the_shim_exports_only_what_it_wraps():
         "socket", "bind", "connect", "__connect", "listen", "sendto", "sendmsg", "sendmmsg",
         "gethostname", "__gethostname_chk", "uname", "sethostname", "setdomainname", "getifaddrs",
         "execve", "execv", "execvp", "execvpe", "execl", "execlp", "execle", "fexecve",
-        "posix_spawn", "posix_spawnp"}
+        "posix_spawn", "posix_spawnp",
+        "open", "open64", "openat", "openat64", "__open_2", "__open64_2", "__openat_2", "__openat64_2",
+        "fopen", "fopen64"}

@@ -48,6 +48,30 @@ def nettool_fortify():
     return build("nettool.c", "-O2", "-D_FORTIFY_SOURCE=2", name="nettool-fortify")
 
 
+@pytest.fixture(scope="session")
+def escape_static():
+    return build("escape.c", "-O2", "-static", name="escape-static")
+
+
+@pytest.fixture(scope="session")
+def confined_root(tmp_path_factory):
+    """A root made by `prisonctl mkroot` (the host's /usr is mounted read-only into it)."""
+    base = tmp_path_factory.mktemp("roots")
+    os.chmod(base, 0o700)
+    root = str(base / "root")
+    from .daemon import prisonctl_cmd
+    import subprocess
+    subprocess.run(prisonctl_cmd() + ["mkroot", root], check=True, capture_output=True)
+    return root
+
+
+def confined(root: str, name: str, ip4: str, *, extra: str = "", mounts: str = "") -> str:
+    """YAML for a confined prison on `root` that sees the suite's compiled programs at /opt/t."""
+    from .build import OUT
+    return (f"  {name}:\n    hostname: {name}.example.test\n    ip4: [{ip4}]\n    path: {root}\n"
+            f"    mounts: [/usr, {{source: {OUT}, target: /opt/t}}{mounts}]\n{extra}")
+
+
 class TcpServer:
     """A host-side listener (outside any prison) that accepts and remembers peers."""
 

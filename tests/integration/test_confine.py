@@ -1,0 +1,187 @@
+"""Confined prisons (path:): their own root, /proc, /dev, PID namespace, services, exec, adopt."""
+import os
+import signal
+import socket
+import urllib.request
+
+from support.daemon import addresses_on_lo, wait_for
+from support.fixtures import confined
+
+MKROOT_TOP = {"bin", "dev", "etc", "home", "lib", "lib64", "opt", "proc", "root", "run", "sbin", "srv", "tmp",
+              "usr", "var"}
+
+
+def inside(path: str) -> str:
+    return "/opt/t/" + os.path.basename(path)
+
+
+def http_get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.read().decode()
+
+
+def mounts_under(path: str) -> list[str]:
+    with open("/proc/self/mountinfo") as fh:
+        return [line.split()[4] for line in fh if line.split()[4].startswith(path)]
+
+
+def test_own_root_proc_dev_pid_namespace_and_a_service(daemon, confined_root, nettool_static):
+    d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1", extra=(
+        "    exec:\n      start: python3 -m http.server --bind 0.0.0.0 8080\n")))
+    wait_for(lambda: _serves("http://127.0.2.1:8080/"), what="http.server in the confined prison")
+    status, listing = http_get("http://127.0.2.1:8080/")
+    assert status == 200 and 'href="etc/"' in listing and 'href="work/"' not in listing  # its root, not ours
+    assert set(d.exec("a", "ls", "/").stdout.decode().split()) == MKROOT_TOP
+    assert set(d.exec("a", "ls", "/dev").stdout.decode().split()) == {
+        "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"}
+    # ps inside: the prison's processes only, init as PID 1; none of the host's
+    ps = d.exec("a", "ps", "-e", "-o", "pid=,comm=").stdout.decode().split("\n")
+    procs = {tuple(line.split(None, 1)) for line in ps if line.strip()}
+    assert ("1", "init") in procs
+    assert sorted(c for _, c in procs) == ["init", "ps", "python3", "sh"]
+    # the kernel's hostname, for a static binary too
+    assert d.exec("a", inside(nettool_static), "hostname").stdout == \
+        b"gethostname=a.example.test uname=a.example.test\n"
+    # /usr is the host's, read-only
+    r = d.exec("a", "touch", "/usr/prisond-test")
+    assert r.returncode == 1 and b"Read-only file system" in r.stderr
+    assert not os.path.exists("/usr/prisond-test")
+    info = d.show("a")
+    assert info["path"] == confined_root and info["init_pid"] in {p["pid"] for p in info["processes"]}
+    assert d.stop() == 0
+    assert mounts_under(confined_root) == []
+
+
+def _serves(url: str) -> bool:
+    try:
+        return http_get(url)[0] == 200
+    except OSError:
+        return False
+
+
+def test_proc_status_names_the_prison_and_hides_the_others(daemon, confined_root):
+    d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1") +
+               "  b:\n    hostname: b.example.test\n    ip4: [127.0.3.1]\n    exec: {start: sleep 600}\n")
+    out = d.exec("a", "sh", "-c", "tail -n 3 /proc/self/status; tail -n 3 /proc/1/status").stdout.decode()
+    lines = [f"Prison:\ta", f"JID:\t{d.show('a')['jid']}", "Hostname:\ta.example.test"]
+    assert out.splitlines() == lines * 2
+    py = d.exec("a", "python3", "-c", "print(open('/proc/self/status').read().splitlines()[-1])")
+    assert py.stdout == b"Hostname:\ta.example.test\n"
+    # b is not confined: its shim shows its own lines, and a's processes do not exist for it
+    b_lines = d.exec("b", "sh", "-c", "tail -n 3 /proc/self/status").stdout.decode().splitlines()
+    assert b_lines[0] == "Prison:\tb"
+    a_init = d.show("a")["init_pid"]
+    r = d.exec("b", "cat", f"/proc/{a_init}/status")
+    assert r.returncode == 1 and b"No such file or directory" in r.stderr
+    assert os.path.exists(f"/proc/{a_init}/status")  # it exists: b is not told
+
+
+def test_nginx_from_debian_serves_on_its_address_only(daemon, confined_root, tmp_path):
+    conf = os.path.join(confined_root, "etc", "nginx-prisond-test.conf")
+    with open(conf, "w") as fh:
+        fh.write("""user www-data;
+worker_processes 2;
+pid /tmp/nginx.pid;
+error_log stderr;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path /tmp/nginx-body; proxy_temp_path /tmp/nginx-proxy;
+    fastcgi_temp_path /tmp/nginx-fcgi; uwsgi_temp_path /tmp/nginx-uwsgi; scgi_temp_path /tmp/nginx-scgi;
+    server { listen 80; location / { return 200 "confined nginx\\n"; } }
+}
+""")
+    d = daemon("prisons:\n" + confined(confined_root, "web", "127.0.2.1", extra=(
+        "    exec:\n      start: nginx -c /etc/nginx-prisond-test.conf -g 'daemon off;'\n")))
+    wait_for(lambda: _serves("http://127.0.2.1/"), what="nginx in the confined prison")
+    assert http_get("http://127.0.2.1/") == (200, "confined nginx\n")
+    for foreign in ("127.0.0.1", "127.0.0.2"):
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex((foreign, 80)) != 0
+    users = {p["user"] for p in d.show("web")["processes"] if "nginx" in p["command"]}
+    assert users == {"root", "www-data"}  # the master as the jailed root, the workers as its user
+    assert d.stop() == 0
+
+
+def test_exec_as_a_user_in_a_clean_environment_and_the_default_shell(daemon, confined_root):
+    d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1"))
+    r = d.ctl("exec", "-u", "nobody", "a", "id")
+    assert r.stdout == b"uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n"
+    r = d.ctl("exec", "-l", "a", "sh", "-c", "echo $HOME $USER $(pwd); env | sort | cut -d= -f1 | tr '\\n' ' '",
+              env=dict(os.environ, SECRET_HOST_VAR="x"))
+    home, rest = r.stdout.decode().split("\n", 1)
+    assert home == "/root root /root"
+    assert "SECRET_HOST_VAR" not in rest
+    r = d.ctl("exec", "a", input=b"echo shell=$0; exit 3\n")
+    assert r.returncode == 3 and r.stdout == b"shell=/bin/bash\n"  # root's shell in the prison's passwd
+    r = d.ctl("exec", "-u", "nosuchuser", "a", "id")
+    assert r.returncode == 1 and b"no user nosuchuser in the prison" in r.stderr
+    r = d.exec("a", "no-such-program")
+    assert r.returncode == 127 and b"command not found" in r.stderr
+    r = d.exec("a", "sh", "-c", "kill -TERM $$")
+    assert r.returncode == -signal.SIGTERM
+
+
+def test_a_service_as_jail_user(daemon, confined_root):
+    d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1", extra=(
+        "    exec:\n      jail_user: www-data\n      start: sleep 600\n")))
+    wait_for(lambda: any(p["command"] == "sleep 600" for p in d.show("a")["processes"]), what="service")
+    sleeper = next(p for p in d.show("a")["processes"] if p["command"] == "sleep 600")
+    assert sleeper["user"] == "www-data"
+
+
+def test_kill9_daemon_adopts_a_confined_prison(daemon, confined_root):
+    d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1", extra=(
+        "    exec:\n      start: python3 -m http.server --bind 0.0.0.0 8080\n")))
+    wait_for(lambda: _serves("http://127.0.2.1:8080/"), what="service")
+    before = d.show("a")
+    d.kill9()
+    assert _serves("http://127.0.2.1:8080/")  # nothing happened to the prison
+    d.start()
+    after = d.show("a")
+    assert (after["jid"], after["init_pid"], after["state"]) == (before["jid"], before["init_pid"], "running")
+    assert {p["pid"] for p in after["processes"]} == {p["pid"] for p in before["processes"]}
+    assert d.exec("a", "hostname").stdout == b"a.example.test\n"
+    assert d.stop() == 0
+    assert mounts_under(confined_root) == [] and "127.0.2.1" not in addresses_on_lo()
+
+
+def test_failed_confinement_is_reported_and_leaves_nothing(daemon, confined_root, tmp_path):
+    os.symlink("/etc", os.path.join(confined_root, "evil"))
+    try:
+        d = daemon("prisons:\n"
+                   "  nopath: {ip4: [127.0.2.1], path: /nonexistent/root}\n"
+                   f"  nosrc: {{ip4: [127.0.3.1], path: {confined_root}, mounts: [/nonexistent/src]}}\n"
+                   f"  planted: {{ip4: [127.0.4.1], path: {confined_root}, mounts: [{{source: {tmp_path}, "
+                   "target: /evil/x}]}\n"
+                   + confined(confined_root, "ok", "127.0.5.1"))
+        reasons = {n: d.show(n)["reason"] for n in ("nopath", "nosrc", "planted")}
+        assert reasons["nopath"] == "path /nonexistent/root: not a directory"
+        assert reasons["nosrc"] == "cannot confine the prison: cannot bind /nonexistent/src: No such file or directory"
+        assert reasons["planted"].startswith("cannot confine the prison: cannot make mount point /evil/x")
+        assert not os.path.exists("/etc/x")  # the planted symlink led nowhere
+        assert d.show("ok")["state"] == "running"
+        assert sorted(e.name for e in os.scandir(d.cgroup_dir()) if e.is_dir()) == ["ok"]
+        assert {"127.0.2.1", "127.0.3.1", "127.0.4.1"}.isdisjoint(addresses_on_lo())
+        assert mounts_under(confined_root) == []  # a prison's mounts are in its own namespace only
+        assert d.stop() == 0
+        assert mounts_under(confined_root) == []
+    finally:
+        os.unlink(os.path.join(confined_root, "evil"))
+
+
+def test_a_jailed_root_is_refused_the_control_socket(daemon, confined_root):
+    d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1") +
+               "  b:\n    ip4: [127.0.3.1]\n    exec: {start: sleep 600}\n")
+    script = ("import json, socket, sys\n"
+              "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile('rwb')\n"
+              "for m, p in (('prison.stop', {'name': 'b'}), ('prison.list', {}), ('prison.show', {'name': 'b'}),"
+              " ('daemon.health', {})):\n"
+              "    f.write(json.dumps({'v': 1, 'id': 1, 'method': m, 'params': p}).encode() + b'\\n'); f.flush()\n"
+              "    r = json.loads(f.readline()); print(m, r['ok'], r.get('error', {}).get('code'))\n")
+    for prison in ("a", "b"):
+        out = d.exec(prison, "python3", "-c", script, d.socket).stdout.decode().splitlines()
+        assert out == ["prison.stop False permission_denied", "prison.list False permission_denied",
+                       "prison.show False permission_denied", "daemon.health True None"]
+    assert d.show("b")["state"] == "running"

@@ -13,7 +13,7 @@ from setuptools.command.build_ext import build_ext
 
 SHIM_SRC = "prisond/shim/prisonshim.c"
 SHIM_MAP = "prisond/shim/prisonshim.map"
-JAIL_SRC = "prisond/jail/prisonjail.c"
+JAIL_SRC = ["prisond/jail/prisonjail.c", "prisond/jail/ctl.c"]
 JAIL_FLAGS = ["-std=gnu11", "-O2", "-g", "-static", "-Wall", "-Wextra", "-Werror"]
 SHIM_FLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
               "-fvisibility=hidden", "-D_FORTIFY_SOURCE=2"]
@@ -32,7 +32,7 @@ class BuildShim(build_ext):
         os.makedirs(os.path.dirname(out), exist_ok=True)
         cc = shlex.split(os.environ.get("CC", "cc"))
         if ext.name.endswith("prisonjail"):
-            cmd = cc + JAIL_FLAGS + ["-o", out, JAIL_SRC]
+            cmd = cc + JAIL_FLAGS + ["-o", out, *JAIL_SRC]
         else:
             cmd = cc + SHIM_FLAGS + [f"-Wl,--version-script={SHIM_MAP}", "-o", out, SHIM_SRC, "-ldl", "-lpthread"]
         print(" ".join(cmd))
@@ -41,6 +41,6 @@ class BuildShim(build_ext):
 
 setup(
     ext_modules=[Extension("prisond.libprisonshim", sources=[SHIM_SRC]),
-                 Extension("prisond.prisonjail", sources=[JAIL_SRC])],
+                 Extension("prisond.prisonjail", sources=JAIL_SRC)],
     cmdclass={"build_ext": BuildShim},
 )

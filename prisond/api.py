@@ -105,13 +105,23 @@ class Api:
         if prison.state != RUNNING:
             raise StateConflict(f"prison {prison.spec.name} is not running", "not_running")
         spec = prison.spec
+        launcher = prison.deps.launcher
         confined = None
         if prison.init_pid is not None:
-            confined = {"jail": prison.deps.launcher.jail_path, "init_pid": prison.init_pid,
-                        "allow": jail_flags(spec)}
+            confined = {"jail": launcher.jail_path, "init_pid": prison.init_pid, "allow": jail_flags(spec)}
+        pins = prison.deps.ns_pins(spec)
+        policy = shim_policy(spec, kernel=prison.enforcement == "kernel", socket=launcher.socket_path)
+        if param(req, "flat", bool, required=False):  # prisonctl's C fast path: [key, value, ...]
+            flat = ["cgroup_procs", prison.cgroup.procs_file, "preload", self.shim_path,
+                    "env", f"{POLICY_VAR}={policy}"]
+            for k, v in spec.exec.env:
+                flat += ["env", f"{k}={v}"]
+            if confined:
+                flat += ["init_pid", str(prison.init_pid), "allow", confined["allow"]]
+            else:
+                for kind, path in pins.items():
+                    flat += ["pin", f"{kind}={path}"]
+            return flat
         return {"jid": prison.jid, "name": spec.name, "cgroup_procs": prison.cgroup.procs_file,
-                "confined": confined,
-                "namespaces": prison.deps.ns_pins(spec),
-                "preload": self.shim_path, "env": dict(spec.exec.env),
-                "policy": {POLICY_VAR: shim_policy(spec, kernel=prison.enforcement == "kernel",
-                                                   socket=prison.deps.launcher.socket_path)}}
+                "confined": confined, "namespaces": pins,
+                "preload": self.shim_path, "env": dict(spec.exec.env), "policy": {POLICY_VAR: policy}}

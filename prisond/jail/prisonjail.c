@@ -10,6 +10,8 @@
  *     detaches the host's tree, drops every capability, then only reaps orphans.  Prints
  *     init's host pid once the prison is ready, or one line saying what failed.
  *
+ *   prisonctl ...   (this binary under that name: see ctl.c)
+ *
  *   prisonjail enter --pid INIT [--user USER] [--login] [--allow r,a] [--] [COMMAND ...]
  *     setns() into init's namespaces (through a pidfd: all of them or none), forks the
  *     process that runs COMMAND (default: the user's shell) as the jailed superuser: the
@@ -44,6 +46,8 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "ctl.h"
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -647,7 +651,7 @@ static void forward(int sig)
 		kill(child, sig);
 }
 
-static int cmd_enter(int argc, char **argv)
+int enter_main(int argc, char **argv)
 {
 	const char *user = NULL;
 	int pid = 0, login = 0, raw = 0, any_af = 0;
@@ -722,7 +726,7 @@ static int cmd_enter(int argc, char **argv)
 		syscall(SYS_close_range, 3, ~0U, 0);
 		execvp(cmd[0], cmd);
 		int e = errno;
-		fprintf(stderr, "%s: %s: %s\n", prog, cmd[0], e == ENOENT ? "command not found" : strerror(e));
+		fprintf(stderr, "%s: exec: %s: %s\n", prog, cmd[0], e == ENOENT ? "command not found" : strerror(e));
 		_exit(e == ENOENT ? 127 : 126);
 	}
 	/* outside: forward what is meant for the command; a terminal's keys reach it directly */
@@ -754,6 +758,11 @@ static int cmd_enter(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	const char *base = strrchr(argv[0], '/');
+	if (!strcmp(base ? base + 1 : argv[0], "prisonctl")) {
+		prog = "prisonctl";
+		return ctl_main(argc, argv);
+	}
 	main_argv = argv;
 	main_argc = argc;
 	if (argc < 2)
@@ -761,7 +770,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "init"))
 		return cmd_init(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "enter"))
-		return cmd_enter(argc - 2, argv + 2);
+		return enter_main(argc - 2, argv + 2);
 	usage("usage: prisonjail init|enter ...");
 	return 2;
 }

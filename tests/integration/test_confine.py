@@ -185,3 +185,62 @@ def test_a_jailed_root_is_refused_the_control_socket(daemon, confined_root):
         assert out == ["prison.stop False permission_denied", "prison.list False permission_denied",
                        "prison.show False permission_denied", "daemon.health True None"]
     assert d.show("b")["state"] == "running"
+
+
+def test_the_example_configuration_runs_all_three_prisons(daemon, tmp_path):
+    """config/example.yaml as scripts/demo runs it (its confined root made by prisonctl mkroot)."""
+    from support.daemon import prisonctl_cmd
+    import subprocess
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(repo, "config", "example.yaml")) as fh:
+        text = fh.read()
+    os.chmod(tmp_path, 0o700)
+    root = str(tmp_path / "shop")
+    subprocess.run(prisonctl_cmd() + ["mkroot", root], check=True, capture_output=True)
+    with open(os.path.join(root, "srv", "index.html"), "w") as fh:
+        fh.write("shop\n")
+    d = daemon(text.replace("/var/lib/prisond/roots/shop", root))
+    for ip in ("127.0.2.1", "127.0.3.1", "127.0.4.1"):
+        wait_for(lambda: _serves(f"http://{ip}:8080/"), what=f"the server on {ip}")
+    assert http_get("http://127.0.4.1:8080/") == (200, "shop\n")
+    assert d.exec("shop", "hostname").stdout == b"shop.example.test\n"
+    assert d.stop() == 0
+
+
+FAST_CTL = "/usr/local/bin/prisonctl"  # scripts/setup installs prisonjail there (C exec path)
+
+
+def fast(d, *args, **kw):
+    import subprocess
+    return subprocess.run([FAST_CTL, "--socket", d.socket, *map(str, args)], capture_output=True, timeout=60, **kw)
+
+
+def test_the_c_prisonctl_execs_as_the_python_one_does(daemon, confined_root):
+    with open(FAST_CTL, "rb") as fh:
+        assert fh.read(4) == b"\x7fELF"  # the C front end, not the Python launcher
+    d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1", extra="    exec: {env: {MODE: prod}}\n")
+               + "  b:\n    hostname: b.example.test\n    ip4: [127.0.3.1]\n")
+    r = fast(d, "exec", "a", "--", "sh", "-c", "hostname; echo $MODE; ps -e -o comm= | sort | tr '\\n' ' '; exit 5")
+    assert r.returncode == 5 and r.stdout == b"a.example.test\nprod\ninit ps sh sort tr "
+    assert fast(d, "exec", "a", input=b"echo shell=$0\n").stdout == b"shell=/bin/bash\n"
+    assert fast(d, "exec", "-u", "nobody", "a", "id", "-u").stdout == b"65534\n"
+    r = fast(d, "exec", "-l", "a", "sh", "-c", "echo $HOME $(pwd); env | grep -c SECRET_HOST_VAR",
+             env=dict(os.environ, SECRET_HOST_VAR="x"))
+    assert r.stdout == b"/root /root\n0\n"
+    r = fast(d, "exec", "a", "sh", "-c", "kill -KILL $$")
+    assert r.returncode == -signal.SIGKILL
+    r = fast(d, "exec", "a", "no-such-program")
+    assert r.returncode == 127 and r.stderr == b"prisonctl: exec: no-such-program: command not found\n"
+    # an unconfined prison: its namespaces and shim, from C as well
+    assert fast(d, "exec", "b", "sh", "-c", "hostname; cat /proc/sys/kernel/hostname").stdout == \
+        b"b.example.test\nb.example.test\n"
+    # what C does not handle goes to the Python prisonctl, with its messages and exit codes
+    assert fast(d, "exec", "-u", "nobody", "b", "id", "-u").stdout == b"65534\n"
+    r = fast(d, "exec", "nosuch", "true")
+    assert (r.returncode, r.stderr) == (1, b"prisonctl: no such prison: nosuch\n")
+    r = fast(d, "exec", 'bad"name', "true")
+    assert r.returncode == 1 and b"no such prison" in r.stderr
+    assert fast(d, "list").stdout.split(b"\n")[0].split() == [b"JID", b"NAME", b"HOSTNAME", b"IP", b"STATE", b"PROCS"]
+    d.stop()
+    r = fast(d, "exec", "a", "true")  # no daemon: the Python prisonctl says so
+    assert r.returncode == 69 and b"Traceback" not in r.stderr

@@ -1,4 +1,5 @@
 """prisonctl's own errors: one line, the right exit status, no traceback."""
+import os
 import subprocess
 
 import pytest
@@ -49,6 +50,11 @@ def test_exec_import_path_is_lean():
 
 
 def test_the_installed_launcher_skips_site():
-    with open("/usr/local/bin/prisonctl") as fh:
+    """/usr/local/bin/prisonctl is the C front end; the Python prisonctl it hands over to starts
+    without site, and its modules are byte-compiled (scripts/setup)."""
+    with open("/usr/local/lib/prisond/prisonctl.py") as fh:
         first = fh.readline()
     assert first.startswith("#!") and first.rstrip().endswith(" -S")
+    import prisond.cli
+    import importlib.util
+    assert os.path.exists(importlib.util.cache_from_source(prisond.cli.__file__))

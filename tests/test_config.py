@@ -126,3 +126,30 @@ def test_the_example_configs_are_valid():
     for f in files:
         from prisond.config import load_file
         assert load_file(f).prisons
+
+
+def test_path_and_mounts():
+    c = parse("prisons:\n  a:\n    ip4: [127.0.2.1]\n    path: /srv/a/\n"
+              "    mounts: [/usr, {source: /srv/data, target: /data, readonly: false}]\n", "x.yaml")
+    p = c.prisons[0]
+    assert p.confined and p.path == "/srv/a"
+    assert [(m.source, m.target, m.readonly) for m in p.mounts] == [("/usr", "/usr", True), ("/srv/data", "/data", False)]
+    assert not parse("prisons:\n  a: {ip4: [127.0.2.1]}\n", "x.yaml").prisons[0].confined
+
+
+def test_bad_path_and_mounts_are_named():
+    with pytest.raises(ConfigError) as e:
+        parse("prisons:\n  a:\n    ip4: [127.0.2.1]\n    path: srv\n"
+              "    mounts: [{source: /a/../b}, {target: /x}, 5, {source: /d, target: /}]\n"
+              "  b:\n    mounts: [/usr]\n"
+              "  c:\n    path: /srv/c\n    allow: {set_hostname: true}\n", "x.yaml")
+    assert e.value.problems == [
+        "x.yaml:4: prisons.a.path: must be an absolute path without '..', not 'srv'",
+        "x.yaml:5: prisons.a.mounts[0].source: must be an absolute path without '..', not '/a/../b'",
+        "x.yaml:5: prisons.a.mounts[1]: needs source:",
+        "x.yaml:5: prisons.a.mounts[2]: must be a mapping, not a number",
+        "x.yaml:5: prisons.a.mounts[3].target: cannot be the prison's root itself (that is path:)",
+        "x.yaml:7: prisons.b.mounts: needs path: (the prison's root to mount into)",
+        "x.yaml:10: prisons.c.allow.set_hostname: not available in a confined prison (path:): its root has no "
+        "CAP_SYS_ADMIN; the hostname is the configuration's",
+    ]

@@ -1,3 +1,5 @@
+import dataclasses
+
 from prisond.config import parse
 from prisond.policy import service_env, shim_policy, with_preload
 
@@ -20,3 +22,16 @@ def test_preload_goes_first_and_once():
 def test_service_environment_is_clean():
     env = service_env(spec(), "/run/prisond/libprisonshim.so")
     assert set(env) == {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LD_PRELOAD", "PRISOND_POLICY"}
+
+
+def test_policy_names_the_socket_for_status_lines():
+    assert shim_policy(spec(), socket="/run/prisond/control.sock").endswith(";f=;s=/run/prisond/control.sock")
+
+
+def test_enter_argv_for_prisonjail():
+    from prisond.policy import enter_argv, jail_flags
+    s = dataclasses.replace(spec(), allow=frozenset({"raw_sockets"}))
+    assert jail_flags(spec()) == "-" and jail_flags(s) == "r"
+    assert enter_argv("/j", 42, "r", "www-data", True) == [
+        "/j", "enter", "--pid", "42", "--allow", "r", "--user", "www-data", "--login", "--"]
+    assert enter_argv("/j", 42, "-") == ["/j", "enter", "--pid", "42", "--allow", "-", "--"]

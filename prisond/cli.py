@@ -146,6 +146,10 @@ def cmd_show(client: Client, args: list[str]) -> int:
              ("cgroup", p.get("cgroup") or "-"),
              ("stop.timeout", f"{p['stop_timeout']:g}s"),
              ("allow", ", ".join(p["allow"]) or "-")]
+    if p.get("path"):
+        mounts = ", ".join(f"{m['source']}->{m['target']}" + ("" if m["readonly"] else " (rw)") for m in p["mounts"])
+        lines.append(("path", f"{p['path']} (confined; init pid {p.get('init_pid') or '-'})"))
+        lines.append(("mounts", mounts or "-"))
     if svc:
         lines.append(("service", f"{' '.join(svc['argv'])} (pid {svc['pid'] or '-'}, {svc['status'] or 'not started'})"))
     counters = p.get("kernel_counters")

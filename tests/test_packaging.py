@@ -1,5 +1,5 @@
-"""`pip install .` builds the shim: the wheel pip builds carries it, with only the wrapped symbols
-exported, and installs both commands."""
+"""`pip install .` builds the shim and prisonjail: the wheel pip builds carries them (the shim
+with only the wrapped symbols exported), and installs both commands."""
 import os
 import subprocess
 import sys
@@ -14,7 +14,10 @@ def test_the_wheel_carries_the_built_shim_and_the_commands(tmp_path):
     (wheel,) = [p for p in os.listdir(tmp_path) if p.endswith(".whl")]
     with zipfile.ZipFile(tmp_path / wheel) as zf:
         names = zf.namelist()
-        assert "prisond/libprisonshim.so" in names
+        assert "prisond/libprisonshim.so" in names and "prisond/prisonjail" in names
+        info = next(i for i in zf.infolist() if i.filename == "prisond/prisonjail")
+        assert (info.external_attr >> 16) & 0o111  # executable
+        assert zf.read("prisond/prisonjail")[:4] == b"\x7fELF"
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         text = zf.read(entry).decode()
         assert "prisond = prisond.daemon:main" in text and "prisonctl = prisond.cli:main" in text

@@ -4,6 +4,7 @@ import signal
 import socket
 import urllib.request
 
+from support.build import OUT
 from support.daemon import addresses_on_lo, wait_for
 from support.fixtures import confined
 
@@ -48,6 +49,9 @@ def test_own_root_proc_dev_pid_namespace_and_a_service(daemon, confined_root, ne
     assert not os.path.exists("/usr/prisond-test")
     info = d.show("a")
     assert info["path"] == confined_root and info["init_pid"] in {p["pid"] for p in info["processes"]}
+    text = d.ctl("show", "a").stdout.decode()
+    assert f"  path         {confined_root} (confined; init pid {info['init_pid']})\n" in text
+    assert f"  mounts       /usr->/usr, {OUT}->/opt/t\n" in text
     assert d.stop() == 0
     assert mounts_under(confined_root) == []
 

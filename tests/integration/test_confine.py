@@ -248,3 +248,15 @@ def test_the_c_prisonctl_execs_as_the_python_one_does(daemon, confined_root):
     d.stop()
     r = fast(d, "exec", "a", "true")  # no daemon: the Python prisonctl says so
     assert r.returncode == 69 and b"Traceback" not in r.stderr
+
+
+def test_a_read_write_mount_and_a_read_only_one(daemon, confined_root, tmp_path):
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "seen").write_text("from the host\n")
+    d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1", mounts=(
+        f", {{source: {rw}, target: /data, readonly: false}}, {{source: {ro}, target: /srv/ro}}")))
+    r = d.exec("a", "sh", "-c", "echo written > /data/out && cat /srv/ro/seen && touch /srv/ro/x")
+    assert r.stdout == b"from the host\n" and b"Read-only file system" in r.stderr
+    assert (rw / "out").read_text() == "written\n" and not (ro / "x").exists()

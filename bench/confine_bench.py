@@ -21,10 +21,8 @@ Everything runs in a private network namespace on loopback.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,35 +30,10 @@ import sys
 import tempfile
 import time
 
+from benchlib import PRISONCTL, Daemon, compare_commands, enter_netns, p90
+
 PRISON_IP = "127.0.2.1"
 PY_CTL = "/usr/local/lib/prisond/prisonctl.py"  # scripts/setup writes it
-
-
-def enter_netns() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(0x40000000) != 0:
-        sys.exit("bench: cannot create a network namespace (run as root)")
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-
-
-def time_cmd(argv: list[str], runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out.append((time.perf_counter() - t0) * 1000)
-        if r.returncode != 0:
-            raise RuntimeError(f"{argv} exited {r.returncode}")
-    return out
-
-
-def p90(v: list[float]) -> float:
-    return sorted(v)[max(0, int(len(v) * 0.9) - 1)]
-
-
-def ctl_exe() -> str:
-    # /usr/local/bin/prisonctl is the -S launcher scripts/setup installs
-    return "/usr/local/bin/prisonctl" if os.path.exists("/usr/local/bin/prisonctl") else shutil.which("prisonctl")
 
 
 def serving(ip: str, port: int) -> bool:
@@ -80,29 +53,17 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="prisond-confine-bench-")
     os.chmod(work, 0o700)
     root = os.path.join(work, "root")
-    ctl0 = ctl_exe()
-    subprocess.run([ctl0, "mkroot", root], check=True, stdout=subprocess.DEVNULL)
-    cfg = os.path.join(work, "prisond.yaml")
-    with open(cfg, "w") as fh:
-        fh.write(f"daemon:\n  cgroup_parent: prisond-bench-{os.getpid()}\n"
-                 f"prisons:\n  cell:\n    ip4: [{PRISON_IP}]\n    path: {root}\n    mounts: [/usr]\n"
-                 f"  svc:\n    ip4: [127.0.3.1]\n    path: {root}\n    mounts: [/usr]\n"
-                 "    exec: {start: [python3, -m, http.server, --bind, 0.0.0.0, '8081']}\n")
-    sock = os.path.join(work, "run", "control.sock")
-    daemon = subprocess.Popen([shutil.which("prisond") or "/usr/local/bin/prisond", "--config", cfg, "--socket", sock,
-                               "--state-dir", os.path.join(work, "state"), "--log-level", "warning"])
+    subprocess.run([PRISONCTL, "mkroot", root], check=True, stdout=subprocess.DEVNULL)
+    d = Daemon(f"prisons:\n  cell:\n    ip4: [{PRISON_IP}]\n    path: {root}\n    mounts: [/usr]\n"
+               f"  svc:\n    ip4: [127.0.3.1]\n    path: {root}\n    mounts: [/usr]\n"
+               "    exec: {start: [python3, -m, http.server, --bind, 0.0.0.0, '8081']}\n", work)
     try:
-        ctl = [ctl0, "--socket", sock]
-        deadline = time.monotonic() + 30
-        while subprocess.run(ctl + ["health"], capture_output=True).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("prisond did not start")
-            time.sleep(0.1)
+        ctl = d.ctl()
         cmds = {
             "/bin/true": ["/bin/true"],
             "prisonctl exec": ctl + ["exec", "cell", "--", "/bin/true"],
             # the same through the Python prisonctl (what pip's entry point runs)
-            "prisonctl.py exec": [PY_CTL, "--socket", sock, "exec", "cell", "--", "/bin/true"],
+            "prisonctl.py exec": [PY_CTL, "--socket", d.sock, "exec", "cell", "--", "/bin/true"],
             "bwrap": ["bwrap", "--unshare-pid", "--unshare-uts", "--unshare-ipc", "--bind", root, "/",
                       "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev", "/bin/true"],
             "firejail": ["firejail", "--quiet", "--noprofile", "/bin/true"],
@@ -110,16 +71,7 @@ def main() -> int:
         missing = [k for k, v in cmds.items() if not (shutil.which(v[0]) or os.access(v[0], os.X_OK))]
         if missing:
             sys.exit(f"bench: missing {', '.join(missing)} (scripts/setup installs them)")
-        samples = {k: [] for k in cmds}
-        for _ in range(max(1, args.runs // 5)):
-            for k, argv in cmds.items():
-                samples[k] += time_cmd(argv, 5)
-        print(f"Part 1: entering, median wall time of {len(samples['/bin/true'])} runs each (ms)")
-        pe = statistics.median(samples["prisonctl exec"])
-        for k, v in samples.items():
-            med = statistics.median(v)
-            ratio = f"   prisonctl exec / {k} = {pe / med:.2f}" if k != "prisonctl exec" else ""
-            print(f"  {k:<16}{med:>8.2f}   p90 {p90(v):>7.2f}{ratio}")
+        compare_commands("Part 1: entering a confined prison", cmds, args.runs, "prisonctl exec")
 
         starts, serves = [], []
         for _ in range(args.starts):
@@ -134,8 +86,7 @@ def main() -> int:
         print(f"  prisonctl start returns      {statistics.median(starts):>8.2f}   p90 {p90(starts):>7.2f}")
         print(f"  ... and http.server answers  {statistics.median(serves):>8.2f}   p90 {p90(serves):>7.2f}")
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
+        d.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

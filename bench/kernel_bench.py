@@ -15,7 +15,6 @@ Everything runs in a private network namespace on loopback.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import shutil
 import signal
@@ -25,53 +24,10 @@ import sys
 import tempfile
 import time
 
+from benchlib import Daemon, enter_netns
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRISON_IP, OUTSIDE_IP = "127.0.2.1", "127.0.0.20"
-PRISONCTL = "/usr/local/bin/prisonctl" if os.path.exists("/usr/local/bin/prisonctl") else shutil.which("prisonctl")
-PRISOND = shutil.which("prisond") or "/usr/local/bin/prisond"
-
-
-def enter_netns() -> None:
-    if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
-        sys.exit("bench: cannot create a network namespace (run as root)")
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-
-
-class Daemon:
-    def __init__(self, config: str, work: str):
-        self.work = work
-        self.sock = os.path.join(work, "run", "control.sock")
-        cfg = os.path.join(work, "prisond.yaml")
-        with open(cfg, "w") as fh:
-            fh.write(f"daemon:\n  cgroup_parent: prisond-bench-{os.getpid()}-{len(os.listdir(work))}\n" + config)
-        self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([PRISOND, "--config", cfg, "--socket", self.sock, "--state-dir",
-                                      os.path.join(work, "state"), "--log-level", "warning"])
-        while subprocess.run([PRISONCTL, "--socket", self.sock, "health"], capture_output=True).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() - self.t0 > 120:
-                raise RuntimeError("prisond did not become ready")
-            time.sleep(0.05)
-        self.ready_after = time.monotonic() - self.t0
-
-    def ctl(self, *args) -> list[str]:
-        return [PRISONCTL, "--socket", self.sock, *args]
-
-    def cgroup_dir(self) -> str:
-        with open(os.path.join(self.work, "prisond.yaml")) as fh:
-            parent = fh.readline() and fh.readline().split(":", 1)[1].strip()
-        return os.path.join("/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified")
-                            else "/sys/fs/cgroup", parent)
-
-    def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(300)
 
 
 def build(static: bool) -> str:

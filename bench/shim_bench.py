@@ -16,15 +16,14 @@ Everything runs in a private network namespace on loopback.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from benchlib import Daemon, compare_commands, enter_netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -43,13 +42,6 @@ OPS = {
 # socket_wrapper 1.3.5 keeps a socket file per autobound port after close and fails with
 # ENFILE near 5000 of them: its bind loop is shorter, each run in a fresh directory.
 SWRAP_MAX_ITER = 2000
-
-
-def enter_netns() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(0x40000000) != 0:
-        sys.exit("bench: cannot create a network namespace (run as root)")
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 
 def build() -> str:
@@ -104,35 +96,11 @@ def shim_part(rounds: int) -> None:
         print(row)
 
 
-def time_cmd(argv: list[str], runs: int, env=None) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        r = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out.append((time.perf_counter() - t0) * 1000)
-        if r.returncode != 0:
-            raise RuntimeError(f"{argv} exited {r.returncode}")
-    return out
-
-
 def exec_part(runs: int) -> None:
     work = tempfile.mkdtemp(prefix="prisond-bench-")
-    cfg = os.path.join(work, "prisond.yaml")
-    with open(cfg, "w") as fh:
-        fh.write(f"daemon:\n  cgroup_parent: prisond-bench-{os.getpid()}\n"
-                 f"prisons:\n  bench:\n    hostname: bench.example.test\n    ip4: [{PRISON_IP}]\n")
-    sock = os.path.join(work, "run", "control.sock")
-    daemon = subprocess.Popen([shutil.which("prisond") or "/usr/local/bin/prisond", "--config", cfg, "--socket", sock,
-                               "--state-dir", os.path.join(work, "state"), "--log-level", "warning"])
+    d = Daemon(f"prisons:\n  bench:\n    hostname: bench.example.test\n    ip4: [{PRISON_IP}]\n", work)
     try:
-        # /usr/local/bin/prisonctl is the -S launcher scripts/setup installs
-        exe = "/usr/local/bin/prisonctl" if os.path.exists("/usr/local/bin/prisonctl") else shutil.which("prisonctl")
-        ctl = [exe, "--socket", sock]
-        deadline = time.monotonic() + 30
-        while subprocess.run(ctl + ["health"], capture_output=True).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("prisond did not start")
-            time.sleep(0.1)
+        ctl = d.ctl()
         cmds = {
             "/bin/true": ["/bin/true"],
             "prisonctl exec": ctl + ["exec", "bench", "--", "/bin/true"],
@@ -140,19 +108,10 @@ def exec_part(runs: int) -> None:
             "firejail": ["firejail", "--quiet", "--noprofile", "/bin/true"],
         }
         cmds = {k: v for k, v in cmds.items() if shutil.which(v[0])}
-        samples = {k: [] for k in cmds}
-        for _ in range(runs // 5):  # interleave in blocks of 5
-            for k, argv in cmds.items():
-                samples[k] += time_cmd(argv, 5)
-        print(f"\nPart 2: entering a prison, median wall time of {len(samples['/bin/true'])} runs (ms)")
-        pe = statistics.median(samples["prisonctl exec"])
-        for k, v in samples.items():
-            med = statistics.median(v)
-            print(f"{k:<16}{med:>9.2f} ms   p90 {sorted(v)[int(len(v) * 0.9) - 1]:>7.2f} ms"
-                  + (f"   prisonctl exec / {k} = {pe / med:.2f}" if k != "prisonctl exec" else ""))
+        print()
+        compare_commands("Part 2: entering a prison", cmds, runs, "prisonctl exec")
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
+        d.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

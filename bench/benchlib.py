@@ -1,0 +1,89 @@
+"""What the benchmarks share: a private network namespace, a real prisond, timing commands."""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+# /usr/local/bin/prisonctl is what scripts/setup installs (its exec is the C fast path)
+PRISONCTL = "/usr/local/bin/prisonctl" if os.path.exists("/usr/local/bin/prisonctl") else shutil.which("prisonctl")
+PRISOND = shutil.which("prisond") or "/usr/local/bin/prisond"
+
+
+def enter_netns() -> None:
+    if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
+        sys.exit("bench: cannot create a network namespace (run as root)")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
+class Daemon:
+    def __init__(self, config: str, work: str):
+        self.work = work
+        self.sock = os.path.join(work, "run", "control.sock")
+        cfg = os.path.join(work, "prisond.yaml")
+        with open(cfg, "w") as fh:
+            fh.write(f"daemon:\n  cgroup_parent: prisond-bench-{os.getpid()}-{len(os.listdir(work))}\n" + config)
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen([PRISOND, "--config", cfg, "--socket", self.sock, "--state-dir",
+                                      os.path.join(work, "state"), "--log-level", "warning"])
+        while subprocess.run([PRISONCTL, "--socket", self.sock, "health"], capture_output=True).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() - self.t0 > 120:
+                raise RuntimeError("prisond did not become ready")
+            time.sleep(0.05)
+        self.ready_after = time.monotonic() - self.t0
+
+    def ctl(self, *args) -> list[str]:
+        return [PRISONCTL, "--socket", self.sock, *args]
+
+    def cgroup_dir(self) -> str:
+        with open(os.path.join(self.work, "prisond.yaml")) as fh:
+            parent = fh.readline() and fh.readline().split(":", 1)[1].strip()
+        return os.path.join("/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified")
+                            else "/sys/fs/cgroup", parent)
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(300)
+
+
+def time_cmd(argv: list[str], runs: int, env=None) -> list[float]:
+    """Wall time of each of `runs` runs, in ms; a failing run is an error."""
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out.append((time.perf_counter() - t0) * 1000)
+        if r.returncode != 0:
+            raise RuntimeError(f"{argv} exited {r.returncode}")
+    return out
+
+
+def p90(v: list[float]) -> float:
+    return sorted(v)[max(0, int(len(v) * 0.9) - 1)]
+
+
+def compare_commands(title: str, cmds: dict[str, list[str]], runs: int, subject: str) -> None:
+    """Time each command `runs` times, interleaved in blocks of 5 so that drift on a shared VM
+    hits them all; print medians, p90 and `subject`'s ratio to each of the others."""
+    samples = {k: [] for k in cmds}
+    for _ in range(max(1, runs // 5)):
+        for k, argv in cmds.items():
+            samples[k] += time_cmd(argv, 5)
+    print(f"{title}: median wall time of {len(samples[subject])} runs each (ms)")
+    pe = statistics.median(samples[subject])
+    for k, v in samples.items():
+        med = statistics.median(v)
+        ratio = f"   {subject} / {k} = {pe / med:.2f}" if k != subject else ""
+        print(f"  {k:<18}{med:>8.2f}   p90 {p90(v):>7.2f}{ratio}")

@@ -258,7 +258,8 @@ def _base_env(pw, clean: bool) -> dict:
 
 def cmd_exec(client: Client, args: list[str]) -> int:
     """Enter the prison in this very process and exec, as jexec does: stdin, stdout, stderr,
-    the exit status and signals are the command's own, with nothing in between."""
+    the exit status and signals are the command's own.  A confined prison is entered by
+    prisonjail, which stays outside its PID namespace to forward signals and the status."""
     user, clean = _exec_options(args)
     if not args or args[0].startswith("-"):
         raise Usage("exec needs a prison name")

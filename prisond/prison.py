@@ -150,8 +150,7 @@ class Prison:
         """What a later daemon needs to adopt this prison."""
         pid = self.service.pid if self.service else self.service_pid
         return {"jid": self.jid, "state": self.state, "started_at": self.started_at,
-                "service_pid": pid if self.state == RUNNING else None, "enforcement": self.enforcement,
-                "init_pid": self.init_pid}
+                "service_pid": pid if self.state == RUNNING else None, "enforcement": self.enforcement}
 
     async def adopt(self, rec: dict) -> None:
         """Take over a prison a previous daemon left running: its processes stay as they are."""

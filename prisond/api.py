@@ -72,7 +72,7 @@ class Api:
         return dict(d.as_dict(), dry_run=dry_run, config=path)
 
     async def m_prison_list(self, req: Request):
-        return self.registry.list()
+        return self.registry.list(full=bool(param(req, "full", bool, required=False)))
 
     async def m_prison_show(self, req: Request):
         return self.registry.get(param(req, "name")).details()
@@ -89,6 +89,15 @@ class Api:
         prison = self.registry.prisons.get(name) if name else None
         return {"pid": pid, "prison": prison.spec.name if prison else None,
                 "jid": prison.jid if prison else None}
+
+    async def m_prison_events(self, req: Request):
+        """Events after id `after` (0: all kept), of one prison or all; `last_id` to go on from."""
+        after = param(req, "after", int, required=False) or 0
+        name = param(req, "name", str, required=False)
+        if name is not None:
+            self.registry.get(name)
+        log = self.registry.deps.events
+        return {"events": log.since(after, name), "last_id": log.last_id}
 
     async def m_prison_start(self, req: Request):
         return await self.registry.start(param(req, "name"))
@@ -111,9 +120,14 @@ class Api:
             confined = {"jail": launcher.jail_path, "init_pid": prison.init_pid, "allow": jail_flags(spec)}
         pins = prison.deps.ns_pins(spec)
         policy = shim_policy(spec, kernel=prison.enforcement == "kernel", socket=launcher.socket_path)
+        procs = prison.procs_files()
+        nofile = spec.limits.nofile
         if param(req, "flat", bool, required=False):  # prisonctl's C fast path: [key, value, ...]
-            flat = ["cgroup_procs", prison.cgroup.procs_file, "preload", self.shim_path,
-                    "env", f"{POLICY_VAR}={policy}"]
+            flat = ["preload", self.shim_path, "env", f"{POLICY_VAR}={policy}"]
+            for f in procs:
+                flat += ["cgroup_procs", f]
+            if nofile:
+                flat += ["nofile", str(nofile)]
             for k, v in spec.exec.env:
                 flat += ["env", f"{k}={v}"]
             if confined:
@@ -122,6 +136,6 @@ class Api:
                 for kind, path in pins.items():
                     flat += ["pin", f"{kind}={path}"]
             return flat
-        return {"jid": prison.jid, "name": spec.name, "cgroup_procs": prison.cgroup.procs_file,
+        return {"jid": prison.jid, "name": spec.name, "cgroup_procs": procs, "nofile": nofile,
                 "confined": confined, "namespaces": pins,
                 "preload": self.shim_path, "env": dict(spec.exec.env), "policy": {POLICY_VAR: policy}}

@@ -39,6 +39,8 @@ commands:
   which PID [--json]                  the prison a process is in
   reload [--dry-run] [--json]         re-read the configuration; apply only what changed
   health [--json]                     is the daemon up
+  top [-d SECONDS] [-n COUNT]         every prison's CPU, memory, limit hits, traffic, like top
+  events [--follow] [--json] [NAME]   starts, stops, failures and limit hits
   check FILE                          validate a configuration file offline
   mkroot DIR [--force]                make a root for a confined prison (path: DIR) that
                                       shares the host's /usr read-only
@@ -123,12 +125,52 @@ def cmd_list(client: Client, args: list[str]) -> int:
     if "--json" in opts:
         print_json(prisons)
         return 0
-    rows = [("JID", "NAME", "HOSTNAME", "IP", "STATE", "PROCS")]
+    rows = [("JID", "NAME", "HOSTNAME", "IP", "STATE", "PROCS", "CPU", "MEM")]
     for p in prisons:
+        u = p.get("usage") or {}
         rows.append((str(p["jid"]), p["name"], p["hostname"], ",".join(p["ip4"] + p["ip6"]) or "-",
-                     p["state"], str(p["procs"])))
+                     p["state"], str(p["procs"]), cpu_time(u.get("cpu_usec")), size(u.get("memory_current"))))
     print_table(rows)
     return 0
+
+
+def size(n) -> str:
+    """Bytes as ls -h would: 0, 512K, 12.5M, 2.0G."""
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def cpu_time(usec) -> str:
+    if usec is None:
+        return "-"
+    s = usec / 1e6
+    return f"{s:.2f}s" if s < 60 else f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+def usage_lines(p: dict) -> list[tuple[str, str]]:
+    """show's lines for the limits and what the prison used."""
+    lim, u = p.get("limits") or {}, p.get("usage")
+    lines = []
+    if lim:
+        shown = {"memory": size(lim.get("memory")), "memory_high": size(lim.get("memory_high")),
+                 "pids": lim.get("pids"), "cpu": f"{lim['cpu'] * 100:g}%" if "cpu" in lim else None,
+                 "nofile": lim.get("nofile")}
+        lines.append(("limits", " ".join(f"{k}={v}" for k, v in shown.items() if k in lim)))
+    if u:
+        lines.append(("cpu", cpu_time(u.get("cpu_usec"))
+                      + (f" (throttled {u['cpu_throttled']} times)" if u.get("cpu_throttled") else "")))
+        lines.append(("memory", f"{size(u.get('memory_current'))} now, {size(u.get('memory_peak'))} peak"
+                      + (f", {u['oom_kills']} OOM kills" if u.get("oom_kills") else "")))
+        if u.get("pids_refused"):
+            lines.append(("pids", f"{u['pids_refused']} forks refused at the limit"))
+        if u.get("egress_bytes") is not None:
+            lines.append(("network", f"in {size(u['ingress_bytes'])} / {u['ingress_packets']} packets, "
+                          f"out {size(u['egress_bytes'])} / {u['egress_packets']} packets"))
+    return lines
 
 
 def cmd_show(client: Client, args: list[str]) -> int:
@@ -152,6 +194,7 @@ def cmd_show(client: Client, args: list[str]) -> int:
         lines.append(("mounts", mounts or "-"))
     if svc:
         lines.append(("service", f"{' '.join(svc['argv'])} (pid {svc['pid'] or '-'}, {svc['status'] or 'not started'})"))
+    lines += usage_lines(p)
     counters = p.get("kernel_counters")
     if counters:
         lines.append(("kernel", " ".join(f"{k}={v}" for k, v in counters.items())))
@@ -280,15 +323,19 @@ def cmd_exec(client: Client, args: list[str]) -> int:
     env.update(info["policy"])
     env["LD_PRELOAD"] = with_preload(env.get("LD_PRELOAD"), info["preload"])
     try:
-        fd = os.open(info["cgroup_procs"], os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
+        for procs in info["cgroup_procs"]:  # its cgroup, and on v1 hosts its controllers'
+            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        if info.get("nofile"):
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (info["nofile"], info["nofile"]))
     except PermissionError:
         return fail(f"permission denied entering prison {name}", EX_NOPERM)
-    except OSError as exc:
-        return fail(f"cannot enter prison {name}: {exc.strerror}", EX_ERROR)
+    except (OSError, ValueError) as exc:
+        return fail(f"cannot enter prison {name}: {getattr(exc, 'strerror', None) or exc}", EX_ERROR)
     if confined:
         argv = enter_argv(confined["jail"], confined["init_pid"], confined["allow"], user, clean) + args
         try:
@@ -405,6 +452,82 @@ def print_table(rows) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def _option(args: list[str], name: str, kind, default):
+    if name in args:
+        i = args.index(name)
+        if i + 1 >= len(args):
+            raise Usage(f"{name} needs a value")
+        try:
+            value = kind(args[i + 1])
+        except ValueError:
+            raise Usage(f"{name}: not a number: {args[i + 1]}") from None
+        del args[i:i + 2]
+        return value
+    return default
+
+
+def cmd_top(client: Client, args: list[str]) -> int:
+    """Like top: every prison's CPU share, memory, limit hits and traffic, refreshed."""
+    import time
+    delay = _option(args, "-d", float, 2.0)
+    count = _option(args, "-n", int, 0)
+    flags(args, set(), 0)
+    tty = sys.stdout.isatty()
+    before, t_before, shown = {}, None, 0
+    while True:
+        prisons = client.call("prison.list", full=True)
+        now = time.monotonic()
+        rows = [("JID", "NAME", "STATE", "PROCS", "CPU%", "MEM", "PEAK", "OOM", "FORK-REFUSED", "THROTTLED",
+                 "NET-IN", "NET-OUT")]
+        for p in prisons:
+            u = p.get("usage") or {}
+            cpu = u.get("cpu_usec")
+            pct = "-"
+            if cpu is not None and t_before is not None and before.get(p["name"]) is not None:
+                pct = f"{100 * (cpu - before[p['name']]) / 1e6 / (now - t_before):.1f}"
+            before[p["name"]] = cpu
+            rows.append((str(p["jid"]), p["name"], p["state"], str(p["procs"]), pct, size(u.get("memory_current")),
+                         size(u.get("memory_peak")), _n(u.get("oom_kills")), _n(u.get("pids_refused")),
+                         _n(u.get("cpu_throttled")), size(u.get("ingress_bytes")), size(u.get("egress_bytes"))))
+        t_before = now
+        if tty:
+            sys.stdout.write("\x1b[H\x1b[2J")
+        print(f"prisonctl top: {len(prisons)} prisons, {time.strftime('%H:%M:%S')} (every {delay:g}s)")
+        print_table(rows)
+        sys.stdout.flush()
+        shown += 1
+        if count and shown >= count:
+            return 0
+        time.sleep(delay)
+
+
+def _n(v) -> str:
+    return "-" if v is None else str(v)
+
+
+def cmd_events(client: Client, args: list[str]) -> int:
+    """The daemon's events (starts, stops, failures, limit hits); --follow waits for more."""
+    import time
+    opts, rest = flags(args, {"--json", "--follow"}, None)
+    if len(rest) > 1:
+        raise Usage("events takes at most one prison name")
+    params = {"name": rest[0]} if rest else {}
+    after = 0
+    while True:
+        r = client.call("prison.events", after=after, **params)
+        for ev in r["events"]:
+            if "--json" in opts:
+                import json
+                print(json.dumps(ev), flush=True)
+            else:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev["time"]))
+                print(f"{stamp}  {ev['prison']:<16} {ev['kind']:<14} {ev['text']}", flush=True)
+            after = ev["id"]
+        if "--follow" not in opts:
+            return 0
+        time.sleep(0.5)
+
+
 COMMANDS = {
     "list": cmd_list,
     "show": cmd_show,
@@ -416,6 +539,8 @@ COMMANDS = {
     "which": cmd_which,
     "reload": cmd_reload,
     "health": cmd_health,
+    "top": cmd_top,
+    "events": cmd_events,
 }
 
 if __name__ == "__main__":

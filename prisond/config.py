@@ -64,6 +64,27 @@ class ExecSpec:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What a prison may use (rctl's memoryuse, maxproc, pcpu, openfiles), through its cgroup."""
+    memory: int | None = None       # bytes: hard limit (OOM kill inside the prison beyond it)
+    memory_high: int | None = None  # bytes: soft limit (v2 memory.high, v1 soft_limit_in_bytes)
+    pids: int | None = None         # processes and threads
+    cpu: float | None = None        # CPUs (0.5 = half of one CPU)
+    nofile: int | None = None       # RLIMIT_NOFILE of the prison's processes
+
+    def controllers(self) -> set[str]:
+        """The cgroup controllers these limits need."""
+        need = set()
+        if self.memory is not None or self.memory_high is not None:
+            need.add("memory")
+        if self.pids is not None:
+            need.add("pids")
+        if self.cpu is not None:
+            need.add("cpu")
+        return need
+
+
+@dataclass(frozen=True)
 class Mount:
     """A host directory or file shown inside a confined prison (jail(8)'s mount.fstab, simpler)."""
     source: str
@@ -84,6 +105,7 @@ class PrisonSpec:
     enforce: str | None = None  # None: the host's default (kernel where possible)
     path: str | None = None     # the prison's root: set, the prison is confined (see README)
     mounts: tuple[Mount, ...] = ()
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def confined(self) -> bool:
@@ -98,6 +120,7 @@ class PrisonSpec:
 class DaemonSpec:
     cgroup_parent: str = "prisond"
     kernel_layer: bool = True  # false: load no BPF; prisons default to the shim
+    limits: bool = True        # false: leave the cgroup controllers alone (no limits, no accounting)
 
 
 @dataclass(frozen=True)
@@ -212,14 +235,15 @@ class _Validator:
         return Config(source=self.src.filename, prisons=tuple(prisons), daemon=daemon)
 
     def daemon(self, value, path) -> DaemonSpec:
-        d = self.mapping(value, path, {"cgroup_parent", "kernel_layer"})
+        d = self.mapping(value, path, {"cgroup_parent", "kernel_layer", "limits"})
         parent = "prisond"
         if "cgroup_parent" in d:
             parent = self.string(d["cgroup_parent"], path + ("cgroup_parent",)) or parent
             if ".." in parent.split("/"):
                 self.bad(path + ("cgroup_parent",), "must not contain '..'")
         kernel = self.boolean(d["kernel_layer"], path + ("kernel_layer",)) if "kernel_layer" in d else True
-        return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel)
+        limits = self.boolean(d["limits"], path + ("limits",)) if "limits" in d else True
+        return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel, limits=limits)
 
     def merge(self, defaults: dict, body, dpath, ppath):
         """Deep-merge defaults under a prison's own keys, remembering where each came from."""
@@ -289,11 +313,40 @@ class _Validator:
         if root is not None and "set_hostname" in allow:
             self.bad(path + ("allow", "set_hostname"), "not available in a confined prison (path:): its root "
                      "has no CAP_SYS_ADMIN; the hostname is the configuration's")
+        limits = self.limits(body.get("limits"), path + ("limits",))
         if len(self.problems) != before:
             return None
         return PrisonSpec(name=name, hostname=hostname, ip4=tuple(ip4), ip6=tuple(ip6), interface=interface,
                           exec=execs, stop_timeout=float(timeout), allow=allow, enforce=enforce,
-                          path=_norm(root) if root else None, mounts=tuple(mounts))
+                          path=_norm(root) if root else None, mounts=tuple(mounts), limits=limits)
+
+    def limits(self, value, path) -> Limits:
+        body = self.mapping(value, path, {"memory", "memory_high", "pids", "cpu", "nofile"})
+        out = {}
+        for key in ("memory", "memory_high"):
+            if key in body:
+                n = parse_size(body[key])
+                if n is None or n < 1 << 20:
+                    self.bad(path + (key,), f"must be a size of at least 1M (e.g. 512M, 2G), not {body[key]!r}")
+                else:
+                    out[key] = n
+        for key, top in (("pids", 4194304), ("nofile", 1 << 20)):
+            if key in body:
+                v = body[key]
+                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+                    self.bad(path + (key,), f"must be a whole number from 1 to {top}, not {v!r}")
+                else:
+                    out[key] = v
+        if "cpu" in body:
+            c = parse_cpu(body["cpu"])
+            if c is None:
+                self.bad(path + ("cpu",), f"must be a share of CPUs such as 50% or 1.5 (at least 1%), "
+                         f"not {body['cpu']!r}")
+            else:
+                out["cpu"] = c
+        if "memory" in out and "memory_high" in out and out["memory_high"] > out["memory"]:
+            self.bad(path + ("memory_high",), "is above memory (the hard limit)")
+        return Limits(**out)
 
     def mounts(self, value, path) -> list[Mount]:
         """mounts: a list of {source, target (default: source), readonly (default: true)}."""
@@ -437,7 +490,34 @@ class _Validator:
                         owners[a.ip] = (p.name, len(addrs))
 
 
-_PRISON_KEYS = {"hostname", "ip4", "ip6", "interface", "exec", "stop", "allow", "enforce", "path", "mounts"}
+_PRISON_KEYS = {"hostname", "ip4", "ip6", "interface", "exec", "stop", "allow", "enforce", "path", "mounts",
+                "limits"}
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?$")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value) -> int | None:
+    """512M, 2G, 1.5G, 1048576 (bytes); binary units.  None if it is not a size."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(str(value).strip()) if isinstance(value, str) else None
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()]) if m else None
+
+
+def parse_cpu(value) -> float | None:
+    """50% or 0.5 or 2 (CPUs).  None if it is not a share."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            value = float(value.strip()[:-1]) / 100
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or not 0.01 <= value <= 4096:
+        return None
+    return float(value)
 
 
 def _clean_abs(p: str) -> bool:

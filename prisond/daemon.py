@@ -12,17 +12,20 @@ import os
 import shutil
 import signal
 import sys
+import time
 
 from . import sdnotify
 from .api import Api
 from .cgroup import CgroupTree, detect_host
-from .config import Config, load_file
+from .config import Config, Limits, load_file
 from .control import ControlServer
 from .errors import ConfigError, PrisonError
+from .events import EventLog, LimitWatch
 from .launcher import Launcher
 from .net import AliasBook, Netlink
-from .prison import Deps
+from .prison import RUNNING, Deps
 from .registry import Registry
+from .resources import Host as ResourceHost
 from .state import StateStore
 from .tasks import spawn
 
@@ -30,6 +33,12 @@ DEFAULT_CONFIG = "/etc/prisond/prisond.yaml"
 DEFAULT_SOCKET = "/run/prisond/control.sock"
 DEFAULT_STATE = "/var/lib/prisond"
 JAIL_NAME = "prisonjail"
+LIMIT_WATCH_INTERVAL = 1.0
+LIMIT_TEXT = {
+    "oom_kill": "memory limit ({limits.memory} bytes) hit: {n} process(es) killed by the OOM killer",
+    "pids_max": "process limit ({limits.pids}) hit: {n} fork(s) refused",
+    "cpu_throttled": "CPU limit ({limits.cpu} CPUs) hit: throttled {n} time(s)",
+}
 SHIM_NAME = "libprisonshim.so"
 
 log = logging.getLogger("prisond")
@@ -113,10 +122,13 @@ class Daemon:
         jail = os.path.join(os.path.dirname(os.path.abspath(__file__)), JAIL_NAME)
         # namespace pins live with the state, not in the runtime directory, which confined
         # prisons see (read-only: the shim and the control socket)
+        self.events = EventLog()
         self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink(), record=self.store),
                          launcher=Launcher(shim_path, jail if os.access(jail, os.X_OK) else None,
                                            os.path.abspath(args.socket)),
-                         kernel=kernel, kernel_why=why, ns_dir=os.path.join(args.state_dir, "ns"))
+                         kernel=kernel, kernel_why=why, ns_dir=os.path.join(args.state_dir, "ns"),
+                         resources=ResourceHost(layout, config.daemon.cgroup_parent) if config.daemon.limits else None,
+                         events=self.events)
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
         self.api = Api(self.registry, shim_path, status=lambda: self.status)
@@ -129,11 +141,14 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload(), "reload"))
         await asyncio.to_thread(self.deps.cgroups.ensure_parent)
+        if self.deps.resources:
+            await asyncio.to_thread(self.deps.resources.ensure_parents, self.deps.cgroups.parent)
         await self.registry.recover()
         await self.server.start()
         log.info("control socket %s; cgroups under %s (%s layout)", self.args.socket, self.deps.cgroups.parent,
                  self.deps.cgroups.layout.kind)
         await self.registry.start_all()
+        spawn(self._watch_limits(), "limits")
         self.status = "ready"
         counts = self.registry.counts()
         log.info("ready: %s", ", ".join(f"{n} {s}" for s, n in counts.items()) or "no prisons")
@@ -150,8 +165,28 @@ class Daemon:
         except OSError:
             pass
         self.deps.cgroups.remove_parent()
+        if self.deps.resources:
+            self.deps.resources.remove_parents()
         log.info("stopped")
         return 0
+
+    async def _watch_limits(self) -> None:
+        """Every second, the counters of prisons with limits: each hit becomes an event."""
+        watch = LimitWatch()
+        while not self.stopping.is_set():
+            prisons = [p for p in self.registry.prisons.values()
+                       if p.state == RUNNING and p.res is not None and p.spec.limits != Limits()]
+            stats = await asyncio.to_thread(lambda: [(p, p.res.stats()) for p in prisons])
+            now = time.monotonic()
+            for p, st in stats:
+                for kind, n in watch.check(p.spec.name, st, now):
+                    p.event(kind, LIMIT_TEXT[kind].format(n=n, limits=p.spec.limits), count=n)
+            for name in set(watch.seen) - {p.spec.name for p in prisons}:
+                watch.forget(name)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), LIMIT_WATCH_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
 
     def _stop(self) -> None:
         self.registry.shutting_down = True  # a start in progress finishes; no new ones

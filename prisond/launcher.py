@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import subprocess
 
 from . import cgroup as cgroups
@@ -29,6 +30,12 @@ def _user(name: str):
 
 
 INIT_TIMEOUT = 30.0
+
+
+def join_all(procs_files: list[str]) -> None:
+    """Into the prison's cgroup(s), between fork and exec."""
+    for f in procs_files:
+        cgroups.join(f)
 
 
 def init_argv(jail: str, spec: PrisonSpec, pins: dict, runtime_dir: str) -> list[str]:
@@ -59,16 +66,15 @@ class Launcher:
             raise SystemLayerError(f"cannot open exec.consolelog {spec.exec.consolelog}: {exc.strerror}",
                                    "exec_failed") from None
 
-    async def start_init(self, spec: PrisonSpec, cg: cgroups.Cgroup, pins: dict) -> int:
+    async def start_init(self, spec: PrisonSpec, procs_files: list[str], pins: dict) -> int:
         """A confined prison's init (PID 1 of its namespaces, in its cgroup); its host pid."""
         if not self.jail_path:
             raise SystemLayerError("prisonjail is missing: was prisond installed with 'pip install'?", "internal")
         if not os.path.isdir(spec.path):
             raise SystemLayerError(f"path {spec.path}: not a directory", "exec_failed")
-        procs_file = cg.procs_file
         proc = await asyncio.create_subprocess_exec(
             *init_argv(self.jail_path, spec, pins, self.runtime_dir), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: cgroups.join(procs_file),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: join_all(procs_files),
             start_new_session=True)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), INIT_TIMEOUT)
@@ -81,10 +87,10 @@ class Launcher:
             raise SystemLayerError(f"cannot confine the prison: {why}", "exec_failed")
         return int(out)
 
-    async def spawn_in(self, spec: PrisonSpec, cmd: Command, cg: cgroups.Cgroup,
+    async def spawn_in(self, spec: PrisonSpec, cmd: Command, procs_files: list[str],
                        kernel: bool = False, pins: dict | None = None,
                        init_pid: int | None = None) -> asyncio.subprocess.Process:
-        procs_file = cg.procs_file
+        nofile = spec.limits.nofile
         argv = cmd.argv
         if init_pid is not None:  # confined: prisonjail enters, and is the user inside
             argv = (*enter_argv(self.jail_path, init_pid, jail_flags(spec), spec.exec.jail_user), *argv)
@@ -96,7 +102,9 @@ class Launcher:
             env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name, SHELL=user.pw_shell or "/bin/sh")
 
         def enter():  # between fork and exec: os calls only; into the prison, then the user
-            cgroups.join(procs_file)
+            join_all(procs_files)
+            if nofile:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
             if pins:
                 namespaces.join(pins)
             if user:

@@ -37,6 +37,8 @@ class Deps:
     kernel: object | None = None  # bpf.enforce.KernelLayer where the host can enforce
     kernel_why: str = ""          # why it can, or why not
     ns_dir: str | None = None     # where each prison's namespaces are pinned (None: no namespaces)
+    resources: object | None = None  # resources.Host: limits and accounting (None: neither)
+    events: object | None = None     # events.EventLog
 
     def ns_pins(self, spec: PrisonSpec) -> dict[str, str]:
         """The prison's namespaces: UTS always, IPC unless allow.sysvipc (the host's, as FreeBSD)."""
@@ -75,6 +77,7 @@ class Prison:
         self.service_pid: int | None = None  # the service of an adopted prison (not our child)
         self._addr_cache: tuple = (None, [], [])
         self.init_pid: int | None = None  # a confined prison's PID 1 (host pid)
+        self.res = deps.resources.for_prison(spec.name, self.cgroup.path) if deps.resources else None
 
     # ------------------------------------------------------------ start
 
@@ -90,6 +93,7 @@ class Prison:
                 await self._teardown(graceful=False)
                 self.state, self.reason = FAILED, exc.message
                 self.log.error("failed to start: %s", exc.message)
+                self.event("failed", exc.message)
                 raise
             except Exception as exc:  # a bug must still leave nothing half-made
                 await self._teardown(graceful=False)
@@ -98,6 +102,7 @@ class Prison:
                 raise PrisonError(f"prison {self.spec.name} failed to start: {exc}") from exc
             self.state, self.started_at = RUNNING, time.time()
             self.log.info("running")
+            self.event("started", f"jid {self.jid}")
 
     async def _start(self) -> None:
         spec = self.spec
@@ -106,7 +111,18 @@ class Prison:
         self._holds_aliases = True
         if self.cgroup.exists() and self.cgroup.procs():
             raise SystemLayerError(f"cgroup {self.cgroup.path} already holds processes", "cgroup_error")
+        if spec.limits.nofile:
+            import resource
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            if hard != resource.RLIM_INFINITY and spec.limits.nofile > hard:
+                raise SystemLayerError(f"limits.nofile {spec.limits.nofile} is above the daemon's own hard limit "
+                                       f"{hard} (LimitNOFILE= in its unit)", "limit_unavailable")
         await asyncio.to_thread(self.cgroup.create)
+        if self.res:
+            await asyncio.to_thread(self.res.create)
+            await asyncio.to_thread(self.res.apply, spec.limits)
+        elif spec.limits.controllers():
+            raise SystemLayerError("limits: this daemon has no cgroup controllers to enforce them", "limit_unavailable")
         await asyncio.to_thread(namespaces.create, self.deps.ns_pins(spec), spec.hostname)
         if self.enforcement == "kernel":
             if self.deps.kernel is None:
@@ -114,7 +130,7 @@ class Prison:
                                        "kernel_unavailable")
             self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
         if spec.confined:
-            self.init_pid = await self.deps.launcher.start_init(spec, self.cgroup, self.deps.ns_pins(spec))
+            self.init_pid = await self.deps.launcher.start_init(spec, self.procs_files(), self.deps.ns_pins(spec))
             self.log.info("confined in %s (init: pid %d)", spec.path, self.init_pid)
         if spec.exec.start:
             self.service = await self._spawn(spec.exec.start)
@@ -123,8 +139,16 @@ class Prison:
             spawn(self._watch_service(self.service), f"service:{spec.name}")
         await self._host_hook("poststart", spec.exec.poststart)
 
+    def procs_files(self) -> list[str]:
+        """Where a process joins the prison: its cgroup, and on v1 hosts its controllers'."""
+        return [self.cgroup.procs_file] + (self.res.procs_files() if self.res else [])
+
+    def event(self, kind: str, text: str, **data) -> None:
+        if self.deps.events is not None:
+            self.deps.events.add(self.spec.name, kind, text, **data)
+
     async def _spawn(self, cmd: Command) -> asyncio.subprocess.Process:
-        return await self.deps.launcher.spawn_in(self.spec, cmd, self.cgroup, self.enforcement == "kernel",
+        return await self.deps.launcher.spawn_in(self.spec, cmd, self.procs_files(), self.enforcement == "kernel",
                                                  self.deps.ns_pins(self.spec), self.init_pid)
 
     async def _watch_service(self, proc: asyncio.subprocess.Process) -> None:
@@ -159,6 +183,9 @@ class Prison:
             await asyncio.to_thread(self.deps.aliases.acquire, spec.name, spec.addresses, spec.interface)
             self._holds_aliases = True
             await asyncio.to_thread(namespaces.create, self.deps.ns_pins(spec), spec.hostname)
+            if self.res:
+                await asyncio.to_thread(self.res.create)
+                await asyncio.to_thread(self.res.apply, spec.limits)
             if self.enforcement == "kernel":
                 if self.deps.kernel is None:
                     raise SystemLayerError("its kernel enforcement cannot be re-established: "
@@ -178,23 +205,53 @@ class Prison:
             self.log.info("adopted (jid %d, %d processes, %s enforcement)", self.jid, len(self.pids()),
                           self.enforcement)
 
-    async def change_addresses(self, new: PrisonSpec) -> None:
-        """A reload that changed only the addresses of a running kernel prison: aliases and the
-        kernel policy change, the processes stay."""
+    async def change_in_place(self, new: PrisonSpec) -> None:
+        """A reload that changed only what a running prison can take without a restart: the
+        addresses of a kernel prison (aliases and the kernel policy change) and the limits
+        (written to its cgroups).  The processes stay."""
         async with self.lock:
             old = self.spec
-            await asyncio.to_thread(self.deps.aliases.acquire, new.name, new.addresses, new.interface)
+            if new.limits != old.limits:
+                await asyncio.to_thread(self.res.apply, new.limits)
+                if new.limits.nofile != old.limits.nofile:
+                    await asyncio.to_thread(self._set_nofile, new.limits.nofile)
+                self.spec = dataclasses.replace(self.spec, limits=new.limits)
+                self.log.info("limits now %s (processes kept)", _limits_text(new.limits))
+            if new.addresses != old.addresses:
+                await asyncio.to_thread(self.deps.aliases.acquire, new.name, new.addresses, new.interface)
+                await asyncio.to_thread(self.deps.kernel.update, self.cgroup.path, new)
+                kept = {a.ip for a in new.addresses}
+                gone = tuple(a for a in old.addresses if a.ip not in kept)
+                await asyncio.to_thread(self.deps.aliases.release, old.name, gone)
+                self.log.info("addresses now %s (processes kept)", ", ".join(map(str, new.addresses)) or "none")
             self.spec = new
-            await asyncio.to_thread(self.deps.kernel.update, self.cgroup.path, new)
-            kept = {a.ip for a in new.addresses}
-            gone = tuple(a for a in old.addresses if a.ip not in kept)
-            await asyncio.to_thread(self.deps.aliases.release, old.name, gone)
-            self.log.info("addresses now %s (processes kept)", ", ".join(map(str, new.addresses)) or "none")
 
-    def addresses_only_changed(self, new: PrisonSpec) -> bool:
-        return (self.state == RUNNING and self.enforcement == "kernel" and self.cgroup_id is not None
-                and self.deps.enforcement(new)[0] == "kernel"
-                and dataclasses.replace(self.spec, ip4=(), ip6=()) == dataclasses.replace(new, ip4=(), ip6=()))
+    def _set_nofile(self, n: int | None) -> None:
+        """RLIMIT_NOFILE of every running process of the prison (no limit: the daemon's own).
+        Raising a hard limit needs CAP_SYS_RESOURCE: without it, only new processes get it."""
+        import resource
+        value = (n, n) if n else resource.getrlimit(resource.RLIMIT_NOFILE)
+        refused = 0
+        for pid in self.cgroup.procs():
+            try:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, value)
+            except ProcessLookupError:
+                pass
+            except (PermissionError, ValueError):
+                refused += 1
+        if refused:
+            self.log.warning("limits.nofile: %d running process(es) keep their lower limit (raising it needs "
+                             "CAP_SYS_RESOURCE); new processes get %s", refused, value[1])
+
+    def changes_in_place(self, new: PrisonSpec) -> bool:
+        if self.state != RUNNING:
+            return False
+        same_rest = dataclasses.replace(self.spec, ip4=(), ip6=(), limits=new.limits) == \
+            dataclasses.replace(new, ip4=(), ip6=())
+        addresses_ok = new.addresses == self.spec.addresses or (
+            self.enforcement == "kernel" and self.cgroup_id is not None and self.deps.enforcement(new)[0] == "kernel")
+        limits_ok = new.limits == self.spec.limits or (self.res is not None and not self.res.missing(new.limits))
+        return same_rest and addresses_ok and limits_ok
 
     # ------------------------------------------------------------ stop
 
@@ -210,6 +267,7 @@ class Prison:
             errors = await self._teardown(graceful=True)
             self.state, self.started_at = STOPPED, None
             self.reason = "; ".join(errors) if errors else None
+            self.event("stopped", self.reason or "")
             if errors:
                 self.log.warning("stopped with problems: %s", self.reason)
             else:
@@ -235,6 +293,8 @@ class Prison:
             await self._kill_all(spec.stop_timeout if graceful else 0.0)
             await asyncio.to_thread(self.cgroup.remove)  # detaches the programs, frees the storage
             self.cgroup_id = None
+            if self.res:
+                await asyncio.to_thread(self.res.remove)
         except PrisonError as exc:
             errors.append(exc.message)
         try:
@@ -295,7 +355,7 @@ class Prison:
         except PrisonError:
             return 0
 
-    def summary(self) -> dict:
+    def summary(self, full: bool = False) -> dict:
         spec = self.spec
         if self._addr_cache[0] is not spec:  # listing a thousand prisons is mostly this
             self._addr_cache = (spec, [str(a.ip) for a in spec.ip4], [str(a.ip) for a in spec.ip6])
@@ -304,10 +364,11 @@ class Prison:
             "ip4": self._addr_cache[1], "ip6": self._addr_cache[2],
             "state": self.state, "procs": self.nprocs(), "reason": self.reason,
             "enforcement": self.enforcement, "enforcement_why": self.enforcement_why,
+            "usage": self.usage(full),
         }
 
     def details(self) -> dict:
-        info = self.summary()
+        info = self.summary(full=True)
         pids = self.pids()
         info.update({
             "addresses": [a.spec() for a in self.spec.addresses],
@@ -323,8 +384,24 @@ class Prison:
             "init_pid": self.init_pid,
             "processes": procinfo.processes(pids),
             "kernel_counters": self.kernel_counters(),
+            "limits": {k: v for k, v in dataclasses.asdict(self.spec.limits).items() if v is not None},
         })
         return info
+
+    def usage(self, full: bool) -> dict | None:
+        """What the prison uses: CPU, memory, limit hits (its cgroups) and, in full, its network
+        traffic (the kernel layer's counters).  None while it is not running."""
+        if self.state not in (RUNNING, STOPPING) or self.res is None:
+            return None
+        try:
+            stats = self.res.stats() if full else self.res.cpu_memory()
+        except PrisonError:
+            return None
+        if full:
+            net = self.kernel_counters() or {}
+            stats.update({k: net.get(k) for k in ("egress_bytes", "egress_packets", "ingress_bytes",
+                                                  "ingress_packets")})
+        return stats
 
     def kernel_counters(self) -> dict | None:
         if self.cgroup_id is None or self.deps.kernel is None:
@@ -333,3 +410,8 @@ class Prison:
             return self.deps.kernel.counters(self.cgroup_id)
         except PrisonError:
             return None
+
+
+def _limits_text(limits) -> str:
+    parts = [f"{k}={v}" for k, v in dataclasses.asdict(limits).items() if v is not None]
+    return ", ".join(parts) or "none"

@@ -20,9 +20,10 @@ MAX_LINE = 64 * 1024
 METHODS = frozenset({
     "daemon.health", "daemon.reload",
     "prison.list", "prison.show", "prison.ps", "prison.which",
-    "prison.start", "prison.stop", "prison.restart", "prison.exec", "proc.status",
+    "prison.start", "prison.stop", "prison.restart", "prison.exec", "proc.status", "prison.events",
 })
-READ_ONLY = frozenset({"daemon.health", "prison.list", "prison.show", "prison.ps", "prison.which", "proc.status"})
+READ_ONLY = frozenset({"daemon.health", "prison.list", "prison.show", "prison.ps", "prison.which", "proc.status",
+                       "prison.events"})
 # all a process inside a prison may ask, root included: its shim's questions about its own prison
 JAILED_OK = frozenset({"daemon.health", "proc.status"})
 

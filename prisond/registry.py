@@ -100,6 +100,8 @@ class Registry:
             cg.remove()
         except PrisonError as exc:
             log.error("%s", exc.message)
+        if self.deps.resources:
+            self.deps.resources.leftovers(name)
 
     def _renumber(self, adopted: list[Prison]) -> None:
         """Adopted prisons keep their JIDs; the others get fresh ones after the highest."""
@@ -180,10 +182,10 @@ class Registry:
                 return d
             log.info("reload: added %s, changed %s, removed %s", list(d.added) or "-", list(d.changed) or "-",
                      list(d.removed) or "-")
-            # a running kernel prison whose addresses alone changed keeps its processes
-            in_place = [n for n in d.changed if self.prisons[n].addresses_only_changed(new.prison(n))]
+            # a running prison whose limits or (kernel prisons) addresses alone changed keeps its processes
+            in_place = [n for n in d.changed if self.prisons[n].changes_in_place(new.prison(n))]
             for name in in_place:
-                await self.prisons[name].change_addresses(new.prison(name))
+                await self.prisons[name].change_in_place(new.prison(name))
                 self.save(self.prisons[name])
             changed = [n for n in d.changed if n not in in_place]
             # a changed prison comes back if it was up (or had failed: the new spec may fix it)
@@ -204,8 +206,9 @@ class Registry:
 
     # ------------------------------------------------------------ views
 
-    def list(self) -> list[dict]:
-        return [p.summary() for p in self.prisons.values()]
+    def list(self, full: bool = False) -> list[dict]:
+        """Every prison's summary; full: with all its figures (`prisonctl top`)."""
+        return [p.summary(full) for p in self.prisons.values()]
 
     def counts(self) -> dict:
         states = [p.state for p in self.prisons.values()]

@@ -50,6 +50,9 @@ def pytest_sessionfinish(session, exitstatus):
             os.rmdir(top)
         except OSError:
             pass
+    from support.daemon import remove_v1_cgroups
+    for top in glob.glob(f"/sys/fs/cgroup/*/prisond-test-{os.getpid()}-*"):
+        remove_v1_cgroups(os.path.basename(top))
 
 
 from support.fixtures import *  # noqa: E402,F401,F403  (fixtures shared by all suites)

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -197,15 +198,17 @@ int ctl_main(int argc, char **argv)
 	int n;
 	if (ask(sock, name, reply, sizeof reply) < 0 || (n = parse_reply(reply, items, MAX_ITEMS)) < 0 || n % 2)
 		return fallback(argv);
-	const char *procs = NULL, *init = NULL, *allow = "-", *preload = NULL;
-	const char *pins[8];
-	int npins = 0, nenv = 0;
+	const char *init = NULL, *allow = "-", *preload = NULL, *nofile = NULL;
+	const char *pins[8], *procs[8];
+	int npins = 0, nenv = 0, nprocs = 0;
 	char *envs[MAX_ITEMS];
 	for (int k = 0; k < n; k += 2) {
 		const char *key = items[k];
 		char *val = items[k + 1];
-		if (!strcmp(key, "cgroup_procs"))
-			procs = val;
+		if (!strcmp(key, "cgroup_procs") && nprocs < 8)
+			procs[nprocs++] = val;
+		else if (!strcmp(key, "nofile"))
+			nofile = val;
 		else if (!strcmp(key, "init_pid"))
 			init = val;
 		else if (!strcmp(key, "allow"))
@@ -217,7 +220,7 @@ int ctl_main(int argc, char **argv)
 		else if (!strcmp(key, "env"))
 			envs[nenv++] = val;
 	}
-	if (!procs || !preload || (!init && (user || login)))
+	if (!nprocs || !preload || (!init && (user || login)))
 		return fallback(argv);
 
 	/* the environment: the caller's (or jexec -l's few), the prison's, the shim first */
@@ -251,13 +254,20 @@ int ctl_main(int argc, char **argv)
 		sprintf(lp, "LD_PRELOAD=%s", preload);
 	put_env(&env, &ne, lp);
 
-	int fd = open(procs, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, "0", 1) != 1) {
-		if (fd >= 0)
-			close(fd);
-		return fallback(argv);
+	for (int k = 0; k < nprocs; k++) { /* its cgroup, and on v1 hosts its controllers' */
+		int fd = open(procs[k], O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, "0", 1) != 1) {
+			if (fd >= 0)
+				close(fd);
+			return fallback(argv);
+		}
+		close(fd);
 	}
-	close(fd);
+	if (nofile) {
+		struct rlimit rl = {.rlim_cur = strtoul(nofile, NULL, 10), .rlim_max = strtoul(nofile, NULL, 10)};
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return fallback(argv);
+	}
 	environ = env;
 
 	if (init) { /* confined: prisonjail enter, in this very process */

@@ -244,7 +244,7 @@ def test_the_c_prisonctl_execs_as_the_python_one_does(daemon, confined_root):
     assert (r.returncode, r.stderr) == (1, b"prisonctl: no such prison: nosuch\n")
     r = fast(d, "exec", 'bad"name', "true")
     assert r.returncode == 1 and b"no such prison" in r.stderr
-    assert fast(d, "list").stdout.split(b"\n")[0].split() == [b"JID", b"NAME", b"HOSTNAME", b"IP", b"STATE", b"PROCS"]
+    assert fast(d, "list").stdout.split(b"\n")[0].split() == [b"JID", b"NAME", b"HOSTNAME", b"IP", b"STATE", b"PROCS", b"CPU", b"MEM"]
     d.stop()
     r = fast(d, "exec", "a", "true")  # no daemon: the Python prisonctl says so
     assert r.returncode == 69 and b"Traceback" not in r.stderr

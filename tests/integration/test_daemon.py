@@ -26,9 +26,10 @@ prisons:
     r = d.ctl("list")
     assert r.returncode == 0
     lines = r.stdout.decode().splitlines()
-    assert lines[0].split() == ["JID", "NAME", "HOSTNAME", "IP", "STATE", "PROCS"]
-    assert lines[1].split() == ["1", "web1", "web1.example.test", "127.0.2.1", "running", "1"]
-    assert lines[2].split() == ["2", "web2", "web2", "127.0.3.1,127.0.3.2", "running", "0"]
+    assert lines[0].split() == ["JID", "NAME", "HOSTNAME", "IP", "STATE", "PROCS", "CPU", "MEM"]
+    assert lines[1].split()[:6] == ["1", "web1", "web1.example.test", "127.0.2.1", "running", "1"]
+    assert lines[2].split()[:6] == ["2", "web2", "web2", "127.0.3.1,127.0.3.2", "running", "0"]
+    assert lines[1].split()[6].endswith("s") and lines[1].split()[7][-1] in "KMG"  # CPU time, memory
     listed = json.loads(d.ctl("list", "--json").stdout)
     assert [p["name"] for p in listed] == ["web1", "web2"]
     shown = json.loads(d.ctl("show", "web1", "--json").stdout)

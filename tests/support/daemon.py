@@ -48,7 +48,10 @@ class Daemon:
     def write_config(self, text: str) -> None:
         text = textwrap.dedent(text)
         if "cgroup_parent" not in text:
-            text = f"daemon:\n  cgroup_parent: {self.cgroup_parent}\n" + text
+            if text.startswith("daemon:\n"):
+                text = text.replace("daemon:\n", f"daemon:\n  cgroup_parent: {self.cgroup_parent}\n", 1)
+            else:
+                text = f"daemon:\n  cgroup_parent: {self.cgroup_parent}\n" + text
         with open(self.config_path, "w") as fh:
             fh.write(text)
 
@@ -83,6 +86,9 @@ class Daemon:
     def ctl(self, *args, check: bool = False, input: bytes | None = None, timeout: float = 60, **kw):
         return subprocess.run(prisonctl_cmd() + ["--socket", self.socket, *map(str, args)], input=input,
                               capture_output=True, timeout=timeout, check=check, **kw)
+
+    def ctl_argv(self) -> list[str]:
+        return prisonctl_cmd() + ["--socket", self.socket]
 
     def exec(self, prison: str, *argv, **kw):
         return self.ctl("exec", prison, "--", *argv, **kw)
@@ -134,6 +140,7 @@ class Daemon:
             os.rmdir(top)
         except OSError:
             pass
+        remove_v1_cgroups(self.cgroup_parent)
 
     def kill9(self) -> None:
         self.proc.kill()
@@ -219,3 +226,24 @@ def let_others_reach(path: str) -> None:
     while path not in ("/", "/tmp"):
         os.chmod(path, os.stat(path).st_mode | 0o005)
         path = os.path.dirname(path)
+
+
+def remove_v1_cgroups(parent: str) -> None:
+    """The v1 controller cgroups (hybrid hosts) of a daemon's prisons, and their parents."""
+    import glob
+    for top in glob.glob(f"/sys/fs/cgroup/*/{parent}"):
+        if os.path.realpath(top).startswith("/sys/fs/cgroup/unified"):
+            continue
+        for child in glob.glob(os.path.join(top, "*/")):
+            for _ in range(100):
+                try:
+                    os.rmdir(child)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        try:
+            os.rmdir(top)
+        except OSError:
+            pass

@@ -121,7 +121,7 @@ def flags(args: list[str], allowed: set[str], positional: int | None = None) -> 
 
 def cmd_list(client: Client, args: list[str]) -> int:
     opts, _ = flags(args, {"--json"}, 0)
-    prisons = client.call("prison.list")
+    prisons = client.call("prison.list", full="--json" in opts)  # JSON: every figure
     if "--json" in opts:
         print_json(prisons)
         return 0

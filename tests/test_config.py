@@ -111,7 +111,7 @@ def test_prisonctl_check(tmp_path):
     r = subprocess.run(prisonctl_cmd() + ["check", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.splitlines() == [f"{bad}:4: prisons.a.colour: unknown key (known: allow, enforce, exec, hostname, "
-                                     "interface, ip4, ip6, mounts, path, stop)",
+                                     "interface, ip4, ip6, limits, mounts, path, stop)",
                                      f"{bad}:3: prisons.a.ip4[0]: 0.0.0.0 is the unspecified address"]
     r = subprocess.run(prisonctl_cmd() + ["check", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert r.returncode == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr
@@ -152,4 +152,26 @@ def test_bad_path_and_mounts_are_named():
         "x.yaml:7: prisons.b.mounts: needs path: (the prison's root to mount into)",
         "x.yaml:10: prisons.c.allow.set_hostname: not available in a confined prison (path:): its root has no "
         "CAP_SYS_ADMIN; the hostname is the configuration's",
+    ]
+
+
+def test_limits():
+    from prisond.config import Limits
+    c = parse("defaults:\n  limits: {pids: 100}\nprisons:\n"
+              "  a: {ip4: [127.0.2.1], limits: {memory: 1.5G, memory_high: 512M, cpu: 150%, nofile: 4096}}\n"
+              "  b: {ip4: [127.0.3.1], limits: {cpu: 0.25, pids: 10}}\n", "x.yaml")
+    assert c.prisons[0].limits == Limits(memory=3 << 29, memory_high=512 << 20, pids=100, cpu=1.5, nofile=4096)
+    assert c.prisons[1].limits == Limits(pids=10, cpu=0.25)
+    with pytest.raises(ConfigError) as e:
+        parse("prisons:\n  a:\n    ip4: [127.0.2.1]\n"
+              "    limits: {memory: 10K, memory_high: lots, pids: 0, cpu: 0%, nofile: true, disk: 1G}\n"
+              "  b:\n    ip4: [127.0.3.1]\n    limits: {memory: 64M, memory_high: 128M}\n", "x.yaml")
+    assert e.value.problems == [
+        "x.yaml:4: prisons.a.limits.disk: unknown key (known: cpu, memory, memory_high, nofile, pids)",
+        "x.yaml:4: prisons.a.limits.memory: must be a size of at least 1M (e.g. 512M, 2G), not '10K'",
+        "x.yaml:4: prisons.a.limits.memory_high: must be a size of at least 1M (e.g. 512M, 2G), not 'lots'",
+        "x.yaml:4: prisons.a.limits.pids: must be a whole number from 1 to 4194304, not 0",
+        "x.yaml:4: prisons.a.limits.nofile: must be a whole number from 1 to 1048576, not True",
+        "x.yaml:4: prisons.a.limits.cpu: must be a share of CPUs such as 50% or 1.5 (at least 1%), not '0%'",
+        "x.yaml:7: prisons.b.limits.memory_high: is above memory (the hard limit)",
     ]

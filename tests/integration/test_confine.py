@@ -208,6 +208,8 @@ def test_the_example_configuration_runs_all_three_prisons(daemon, tmp_path):
         wait_for(lambda: _serves(f"http://{ip}:8080/"), what=f"the server on {ip}")
     assert http_get("http://127.0.4.1:8080/") == (200, "shop\n")
     assert d.exec("shop", "hostname").stdout == b"shop.example.test\n"
+    assert d.exec("shop", "sh", "-c", "ulimit -n").stdout == b"1024\n"
+    assert d.show("shop")["limits"] == {"memory": 256 << 20, "pids": 100, "cpu": 0.5, "nofile": 1024}
     assert d.stop() == 0
 
 

@@ -140,3 +140,22 @@ def test_network_bytes_match_what_was_sent(daemon):
     assert got <= count * size and got >= 0.9 * count * size  # what arrived (loopback may drop a few)
     text = d.ctl("show", "net").stdout.decode()
     assert f"out {(count * (size + 28)) / (1 << 20):.1f}M / {count} packets" in text
+
+
+def test_top_and_list_report_every_prison(daemon):
+    d = daemon("prisons:\n  spin:\n    ip4: [127.0.2.1]\n    limits: {cpu: 50%, pids: 100}\n"
+               "    exec: {start: \"sh -c 'while :; do :; done'\"}\n"
+               "  idle:\n    ip4: [127.0.3.1]\n    exec: {start: sleep 600}\n")
+    r = d.ctl("top", "-n", "2", "-d", "1")
+    assert r.returncode == 0, r.stderr
+    frames = r.stdout.decode().split("prisonctl top: ")[1:]
+    assert len(frames) == 2
+    rows = {line.split()[1]: line.split() for line in frames[1].splitlines()[2:]}
+    header = frames[1].splitlines()[1].split()
+    assert header == ["JID", "NAME", "STATE", "PROCS", "CPU%", "MEM", "PEAK", "OOM", "FORK-REFUSED", "THROTTLED",
+                      "NET-IN", "NET-OUT"]
+    assert 30 <= float(rows["spin"][4]) <= 70 and float(rows["idle"][4]) < 5
+    listed = {p["name"]: p for p in json.loads(d.ctl("list", "--json").stdout)}
+    assert set(listed["spin"]["usage"]) >= {"cpu_usec", "memory_current", "memory_peak", "oom_kills", "pids_refused",
+                                            "cpu_throttled", "egress_bytes", "ingress_bytes"}
+    assert listed["spin"]["usage"]["cpu_usec"] > listed["idle"]["usage"]["cpu_usec"]

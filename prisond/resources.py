@@ -94,11 +94,18 @@ def v1_stats(read) -> dict:
 
 
 def _read(path: str) -> str | None:
+    """A small sysfs file; os calls (open() costs three times as much, and `prisonctl list`
+    reads two of these per prison)."""
     try:
-        with open(path) as fh:
-            return fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        return os.read(fd, 65536).decode()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _write(path: str, value: str) -> None:

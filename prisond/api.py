@@ -1,8 +1,9 @@
 """The control methods: a request and the caller's credentials in, a result or a PrisonError out.
 
-Who may do what (SO_PEERCRED): anyone who can reach the socket may read (health, list, show);
-only root may change things or enter a prison; a process inside a prison (root included) may
-only ask what its shim asks about its own prison.
+Who may do what (SO_PEERCRED, SO_PEERGROUPS): root and members of the control group (daemon.
+control_group, default prisond) may change things and enter prisons; any other local user may
+read (health, list, show, ...) unless daemon.public_read is false; a process inside a prison
+(root included) may only ask what its shim asks about its own prison.
 """
 from __future__ import annotations
 
@@ -23,20 +24,35 @@ class Peer:
     pid: int
     uid: int
     gid: int
+    groups: tuple[int, ...] = ()  # supplementary groups
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may change things: root and the members of `gid` (None: root only)."""
+    gid: int | None = None
+    public_read: bool = True
+
+    def operator(self, peer: Peer) -> bool:
+        return peer.uid == 0 or (self.gid is not None and (peer.gid == self.gid or self.gid in peer.groups))
 
 
 class Api:
-    def __init__(self, registry: Registry, shim_path: str, *, status=lambda: "ready"):
+    def __init__(self, registry: Registry, shim_path: str, *, status=lambda: "ready", access: Access = Access()):
         self.registry = registry
         self.shim_path = shim_path
         self.status = status
+        self.access = access
 
     async def handle(self, req: Request, peer: Peer):
         jail = self.registry.deps.cgroups.prison_of(peer.pid)
         if jail is not None and req.method not in JAILED_OK:
             raise PermissionDenied(f"{req.method}: refused to a process in prison {jail}")
-        if req.method not in READ_ONLY and peer.uid != 0:
-            raise PermissionDenied(f"{req.method} needs root (you are uid {peer.uid})")
+        if jail is None and not self.access.operator(peer):
+            if req.method not in READ_ONLY:
+                raise PermissionDenied(f"{req.method} needs root or the control group (you are uid {peer.uid})")
+            if not self.access.public_read:
+                raise PermissionDenied(f"reading needs root or the control group (you are uid {peer.uid})")
         if req.method == "proc.status":
             return self.proc_status(req, jail)
         method = getattr(self, "m_" + req.method.replace(".", "_"))

@@ -121,6 +121,8 @@ class DaemonSpec:
     cgroup_parent: str = "prisond"
     kernel_layer: bool = True  # false: load no BPF; prisons default to the shim
     limits: bool = True        # false: leave the cgroup controllers alone (no limits, no accounting)
+    control_group: str = "prisond"  # its members may change things through the control socket
+    public_read: bool = True        # any local user may read (list, show, ...); false: root and the group
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,7 @@ class _Validator:
         return Config(source=self.src.filename, prisons=tuple(prisons), daemon=daemon)
 
     def daemon(self, value, path) -> DaemonSpec:
-        d = self.mapping(value, path, {"cgroup_parent", "kernel_layer", "limits"})
+        d = self.mapping(value, path, {"cgroup_parent", "kernel_layer", "limits", "control_group", "public_read"})
         parent = "prisond"
         if "cgroup_parent" in d:
             parent = self.string(d["cgroup_parent"], path + ("cgroup_parent",)) or parent
@@ -243,7 +245,10 @@ class _Validator:
                 self.bad(path + ("cgroup_parent",), "must not contain '..'")
         kernel = self.boolean(d["kernel_layer"], path + ("kernel_layer",)) if "kernel_layer" in d else True
         limits = self.boolean(d["limits"], path + ("limits",)) if "limits" in d else True
-        return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel, limits=limits)
+        group = self.string(d["control_group"], path + ("control_group",)) if "control_group" in d else "prisond"
+        public = self.boolean(d["public_read"], path + ("public_read",)) if "public_read" in d else True
+        return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel, limits=limits,
+                          control_group=group or "prisond", public_read=public)
 
     def merge(self, defaults: dict, body, dpath, ppath):
         """Deep-merge defaults under a prison's own keys, remembering where each came from."""

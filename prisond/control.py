@@ -22,11 +22,12 @@ IDLE_TIMEOUT = 30.0
 
 
 class ControlServer:
-    def __init__(self, path: str, handler, *, mode: int = 0o660, max_clients: int = MAX_CLIENTS,
-                 idle_timeout: float = IDLE_TIMEOUT):
+    def __init__(self, path: str, handler, *, mode: int = 0o660, gid: int | None = None,
+                 max_clients: int = MAX_CLIENTS, idle_timeout: float = IDLE_TIMEOUT):
         self.path = path
         self.handler = handler
         self.mode = mode
+        self.gid = gid
         self.max_clients = max_clients
         self.idle_timeout = idle_timeout
         self.clients = 0
@@ -40,6 +41,8 @@ class ControlServer:
                                                            backlog=1024)
         finally:
             os.umask(old)
+        if self.gid is not None:
+            os.chown(self.path, 0, self.gid)
         os.chmod(self.path, self.mode)
 
     async def close(self) -> None:
@@ -98,11 +101,19 @@ class ControlServer:
             return reply_error(rid, PrisonError(f"internal error: {type(exc).__name__}", "internal"))
 
 
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+
+
 def _peer(writer: asyncio.StreamWriter) -> Peer:
     sock = writer.get_extra_info("socket")
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
-    return Peer(pid, uid, gid)
+    try:
+        groups = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 256)
+        gids = struct.unpack(f"{len(groups) // 4}I", groups)
+    except OSError:  # more than 256 groups, or an old kernel: the primary group only
+        gids = ()
+    return Peer(pid, uid, gid, gids)
 
 
 def _remove_stale(path: str) -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import sdnotify
-from .api import Api
+from .api import Access, Api
 from .cgroup import CgroupTree, detect_host
 from .config import Config, Limits, load_file
 from .control import ControlServer
@@ -72,6 +72,16 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)  # libraries (pyroute2, asyncio) speak only of problems
     logging.getLogger("prisond").setLevel(level.upper())
+
+
+def control_gid(name: str) -> int | None:
+    """The control group's gid; None (root alone) when the host has no such group."""
+    import grp
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        log.info("no group %s: only root may change things through the control socket", name)
+        return None
 
 
 def install_shim(runtime_dir: str) -> str:
@@ -131,8 +141,13 @@ class Daemon:
                          events=self.events)
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
-        self.api = Api(self.registry, shim_path, status=lambda: self.status)
-        self.server = ControlServer(args.socket, self.api.handle)
+        gid = control_gid(config.daemon.control_group)
+        self.api = Api(self.registry, shim_path, status=lambda: self.status,
+                       access=Access(gid, config.daemon.public_read))
+        # the file mode is a first gate (everyone may connect when reads are public); the daemon
+        # decides each request by the caller's credentials
+        self.server = ControlServer(args.socket, self.api.handle, gid=gid,
+                                    mode=0o666 if config.daemon.public_read else 0o660)
         self.stopping = asyncio.Event()
 
     async def run(self) -> int:

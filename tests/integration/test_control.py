@@ -131,20 +131,45 @@ def test_many_clients_at_once(d):
     assert healthy(d)
 
 
-def test_the_socket_is_not_for_everyone(d):
+def test_anyone_may_read_only_root_and_the_control_group_may_change(daemon):
+    """Real unprivileged processes (nobody), with and without the control group (staff here)."""
+    import grp
+    staff = grp.getgrnam("staff").gr_gid
+    d = daemon("daemon:\n  control_group: staff\nprisons:\n  a:\n    ip4: [127.0.2.1]\n  b:\n    ip4: [127.0.3.1]\n")
     st = os.stat(d.socket)
-    assert st.st_mode & 0o777 == 0o660 and st.st_uid == 0
-    # a real unprivileged user (nobody), given a way to the socket, is refused at connect
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o666, 0, staff)
+    let_others_reach(d.run_dir)
+    code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "list"])
+    assert code == 0 and out.splitlines()[1].split()[1] == "a"
+    code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "stop", "a"])
+    assert code == 77 and "prison.stop needs root or the control group (you are uid 65534)" in err
+    assert d.call("prison.show", name="a")["state"] == "running"
+    code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "stop", "a"], groups=[staff])
+    assert code == 0, err
+    assert d.call("prison.show", name="a")["state"] == "stopped"
+
+
+def test_reading_can_be_kept_to_the_control_group(daemon):
+    import grp
+    staff = grp.getgrnam("staff").gr_gid
+    d = daemon("daemon:\n  control_group: staff\n  public_read: false\nprisons:\n  a:\n    ip4: [127.0.2.1]\n")
+    st = os.stat(d.socket)
+    assert (st.st_mode & 0o777, st.st_gid) == (0o660, staff)
     let_others_reach(d.run_dir)
     code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "list"])
     assert code == 77 and err == f"prisonctl: permission denied connecting to {d.socket}\n"
-    # and if the file mode let it in, the daemon still refuses changes by uid (SO_PEERCRED)
+    code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "list"], groups=[staff])
+    assert code == 0 and out.splitlines()[1].split()[1] == "a"
+    # past the file mode (opened up by hand), the daemon still asks for the group
     os.chmod(d.socket, 0o666)
-    try:
-        code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "stop", "a"])
-        assert code == 77 and "prison.stop needs root (you are uid 65534)" in err
-        code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "list"])
-        assert code == 0 and out.splitlines()[1].split()[1] == "a"
-    finally:
-        os.chmod(d.socket, 0o660)
+    code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "list"])
+    assert code == 77 and "reading needs root or the control group" in err
+
+
+def test_without_the_group_only_root_may_change(d):
+    st = os.stat(d.socket)
+    assert st.st_mode & 0o777 == 0o666 and st.st_uid == 0  # no prisond group on this host
+    let_others_reach(d.run_dir)
+    code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "stop", "a"], groups=[50])
+    assert code == 77 and "needs root or the control group" in err
     assert d.call("prison.show", name="a")["state"] == "running"

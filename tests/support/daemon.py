@@ -186,7 +186,7 @@ def pids_with_env(marker: str) -> list[int]:
 
 
 
-def run_cli_as(uid: int, gid: int, argv: list[str]) -> tuple[int, str, str]:
+def run_cli_as(uid: int, gid: int, argv: list[str], groups: list[int] = ()) -> tuple[int, str, str]:
     """prisonctl's main() in a forked child running with a real unprivileged uid.
 
     (Exec'ing the prisonctl script would need the interpreter to be readable by that user,
@@ -199,7 +199,7 @@ def run_cli_as(uid: int, gid: int, argv: list[str]) -> tuple[int, str, str]:
         status = 1
         try:
             os.close(out_r)
-            os.setgroups([])
+            os.setgroups(list(groups))
             os.setgid(gid)
             os.setuid(uid)
             import contextlib

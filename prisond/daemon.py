@@ -164,6 +164,9 @@ class Daemon:
                  self.deps.cgroups.layout.kind)
         await self.registry.start_all()
         spawn(self._watch_limits(), "limits")
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            spawn(self._watchdog(interval), "watchdog")
         self.status = "ready"
         counts = self.registry.counts()
         log.info("ready: %s", ", ".join(f"{n} {s}" for s, n in counts.items()) or "no prisons")
@@ -184,6 +187,15 @@ class Daemon:
             self.deps.resources.remove_parents()
         log.info("stopped")
         return 0
+
+    async def _watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 from the event loop itself: if the loop stalls, systemd restarts us."""
+        while not self.stopping.is_set():
+            sdnotify.notify("WATCHDOG=1")
+            try:
+                await asyncio.wait_for(self.stopping.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
 
     async def _watch_limits(self) -> None:
         """Every second, the counters of prisons with limits: each hit becomes an event."""

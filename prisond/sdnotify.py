@@ -17,3 +17,16 @@ def notify(*lines: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings when systemd asked for them (WatchdogSec= in the unit
+    sets WATCHDOG_USEC, and WATCHDOG_PID names who must ping): half the timeout, as
+    sd_watchdog_enabled(3) advises.  None: no watchdog."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or not usec.isdigit() or int(usec) == 0:
+        return None
+    if pid and pid.isdigit() and int(pid) != os.getpid():
+        return None
+    return int(usec) / 2e6

@@ -85,3 +85,41 @@ def test_the_unit_runs_with_the_notify_protocol(tmp_path):
             proc.kill()
             proc.wait()
         notify.close()
+
+
+def test_watchdog_pings_when_systemd_asks(tmp_path):
+    """WatchdogSec= makes systemd set WATCHDOG_USEC (and WATCHDOG_PID): the daemon pings at
+    half that period, from its event loop."""
+    cfg = tmp_path / "prisond.yaml"
+    cfg.write_text(f"daemon:\n  cgroup_parent: prisond-test-unit-{os.getpid()}\nprisons:\n  a: {{ip4: [127.0.2.1]}}\n")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
+    proc = subprocess.Popen(["/usr/local/bin/prisond", "--config", str(cfg), "--socket", str(tmp_path / "s.sock"),
+                             "--state-dir", str(tmp_path / "state")],
+                            env=dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="400000"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pings = []
+        deadline = time.monotonic() + 20
+        while len(pings) < 4 and time.monotonic() < deadline:
+            if "WATCHDOG=1" in notify.recv(4096).decode().split("\n"):
+                pings.append(time.monotonic())
+        assert len(pings) == 4  # they keep coming (the period is checked below, without a clock)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        notify.close()
+
+
+def test_watchdog_interval_is_half_the_timeout(monkeypatch):
+    from prisond.sdnotify import watchdog_interval
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    assert watchdog_interval() == 0.2
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert watchdog_interval() == 0.2
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
+    assert watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "0")
+    assert watchdog_interval() is None

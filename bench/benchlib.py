@@ -22,7 +22,7 @@ def enter_netns() -> None:
 
 
 class Daemon:
-    def __init__(self, config: str, work: str):
+    def __init__(self, config: str, work: str, extra_args: list[str] = ()):
         self.work = work
         self.sock = os.path.join(work, "run", "control.sock")
         cfg = os.path.join(work, "prisond.yaml")
@@ -30,7 +30,7 @@ class Daemon:
             fh.write(f"daemon:\n  cgroup_parent: prisond-bench-{os.getpid()}-{len(os.listdir(work))}\n" + config)
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen([PRISOND, "--config", cfg, "--socket", self.sock, "--state-dir",
-                                      os.path.join(work, "state"), "--log-level", "warning"])
+                                      os.path.join(work, "state"), "--log-level", "warning", *extra_args])
         while subprocess.run([PRISONCTL, "--socket", self.sock, "health"], capture_output=True).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() - self.t0 > 120:
                 raise RuntimeError("prisond did not become ready")

@@ -25,6 +25,7 @@ class Peer:
     uid: int
     gid: int
     groups: tuple[int, ...] = ()  # supplementary groups
+    prison: str | None = None     # the prison the caller was in when it connected (its cgroup)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Api:
         self.access = access
 
     async def handle(self, req: Request, peer: Peer):
-        jail = self.registry.deps.cgroups.prison_of(peer.pid)
+        jail = peer.prison
         if jail is not None and req.method not in JAILED_OK:
             raise PermissionDenied(f"{req.method}: refused to a process in prison {jail}")
         if jail is None and not self.access.operator(peer):
@@ -75,6 +76,10 @@ class Api:
             return {"text": "Prison:\t-\n"}
         spec = prison.spec
         return {"text": f"Prison:\t{spec.name}\nJID:\t{prison.jid}\nHostname:\t{spec.hostname}\n"}
+
+    def prison_of(self, pid: int) -> str | None:
+        """For the control server, once per connection (as SO_PEERCRED is taken at connect)."""
+        return self.registry.deps.cgroups.prison_of(pid)
 
     async def m_daemon_health(self, req: Request):
         return {"status": self.status(), "pid": os.getpid(), "protocol": VERSION,

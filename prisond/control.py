@@ -23,9 +23,10 @@ IDLE_TIMEOUT = 30.0
 
 class ControlServer:
     def __init__(self, path: str, handler, *, mode: int = 0o660, gid: int | None = None,
-                 max_clients: int = MAX_CLIENTS, idle_timeout: float = IDLE_TIMEOUT):
+                 max_clients: int = MAX_CLIENTS, idle_timeout: float = IDLE_TIMEOUT, prison_of=lambda pid: None):
         self.path = path
         self.handler = handler
+        self.prison_of = prison_of
         self.mode = mode
         self.gid = gid
         self.max_clients = max_clients
@@ -60,7 +61,7 @@ class ControlServer:
             if self.clients > self.max_clients:
                 writer.write(reply_error(None, PrisonError("too many clients", "busy")))
                 return
-            peer = _peer(writer)
+            peer = _peer(writer, self.prison_of)
             await self._serve(reader, writer, peer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -104,7 +105,7 @@ class ControlServer:
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 
 
-def _peer(writer: asyncio.StreamWriter) -> Peer:
+def _peer(writer: asyncio.StreamWriter, prison_of) -> Peer:
     sock = writer.get_extra_info("socket")
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
@@ -113,7 +114,7 @@ def _peer(writer: asyncio.StreamWriter) -> Peer:
         gids = struct.unpack(f"{len(groups) // 4}I", groups)
     except OSError:  # more than 256 groups, or an old kernel: the primary group only
         gids = ()
-    return Peer(pid, uid, gid, gids)
+    return Peer(pid, uid, gid, gids, prison_of(pid))
 
 
 def _remove_stale(path: str) -> None:

@@ -146,7 +146,7 @@ class Daemon:
                        access=Access(gid, config.daemon.public_read))
         # the file mode is a first gate (everyone may connect when reads are public); the daemon
         # decides each request by the caller's credentials
-        self.server = ControlServer(args.socket, self.api.handle, gid=gid,
+        self.server = ControlServer(args.socket, self.api.handle, gid=gid, prison_of=self.api.prison_of,
                                     mode=0o666 if config.daemon.public_read else 0o660)
         self.stopping = asyncio.Event()
 

@@ -26,6 +26,7 @@ from .tasks import spawn
 STOPPED, STARTING, RUNNING, STOPPING, FAILED = "stopped", "starting", "running", "stopping", "failed"
 KILL_WAIT = 5.0  # after SIGKILL, how long the last processes get to vanish
 HOOK_TIMEOUT = 60.0  # exec.prestart / poststart / prestop / poststop
+BRIEF_TTL = 1.0  # seconds `prisonctl list`'s CPU and memory figures may be old
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Prison:
         self._addr_cache: tuple = (None, [], [])
         self.init_pid: int | None = None  # a confined prison's PID 1 (host pid)
         self.res = deps.resources.for_prison(spec.name, self.cgroup.path) if deps.resources else None
+        self._brief, self._brief_at = {}, -BRIEF_TTL - 1.0
+        self._procs, self._procs_at = 0, -BRIEF_TTL - 1.0
 
     # ------------------------------------------------------------ start
 
@@ -101,6 +104,7 @@ class Prison:
                 self.log.exception("failed to start")
                 raise PrisonError(f"prison {self.spec.name} failed to start: {exc}") from exc
             self.state, self.started_at = RUNNING, time.time()
+            self._procs_at = self._brief_at = -BRIEF_TTL - 1.0  # list's figures: fresh from now
             self.log.info("running")
             self.event("started", f"jid {self.jid}")
 
@@ -347,6 +351,15 @@ class Prison:
         except PrisonError:
             return []
 
+    def _brief_procs(self) -> int:
+        """list's process count: at most a second old, like its CPU and memory figures."""
+        if self.state in (STOPPED, FAILED):
+            return 0
+        now = time.monotonic()
+        if now - self._procs_at > BRIEF_TTL:
+            self._procs, self._procs_at = self.nprocs(), now
+        return self._procs
+
     def nprocs(self) -> int:
         if self.state in (STOPPED, FAILED):
             return 0
@@ -362,7 +375,7 @@ class Prison:
         return {
             "jid": self.jid, "name": spec.name, "hostname": spec.hostname,
             "ip4": self._addr_cache[1], "ip6": self._addr_cache[2],
-            "state": self.state, "procs": self.nprocs(), "reason": self.reason,
+            "state": self.state, "procs": self.nprocs() if full else self._brief_procs(), "reason": self.reason,
             "enforcement": self.enforcement, "enforcement_why": self.enforcement_why,
             "usage": self.usage(full),
         }
@@ -394,7 +407,13 @@ class Prison:
         if self.state not in (RUNNING, STOPPING) or self.res is None:
             return None
         try:
-            stats = self.res.stats() if full else self.res.cpu_memory()
+            if full:
+                stats = self.res.stats()
+            else:  # list's two figures: at most once a second (a thousand prisons, many callers)
+                now = time.monotonic()
+                if now - self._brief_at > BRIEF_TTL:
+                    self._brief, self._brief_at = self.res.cpu_memory(), now
+                stats = dict(self._brief)
         except PrisonError:
             return None
         if full:

@@ -109,8 +109,11 @@ def test_a_half_request_does_not_block_others(d):
     assert healthy(d)
 
 
-def test_many_clients_at_once(d):
-    n, errors, answered = 300, [], []
+def test_a_thousand_clients_at_once_beside_slow_ones(d):
+    slow = [connect(d) for _ in range(50)]
+    for s in slow:  # each holds half a request open throughout
+        s.sendall(b'{"v":1,"id":1,"method":"prison.li')
+    n, errors, answered = 1000, [], []
     socks = [connect(d) for _ in range(n)]
 
     def run(s, i):
@@ -129,6 +132,9 @@ def test_many_clients_at_once(d):
         t.join(30)
     assert not errors and answered == [True] * n
     assert healthy(d)
+    for s in slow:  # and the slow ones, finished at last, are answered too
+        assert ask(s, b'st"}\n')["result"][0]["name"] == "a"
+        s.close()
 
 
 def test_anyone_may_read_only_root_and_the_control_group_may_change(daemon):

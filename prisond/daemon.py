@@ -16,11 +16,12 @@ import time
 
 from . import sdnotify
 from .api import Access, Api
+from .audit import AuditSocket
 from .cgroup import CgroupTree, detect_host
 from .config import Config, Limits, load_file
 from .control import ControlServer
 from .errors import ConfigError, PrisonError
-from .events import EventLog, LimitWatch
+from .events import AUDIT_KINDS, CounterWatch, EventLog
 from .launcher import Launcher
 from .net import AliasBook, Netlink
 from .prison import RUNNING, Deps
@@ -34,10 +35,14 @@ DEFAULT_SOCKET = "/run/prisond/control.sock"
 DEFAULT_STATE = "/var/lib/prisond"
 JAIL_NAME = "prisonjail"
 LIMIT_WATCH_INTERVAL = 1.0
-LIMIT_TEXT = {
-    "oom_kill": "memory limit ({limits.memory} bytes) hit: {n} process(es) killed by the OOM killer",
-    "pids_max": "process limit ({limits.pids}) hit: {n} fork(s) refused",
+EVENT_TEXT = {  # by counter
+    "oom_kills": "memory limit ({limits.memory} bytes) hit: {n} process(es) killed by the OOM killer",
+    "pids_refused": "process limit ({limits.pids}) hit: {n} fork(s) refused",
     "cpu_throttled": "CPU limit ({limits.cpu} CPUs) hit: throttled {n} time(s)",
+    "rewritten": "kernel layer: {n} bind/connect/send call(s) coerced onto the prison's addresses",
+    "denied": "kernel layer: {n} call(s) refused (foreign address, family without address, raw socket)",
+    "egress_dropped": "kernel layer: {n} outgoing packet(s) with a foreign source dropped",
+    "ingress_dropped": "kernel layer: {n} incoming packet(s) for a foreign address dropped",
 }
 SHIM_NAME = "libprisonshim.so"
 
@@ -149,6 +154,9 @@ class Daemon:
         self.server = ControlServer(args.socket, self.api.handle, gid=gid, prison_of=self.api.prison_of,
                                     mode=0o666 if config.daemon.public_read else 0o660)
         self.stopping = asyncio.Event()
+        # the shim's reports (the policy's s= names the control socket; events.sock is beside it)
+        self.audit = AuditSocket(os.path.join(os.path.dirname(os.path.abspath(args.socket)), "events.sock"),
+                                 self.api.prison_of, self._shim_event)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -160,10 +168,11 @@ class Daemon:
             await asyncio.to_thread(self.deps.resources.ensure_parents, self.deps.cgroups.parent)
         await self.registry.recover()
         await self.server.start()
+        self.audit.start(loop)
         log.info("control socket %s; cgroups under %s (%s layout)", self.args.socket, self.deps.cgroups.parent,
                  self.deps.cgroups.layout.kind)
         await self.registry.start_all()
-        spawn(self._watch_limits(), "limits")
+        spawn(self._watch_counters(), "counters")
         interval = sdnotify.watchdog_interval()
         if interval:
             spawn(self._watchdog(interval), "watchdog")
@@ -176,6 +185,7 @@ class Daemon:
         sdnotify.notify("STOPPING=1", "STATUS=stopping prisons")
         log.info("stopping all prisons")
         await self.server.close()
+        self.audit.close(loop)
         await self.registry.stop_all()
         self.store.clear()
         try:
@@ -188,6 +198,11 @@ class Daemon:
         log.info("stopped")
         return 0
 
+    def _shim_event(self, name: str, kind: str, text: str, **data) -> None:
+        prison = self.registry.prisons.get(name)
+        if prison is not None:
+            prison.event(kind, text, **data)
+
     async def _watchdog(self, interval: float) -> None:
         """WATCHDOG=1 from the event loop itself: if the loop stalls, systemd restarts us."""
         while not self.stopping.is_set():
@@ -197,18 +212,26 @@ class Daemon:
             except asyncio.TimeoutError:
                 pass
 
-    async def _watch_limits(self) -> None:
-        """Every second, the counters of prisons with limits: each hit becomes an event."""
-        watch = LimitWatch()
+    async def _watch_counters(self) -> None:
+        """Every second, the counters of running prisons (limit hits for those with limits, the
+        kernel layer's for kernel prisons): what is new becomes an event."""
+        watch = CounterWatch()
+
+        def read(p) -> dict:
+            counters = dict(p.kernel_counters() or {})
+            if p.res is not None and p.spec.limits != Limits():
+                counters.update(p.res.stats())
+            return counters
+
         while not self.stopping.is_set():
-            prisons = [p for p in self.registry.prisons.values()
-                       if p.state == RUNNING and p.res is not None and p.spec.limits != Limits()]
-            stats = await asyncio.to_thread(lambda: [(p, p.res.stats()) for p in prisons])
+            prisons = [p for p in self.registry.prisons.values() if p.state == RUNNING]
+            stats = await asyncio.to_thread(lambda: [(p, read(p)) for p in prisons])
             now = time.monotonic()
-            for p, st in stats:
-                for kind, n in watch.check(p.spec.name, st, now):
-                    p.event(kind, LIMIT_TEXT[kind].format(n=n, limits=p.spec.limits), count=n)
-            for name in set(watch.seen) - {p.spec.name for p in prisons}:
+            for p, counters in stats:
+                for kind, key, n in watch.check(p.spec.name, counters, now):
+                    p.event(kind, EVENT_TEXT[key].format(n=n, limits=p.spec.limits), count=n,
+                            **({"source": "kernel"} if kind in AUDIT_KINDS else {}))
+            for name in set(watch.reported) - {p.spec.name for p in prisons}:
                 watch.forget(name)
             try:
                 await asyncio.wait_for(self.stopping.wait(), LIMIT_WATCH_INTERVAL)

@@ -1,8 +1,10 @@
 """What happened to prisons, kept for `prisonctl events` and written to the log.
 
-Each event: {"id", "time", "prison", "kind", "text", ...}.  Kinds: started, stopped, failed,
-and the limit hits oom_kill, pids_max, cpu_throttled (with "count": how many since the last
-one).  A bounded ring: a slow reader misses the oldest, the daemon's memory stays flat.
+Each event: {"id", "time", "prison", "kind", "text", ...}.  Kinds: started, stopped, failed;
+the limit hits oom_kill, pids_max, cpu_throttled; what the kernel layer and the shim coerced,
+refused or dropped: coerced, refused, dropped (with "count": how many since the last one of
+the kind, and "source": kernel or shim).  A bounded ring: a slow reader misses the oldest, the
+daemon's memory stays flat.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 from collections import deque
 
 LIMIT_KINDS = ("oom_kill", "pids_max", "cpu_throttled")
+AUDIT_KINDS = ("coerced", "refused", "dropped")
 log = logging.getLogger("prisond.prison")
 
 
@@ -23,7 +26,8 @@ class EventLog:
         self.last_id += 1
         ev = {"id": self.last_id, "time": time.time(), "prison": prison, "kind": kind, "text": text, **data}
         self.items.append(ev)
-        level = logging.WARNING if kind in LIMIT_KINDS or kind == "failed" else logging.DEBUG
+        level = logging.WARNING if kind in LIMIT_KINDS or kind == "failed" else \
+            logging.INFO if kind in AUDIT_KINDS else logging.DEBUG
         log.log(level, "%s: %s", kind, text, extra={"prison": prison})
         return ev
 
@@ -32,36 +36,45 @@ class EventLog:
         return out[:limit]
 
 
-class LimitWatch:
-    """Turns a prison's cumulative counters into events: each increase of the OOM kills or the
-    refused forks is one event; throttling, which goes on while a CPU hog runs, at most one
-    event a minute per prison.  Pure: counters in, (kind, count) out."""
+# counter -> (event kind, seconds between two events of that kind for one prison: 0 = each)
+WATCHED = {
+    "oom_kills": ("oom_kill", 0),
+    "pids_refused": ("pids_max", 0),
+    "cpu_throttled": ("cpu_throttled", 60.0),  # goes on while a CPU hog runs
+    "rewritten": ("coerced", 10.0),            # the kernel layer's counters
+    "denied": ("refused", 10.0),
+    "egress_dropped": ("dropped", 10.0),
+    "ingress_dropped": ("dropped", 10.0),
+}
 
-    THROTTLE_EVERY = 60.0
 
-    def __init__(self):
-        self.seen: dict[str, dict] = {}
-        self.throttle_reported: dict[str, tuple[float, int]] = {}
+class CounterWatch:
+    """Turns a prison's cumulative counters into events: an increase is reported at once, then
+    at most once per the kind's period, with how many since the last report.  Pure: counters
+    in, (kind, counter, count) out."""
 
-    def check(self, prison: str, stats: dict, now: float) -> list[tuple[str, int]]:
-        before = self.seen.get(prison)
-        self.seen[prison] = stats
-        throttled = stats.get("cpu_throttled") or 0
-        if before is None:
-            self.throttle_reported[prison] = (None, throttled)
+    def __init__(self, watched: dict = WATCHED):
+        self.watched = watched
+        self.reported: dict[str, dict[str, tuple[float | None, int]]] = {}
+
+    def check(self, prison: str, counters: dict, now: float) -> list[tuple[str, str, int]]:
+        seen = self.reported.get(prison)
+        if seen is None:  # first sight: what happened before is not news
+            self.reported[prison] = {k: (None, counters.get(k) or 0) for k in self.watched}
             return []
         hits = []
-        for key, kind in (("oom_kills", "oom_kill"), ("pids_refused", "pids_max")):
-            n = (stats.get(key) or 0) - (before.get(key) or 0)
-            if n > 0:
-                hits.append((kind, n))
-        last, count = self.throttle_reported[prison]
-        n = throttled - count
-        if n > 0 and (last is None or now - last >= self.THROTTLE_EVERY):
-            hits.append(("cpu_throttled", n))
-            self.throttle_reported[prison] = (now, throttled)
+        for key, (kind, every) in self.watched.items():
+            value = counters.get(key)
+            if value is None:
+                continue
+            last, count = seen[key]
+            n = value - count
+            if n > 0 and (last is None or every == 0 or now - last >= every):
+                hits.append((kind, key, n))
+                seen[key] = (now, value)
+            elif n < 0:  # counters started again (a new cgroup)
+                seen[key] = (last, value)
         return hits
 
     def forget(self, prison: str) -> None:
-        self.seen.pop(prison, None)
-        self.throttle_reported.pop(prison, None)
+        self.reported.pop(prison, None)

@@ -108,12 +108,19 @@ def test_v1_limits_and_figures(tmp_path):
     assert read(web["pids"] / "pids.max") == "max" and read(web["cpu"] / "cpu.cfs_quota_us") == "-1"
 
 
-def test_limit_watch_turns_counters_into_events():
-    from prisond.events import LimitWatch
-    w = LimitWatch()
-    base = {"oom_kills": 0, "pids_refused": 0, "cpu_throttled": 0}
-    assert w.check("a", base, 0.0) == []
-    assert w.check("a", dict(base, oom_kills=1, pids_refused=3, cpu_throttled=5), 1.0) == [
-        ("oom_kill", 1), ("pids_max", 3), ("cpu_throttled", 5)]
-    assert w.check("a", dict(base, oom_kills=1, pids_refused=3, cpu_throttled=9), 2.0) == []  # throttling: later
-    assert w.check("a", dict(base, oom_kills=1, pids_refused=3, cpu_throttled=20), 62.0) == [("cpu_throttled", 15)]
+def test_counter_watch_turns_counters_into_events():
+    from prisond.events import CounterWatch
+    w = CounterWatch()
+    base = {"oom_kills": 0, "pids_refused": 0, "cpu_throttled": 0, "rewritten": 4, "denied": 0}
+    assert w.check("a", base, 0.0) == []  # first sight: the past is not news
+    assert w.check("a", dict(base, oom_kills=1, pids_refused=3, cpu_throttled=5, rewritten=6), 1.0) == [
+        ("oom_kill", "oom_kills", 1), ("pids_max", "pids_refused", 3), ("cpu_throttled", "cpu_throttled", 5),
+        ("coerced", "rewritten", 2)]
+    # OOM kills and refused forks: each time; throttling: a minute on; the kernel's: ten seconds on
+    assert w.check("a", dict(base, oom_kills=2, pids_refused=3, cpu_throttled=9, rewritten=9), 2.0) == [
+        ("oom_kill", "oom_kills", 1)]
+    assert w.check("a", dict(base, oom_kills=2, pids_refused=3, cpu_throttled=9, rewritten=10), 11.5) == [
+        ("coerced", "rewritten", 4)]
+    assert w.check("a", dict(base, oom_kills=2, pids_refused=3, cpu_throttled=20, rewritten=10), 62.0) == [
+        ("cpu_throttled", "cpu_throttled", 15)]
+    assert w.check("b", {"denied": 7}, 0.0) == [] and w.check("b", {"denied": 8}, 0.5) == [("refused", "denied", 1)]

@@ -215,7 +215,7 @@ def _rewrite_loopback4(g: _Gen, ctx_off: int, then: str) -> None:
 
 def connect4(policy_fd: int, counter_fd: int) -> bytes:
     g = _Gen(policy_fd, counter_fd).prologue()
-    g.ldx(4, R3, R7, N4).jeq(R3, 0, "deny")
+    g.ldx(4, R3, R7, N4).jeq(R3, 0, "deny_count")
     _rewrite_loopback4(g, SA_USER_IP4, "source")
     # source: bpf_bind(ctx, {AF_INET, port 0, primary}); EINVAL (bound already) is fine
     g.label("source")
@@ -223,16 +223,17 @@ def connect4(policy_fd: int, counter_fd: int) -> bytes:
     g.ldx(4, R1, R7, IP4).stx(4, R10, -20, R1)
     g.movr(R1, R6).movr(R2, R10).add(R2, -24).mov(R3, 16).call(BIND)
     g.jmp("allow")
+    g.label("deny_count").count(C_DENIED).jmp("deny")
     return g.finish(None, False)
 
 
 def _v6_destination(g: _Gen, source) -> None:
     """The destination rules of connect6 and sendmsg6, then `source(g, v4)` to set the source:
     v4-mapped destinations follow the IPv4 rules; ::1 goes to the loopback target."""
-    g.ldx(4, R1, R7, N6).jeq(R1, 0, "deny")
+    g.ldx(4, R1, R7, N6).jeq(R1, 0, "deny_count")
     g.load_words(R6, SA_USER_IP6)
     g.jne32(R2, 0, "native").jne32(R3, 0, "native").jne32(R4, V4MAPPED_W2, "native")
-    g.ldx(4, R1, R7, N4).jeq(R1, 0, "deny")
+    g.ldx(4, R1, R7, N4).jeq(R1, 0, "deny_count")
     _rewrite_loopback4(g, SA_USER_IP6 + 12, "src4")
     g.label("src4")
     source(g, True)
@@ -247,6 +248,7 @@ def _v6_destination(g: _Gen, source) -> None:
 def connect6(policy_fd: int, counter_fd: int) -> bytes:
     g = _Gen(policy_fd, counter_fd).prologue()
     _v6_destination(g, lambda g, v4: _sockaddr6_source(g, v4).jmp("allow"))
+    g.label("deny_count").count(C_DENIED).jmp("deny")
     return g.finish(None, False)
 
 
@@ -268,7 +270,7 @@ def _sockaddr6_source(g: _Gen, v4: bool) -> _Gen:
 
 def sendmsg4(policy_fd: int, counter_fd: int) -> bytes:
     g = _Gen(policy_fd, counter_fd).prologue()
-    g.ldx(4, R3, R7, N4).jeq(R3, 0, "deny")
+    g.ldx(4, R3, R7, N4).jeq(R3, 0, "deny_count")
     _rewrite_loopback4(g, SA_USER_IP4, "source")
     g.label("source").ldx(4, R2, R6, SA_MSG_SRC_IP4).jeq32(R2, 0, "unset")
     g.in4(R2, "allow", "deny_count")  # IP_PKTINFO asked for a source: only a prison address

@@ -29,6 +29,7 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -40,6 +41,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <time.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -79,6 +81,7 @@ static struct policy {
 	char hostname[HOST_MAX + 1];
 	size_t hostlen;
 	char sock[108];                       /* s=: the daemon's control socket (virtual status) */
+	struct sockaddr_un events;            /* events.sock beside it: the audit datagrams */
 	char env_policy[POLICY_MAX + 32];     /* "PRISOND_POLICY=..." for exec */
 	char env_preload[PATH_MAX + 16];      /* "LD_PRELOAD=<this library>" */
 	const char *self;                     /* path of this library inside env_preload */
@@ -139,24 +142,67 @@ static void say(const char *a, const char *b)
 	errno = saved;
 }
 
+/* "what A -> B" (or "what A" without B) into msg. */
+static void describe(char *msg, size_t cap, const char *what, const union sa *from, const union sa *to)
+{
+	char a[INET6_ADDRSTRLEN] = "?", b[INET6_ADDRSTRLEN] = "?";
+	if (from)
+		inet_ntop(from->sa.sa_family,
+			  from->sa.sa_family == AF_INET ? (const void *)&from->in.sin_addr : (const void *)&from->in6.sin6_addr,
+			  a, sizeof a);
+	if (to)
+		inet_ntop(to->sa.sa_family,
+			  to->sa.sa_family == AF_INET ? (const void *)&to->in.sin_addr : (const void *)&to->in6.sin6_addr,
+			  b, sizeof b);
+	size_t n = 0;
+	const char *parts[5] = {what, " ", from ? a : "", to ? " -> " : "", to ? b : ""};
+	for (int i = 0; i < 5; i++)
+		for (const char *s = parts[i]; *s && n < cap - 1; s++)
+			msg[n++] = *s;
+	msg[n] = 0;
+}
+
 static void debug_addr(const char *what, const union sa *from, const union sa *to)
 {
 	if (!P.debug)
 		return;
-	char a[INET6_ADDRSTRLEN] = "?", b[INET6_ADDRSTRLEN] = "?", msg[160];
-	const void *fa = from->sa.sa_family == AF_INET ? (const void *)&from->in.sin_addr
-						       : (const void *)&from->in6.sin6_addr;
-	const void *ta = to->sa.sa_family == AF_INET ? (const void *)&to->in.sin_addr
-						     : (const void *)&to->in6.sin6_addr;
-	inet_ntop(from->sa.sa_family, fa, a, sizeof a);
-	inet_ntop(to->sa.sa_family, ta, b, sizeof b);
-	size_t n = 0;
-	const char *parts[5] = {what, " ", a, " -> ", b};
-	for (int i = 0; i < 5; i++)
-		for (const char *s = parts[i]; *s && n < sizeof msg - 1; s++)
-			msg[n++] = *s;
-	msg[n] = 0;
+	char msg[160];
+	describe(msg, sizeof msg, what, from, to);
 	say(msg, "");
+}
+
+/* ---- audit: what the shim coerced or refused, told to the daemon ----
+ * One datagram ("coerced|refused <op> <addresses>") to the daemon's events socket, next to its
+ * control socket; never blocking (MSG_DONTWAIT), at most AUDIT_PER_SECOND per process and
+ * second, errno kept.  The daemon learns the sender from the kernel (SCM_CREDENTIALS). */
+
+#define AUDIT_PER_SECOND 10
+static _Atomic long audit_second;
+static _Atomic int audit_sent;
+
+static void audit(const char *kind, const char *what, const union sa *from, const union sa *to)
+{
+	if (!P.events.sun_path[0])
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	if (atomic_exchange(&audit_second, (long)ts.tv_sec) != (long)ts.tv_sec)
+		atomic_store(&audit_sent, 0);
+	if (atomic_fetch_add(&audit_sent, 1) >= AUDIT_PER_SECOND)
+		return;
+	int saved = errno;
+	char msg[200];
+	size_t k = strlen(kind);
+	memcpy(msg, kind, k);
+	msg[k] = ' ';
+	describe(msg + k + 1, sizeof msg - k - 1, what, from, to);
+	int fd = real.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd >= 0) {
+		real.sendto(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL, (const struct sockaddr *)&P.events,
+			    sizeof P.events);
+		close(fd);
+	}
+	errno = saved;
 }
 
 /* ---- initialisation: the only place that reads the environment ---- */
@@ -233,6 +279,13 @@ static int parse_policy(const char *s)
 		} else if (klen == 1 && k[0] == 's') {
 			if (copy_field(P.sock, sizeof P.sock, v, vlen) < 0)
 				return -1;
+			const char *slash = memrchr(v, '/', vlen);
+			size_t dir = slash ? (size_t)(slash - v) + 1 : 0;
+			if (dir + sizeof "events.sock" <= sizeof P.events.sun_path) {
+				P.events.sun_family = AF_UNIX;
+				memcpy(P.events.sun_path, v, dir);
+				memcpy(P.events.sun_path + dir, "events.sock", sizeof "events.sock");
+			}
 		} else if (klen == 1 && k[0] == 'f') {
 			for (size_t x = 0; x < vlen; x++) {
 				if (v[x] == 'r')
@@ -587,11 +640,14 @@ static int prison_bind(int fd, const struct sockaddr *addr, socklen_t len)
 		return real.bind(fd, addr, len);
 	}
 	if (err) {
+		audit("refused", "bind", &want, NULL);
 		errno = err;
 		return -1;
 	}
-	if (memcmp(&want, &got, sizeof want) != 0)
+	if (memcmp(&want, &got, sizeof want) != 0) {
 		debug_addr("bind", &want, &got);
+		audit("coerced", "bind", &want, &got);
+	}
 	return real.bind(fd, &got.sa, family == AF_INET ? sizeof got.in : sizeof got.in6);
 }
 
@@ -607,15 +663,17 @@ static int prison_connect(int fd, const struct sockaddr *addr, socklen_t len)
 		return real.connect(fd, addr, len); /* AF_UNSPEC disconnects; others: the kernel says */
 	if (autobind(fd, dest.sa.sa_family, &dest, 1) < 0) {
 		struct fdinfo fi;
-		if (errno != EINVAL || inspect(fd, &fi))
+		if (errno != EINVAL || inspect(fd, &fi) || (fi.unbound && autobind(fd, fi.family, &dest, 1) < 0)) {
+			if (errno == EADDRNOTAVAIL || errno == EAFNOSUPPORT || errno == EPROTONOSUPPORT)
+				audit("refused", "connect", &dest, NULL);
 			return -1;
-		if (fi.unbound && autobind(fd, fi.family, &dest, 1) < 0)
-			return -1;
+		}
 	}
 	if (remote_rewrite(&dest)) {
 		union sa orig;
 		copy_sa(&orig, addr, len);
 		debug_addr("connect", &orig, &dest);
+		audit("coerced", "connect", &orig, &dest);
 		return real.connect(fd, &dest.sa, len < sizeof dest ? len : sizeof dest);
 	}
 	return real.connect(fd, addr, len);

@@ -45,7 +45,8 @@ class Api:
         self.status = status
         self.access = access
 
-    async def handle(self, req: Request, peer: Peer):
+    def handle(self, req: Request, peer: Peer):
+        """The result, or for a method that waits on something (start, stop, reload) a coroutine."""
         jail = peer.prison
         if jail is not None and req.method not in JAILED_OK:
             raise PermissionDenied(f"{req.method}: refused to a process in prison {jail}")
@@ -57,7 +58,7 @@ class Api:
         if req.method == "proc.status":
             return self.proc_status(req, jail)
         method = getattr(self, "m_" + req.method.replace(".", "_"))
-        return await method(req)
+        return method(req)
 
     def proc_status(self, req: Request, jail: str | None):
         """The lines a jailed process's /proc/PID/status ends with (PID as the asker sees it):
@@ -81,7 +82,7 @@ class Api:
         """For the control server, once per connection (as SO_PEERCRED is taken at connect)."""
         return self.registry.deps.cgroups.prison_of(pid)
 
-    async def m_daemon_health(self, req: Request):
+    def m_daemon_health(self, req: Request):
         return {"status": self.status(), "pid": os.getpid(), "protocol": VERSION,
                 "prisons": self.registry.counts()}
 
@@ -92,17 +93,17 @@ class Api:
         d = await self.registry.reload(new, dry_run=dry_run)
         return dict(d.as_dict(), dry_run=dry_run, config=path)
 
-    async def m_prison_list(self, req: Request):
+    def m_prison_list(self, req: Request):
         return self.registry.list(full=bool(param(req, "full", bool, required=False)))
 
-    async def m_prison_show(self, req: Request):
+    def m_prison_show(self, req: Request):
         return self.registry.get(param(req, "name")).details()
 
-    async def m_prison_ps(self, req: Request):
+    def m_prison_ps(self, req: Request):
         prison = self.registry.get(param(req, "name"))
         return {"name": prison.spec.name, "jid": prison.jid, "processes": procinfo.processes(prison.pids())}
 
-    async def m_prison_which(self, req: Request):
+    def m_prison_which(self, req: Request):
         pid = param(req, "pid", int)
         if not os.path.exists(f"/proc/{pid}"):
             raise NoSuchProcess(f"no process {pid}")
@@ -111,7 +112,7 @@ class Api:
         return {"pid": pid, "prison": prison.spec.name if prison else None,
                 "jid": prison.jid if prison else None}
 
-    async def m_prison_events(self, req: Request):
+    def m_prison_events(self, req: Request):
         """Events after id `after` (0: all kept), of one prison or all; `last_id` to go on from."""
         after = param(req, "after", int, required=False) or 0
         name = param(req, "name", str, required=False)
@@ -129,7 +130,7 @@ class Api:
     async def m_prison_restart(self, req: Request):
         return await self.registry.restart(param(req, "name"))
 
-    async def m_prison_exec(self, req: Request):
+    def m_prison_exec(self, req: Request):
         """What `prisonctl exec` needs to enter the prison itself, as jexec does with jail_attach."""
         prison = self.registry.get(param(req, "name"))
         if prison.state != RUNNING:

@@ -27,6 +27,8 @@ STOPPED, STARTING, RUNNING, STOPPING, FAILED = "stopped", "starting", "running",
 KILL_WAIT = 5.0  # after SIGKILL, how long the last processes get to vanish
 HOOK_TIMEOUT = 60.0  # exec.prestart / poststart / prestop / poststop
 BRIEF_TTL = 1.0  # seconds `prisonctl list`'s CPU and memory figures may be old
+FIGURES_TTL = 0.25  # seconds show's and top's figures may be old
+LIMIT_KEYS = ("memory", "memory_high", "pids", "cpu", "nofile")
 
 
 @dataclass
@@ -81,6 +83,8 @@ class Prison:
         self.res = deps.resources.for_prison(spec.name, self.cgroup.path) if deps.resources else None
         self._brief, self._brief_at = {}, -BRIEF_TTL - 1.0
         self._procs, self._procs_at = 0, -BRIEF_TTL - 1.0
+        self._fig, self._fig_at = (None, None), -FIGURES_TTL - 1.0
+        self._static: tuple = (None, {})
 
     # ------------------------------------------------------------ start
 
@@ -104,7 +108,7 @@ class Prison:
                 self.log.exception("failed to start")
                 raise PrisonError(f"prison {self.spec.name} failed to start: {exc}") from exc
             self.state, self.started_at = RUNNING, time.time()
-            self._procs_at = self._brief_at = -BRIEF_TTL - 1.0  # list's figures: fresh from now
+            self._procs_at = self._brief_at = self._fig_at = -BRIEF_TTL - 1.0  # figures: fresh from now
             self.log.info("running")
             self.event("started", f"jid {self.jid}")
 
@@ -368,58 +372,87 @@ class Prison:
         except PrisonError:
             return 0
 
-    def summary(self, full: bool = False) -> dict:
+    def summary(self, full: bool = False, pids: list[int] | None = None) -> dict:
         spec = self.spec
         if self._addr_cache[0] is not spec:  # listing a thousand prisons is mostly this
             self._addr_cache = (spec, [str(a.ip) for a in spec.ip4], [str(a.ip) for a in spec.ip6])
+        if full:
+            procs = len(pids) if pids is not None else self.nprocs()
+            usage = self._figures()[0]
+        else:
+            procs, usage = self._brief_procs(), self._brief_usage()
         return {
             "jid": self.jid, "name": spec.name, "hostname": spec.hostname,
             "ip4": self._addr_cache[1], "ip6": self._addr_cache[2],
-            "state": self.state, "procs": self.nprocs() if full else self._brief_procs(), "reason": self.reason,
+            "state": self.state, "procs": procs, "reason": self.reason,
             "enforcement": self.enforcement, "enforcement_why": self.enforcement_why,
-            "usage": self.usage(full),
+            "usage": usage,
         }
 
     def details(self) -> dict:
-        info = self.summary(full=True)
         pids = self.pids()
+        info = self.summary(full=True, pids=pids)
+        info.update(self._static_details())
+        spec = self.spec
         info.update({
-            "addresses": [a.spec() for a in self.spec.addresses],
             "cgroup": self.cgroup.path if self.state not in (STOPPED, FAILED) else None,
             "started_at": self.started_at,
-            "service": ({"argv": list(self.spec.exec.start.argv),
+            "service": ({"argv": list(spec.exec.start.argv),
                          "pid": self.service.pid if self.service else self.service_pid,
-                         "status": self.service_status} if self.spec.exec.start else None),
-            "stop_timeout": self.spec.stop_timeout,
-            "allow": sorted(self.spec.allow),
-            "path": self.spec.path,
-            "mounts": [{"source": m.source, "target": m.target, "readonly": m.readonly} for m in self.spec.mounts],
+                         "status": self.service_status} if spec.exec.start else None),
             "init_pid": self.init_pid,
             "processes": procinfo.processes(pids),
-            "kernel_counters": self.kernel_counters(),
-            "limits": {k: v for k, v in dataclasses.asdict(self.spec.limits).items() if v is not None},
+            "kernel_counters": self._figures()[1],
         })
         return info
 
-    def usage(self, full: bool) -> dict | None:
-        """What the prison uses: CPU, memory, limit hits (its cgroups) and, in full, its network
-        traffic (the kernel layer's counters).  None while it is not running."""
+    def _static_details(self) -> dict:
+        """What show tells of the configuration: made once per spec (a reload makes a new one)."""
+        if self._static[0] is not self.spec:
+            spec = self.spec
+            self._static = (spec, {
+                "addresses": [a.spec() for a in spec.addresses],
+                "stop_timeout": spec.stop_timeout,
+                "allow": sorted(spec.allow),
+                "path": spec.path,
+                "mounts": [{"source": m.source, "target": m.target, "readonly": m.readonly} for m in spec.mounts],
+                "limits": {k: getattr(spec.limits, k) for k in LIMIT_KEYS if getattr(spec.limits, k) is not None},
+            })
+        return self._static[1]
+
+    def _brief_usage(self) -> dict | None:
+        """list's two figures (CPU, memory): at most BRIEF_TTL old (a thousand prisons, many callers)."""
+        if self.state not in (RUNNING, STOPPING) or self.res is None:
+            return None
+        now = time.monotonic()
+        if now - self._brief_at > BRIEF_TTL:
+            try:
+                self._brief, self._brief_at = self.res.cpu_memory(), now
+            except PrisonError:
+                return None
+        return dict(self._brief)
+
+    def _figures(self) -> tuple[dict | None, dict | None]:
+        """(usage, kernel counters) for show and top: at most FIGURES_TTL old, so that many
+        callers asking at once cost the cgroup files and the map one read."""
+        now = time.monotonic()
+        if now - self._fig_at > FIGURES_TTL:
+            counters = self.kernel_counters()
+            self._fig, self._fig_at = (self._usage(counters), counters), now
+        usage, counters = self._fig
+        return (dict(usage) if usage else usage), (dict(counters) if counters else counters)
+
+    def _usage(self, counters: dict | None) -> dict | None:
+        """What the prison uses: CPU, memory, limit hits (its cgroups) and its network traffic
+        (the kernel layer's counters).  None while it is not running."""
         if self.state not in (RUNNING, STOPPING) or self.res is None:
             return None
         try:
-            if full:
-                stats = self.res.stats()
-            else:  # list's two figures: at most once a second (a thousand prisons, many callers)
-                now = time.monotonic()
-                if now - self._brief_at > BRIEF_TTL:
-                    self._brief, self._brief_at = self.res.cpu_memory(), now
-                stats = dict(self._brief)
+            stats = self.res.stats()
         except PrisonError:
             return None
-        if full:
-            net = self.kernel_counters() or {}
-            stats.update({k: net.get(k) for k in ("egress_bytes", "egress_packets", "ingress_bytes",
-                                                  "ingress_packets")})
+        net = counters or {}
+        stats.update({k: net.get(k) for k in ("egress_bytes", "egress_packets", "ingress_bytes", "ingress_packets")})
         return stats
 
     def kernel_counters(self) -> dict | None:

@@ -367,3 +367,29 @@ def test_sysv_ipc_is_the_prison_own_unless_allowed(daemon):
         assert seg2 in _shm_ids(subprocess.run(["ipcs", "-m"], capture_output=True, text=True).stdout)
     finally:
         subprocess.run(["ipcrm", "-m", seg2], check=True)
+
+
+def test_state_from_an_earlier_boot_is_discarded(daemon):
+    """Records of another boot describe aliases and cgroups that died with it: an address they
+    name that is on the host now was added by someone else, and stays."""
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n", start=False)
+    for sub in ("aliases", "prisons"):
+        os.makedirs(os.path.join(d.state_dir, sub), exist_ok=True)
+    with open(os.path.join(d.state_dir, "boot_id"), "w") as fh:
+        fh.write("00000000-0000-0000-0000-000000000000\n")
+    with open(os.path.join(d.state_dir, "aliases", "127.0.2.77"), "w") as fh:
+        fh.write("32 lo\n")
+    with open(os.path.join(d.state_dir, "prisons", "old.json"), "w") as fh:
+        fh.write('{"jid": 9, "state": "running", "enforcement": "shim"}')
+    subprocess.run(["ip", "addr", "add", "127.0.2.77/32", "dev", "lo"], check=True)
+    try:
+        d.start()
+        assert d.show("a")["state"] == "running" and d.show("a")["jid"] == 1
+        assert "127.0.2.77" in addresses_on_lo()  # not ours in this boot: untouched
+        assert os.listdir(os.path.join(d.state_dir, "aliases")) == ["127.0.2.1"]
+        with open(os.path.join(d.state_dir, "boot_id")) as fh, open("/proc/sys/kernel/random/boot_id") as now:
+            assert fh.read() == now.read()
+        assert d.stop() == 0
+        assert "127.0.2.77" in addresses_on_lo()
+    finally:
+        subprocess.run(["ip", "addr", "del", "127.0.2.77/32", "dev", "lo"])

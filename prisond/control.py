@@ -27,6 +27,7 @@ MAX_CLIENTS = 2048
 IDLE_TIMEOUT = 30.0
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 HIGH_WATER = 256 * 1024  # replies a client does not read: stop reading its requests beyond this
+MAX_QUEUED = 256  # lines queued behind a method that waits: stop reading beyond this
 
 
 class ControlServer:
@@ -99,6 +100,7 @@ class _Connection(asyncio.Protocol):
         self.peer: Peer | None = None
         self.waiting = False  # a method that waits is running: later lines queue behind it
         self.closing = False
+        self.write_paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
 
@@ -152,6 +154,8 @@ class _Connection(asyncio.Protocol):
                 self.lines.append(line)
             end = self.buf.find(b"\n")
         self._flush()
+        if len(self.lines) > MAX_QUEUED:  # behind a start or a reload: read more when it is done
+            self.transport.pause_reading()
         if end > MAX_LINE or (end < 0 and len(self.buf) > MAX_LINE):
             self.transport.write(reply_error(None, ProtocolError(f"request longer than {MAX_LINE} bytes",
                                                                  "too_large")))
@@ -177,12 +181,17 @@ class _Connection(asyncio.Protocol):
         self.transport.write(task.result())
         self._arm()
         self._flush()
+        if not self.waiting and not self.closing and not self.write_paused:
+            self.transport.resume_reading()
 
     def pause_writing(self) -> None:  # the client does not read its replies: stop reading its requests
+        self.write_paused = True
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.transport.resume_reading()
+        self.write_paused = False
+        if not self.waiting:
+            self.transport.resume_reading()
 
 
 def _peer(sock, prison_of) -> Peer:

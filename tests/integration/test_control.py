@@ -179,3 +179,23 @@ def test_without_the_group_only_root_may_change(d):
     code, out, err = run_cli_as(NOBODY, NOGROUP, ["--socket", d.socket, "stop", "a"], groups=[50])
     assert code == 77 and "needs root or the control group" in err
     assert d.call("prison.show", name="a")["state"] == "running"
+
+
+def test_a_client_that_never_reads_its_replies_costs_bounded_memory(d):
+    with open(f"/proc/{d.proc.pid}/status") as fh:
+        before = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    greedy = connect(d)
+    greedy.setblocking(False)
+    req = json.dumps({"v": 1, "id": 1, "method": "prison.list"}).encode() + b"\n"
+    sent = 0
+    try:
+        for _ in range(200000):  # until the daemon stops reading (its replies are not read)
+            sent += greedy.send(req * 64)
+    except BlockingIOError:
+        pass
+    assert healthy(d)  # others are served meanwhile
+    with open(f"/proc/{d.proc.pid}/status") as fh:
+        after = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    assert (after - before) / 1024 < 32, f"grew {(after - before) / 1024:.1f} MB after {sent} bytes of requests"
+    greedy.close()
+    assert healthy(d)

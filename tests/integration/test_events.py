@@ -1,5 +1,6 @@
 """Audit events: what the shim and the kernel layer coerced or refused, in `prisonctl events`."""
 import json
+import time
 
 import pytest
 
@@ -47,11 +48,14 @@ def test_a_flood_of_refusals_is_rate_limited(daemon):
     flood = CONNECT_V4.replace("try:", "for _ in range(5000):\n  try:").replace(
         "    s.connect", "      s.connect").replace("except OSError as e:\n    print(errno.errorcode[e.errno])",
                                                     "  except OSError as e:\n      pass")
+    t0 = time.monotonic()
     r = d.exec("v6", "python3", "-c", flood)
+    seconds = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     wait_for(lambda: events(d, "v6"), what="events")
     refused = [e for e in events(d, "v6") if e["kind"] == "refused"]
-    assert 1 <= len(refused) <= 20  # the shim sends at most 10 a second per process
+    # 5,000 refusals; the shim reports at most 10 in each second the program ran
+    assert 1 <= len(refused) <= 10 * (int(seconds) + 2), (len(refused), seconds)
     assert d.call("daemon.health")["status"] == "ready"
 
 

@@ -130,16 +130,8 @@ class Daemon:
                         fh.write("1")
                 except OSError:
                     pass
-                for _ in range(100):
-                    try:
-                        os.rmdir(entry.path)
-                        break
-                    except OSError:
-                        time.sleep(0.05)
-        try:
-            os.rmdir(top)
-        except OSError:
-            pass
+                rmdir_when_empty(entry.path)
+        rmdir_when_empty(top, tries=1)
         remove_v1_cgroups(self.cgroup_parent)
 
     def kill9(self) -> None:
@@ -228,6 +220,18 @@ def let_others_reach(path: str) -> None:
         path = os.path.dirname(path)
 
 
+def rmdir_when_empty(path: str, tries: int = 100) -> None:
+    """rmdir a cgroup, giving its last processes up to tries x 50 ms to finish exiting."""
+    for _ in range(tries):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
 def remove_v1_cgroups(parent: str) -> None:
     """The v1 controller cgroups (hybrid hosts) of a daemon's prisons, and their parents."""
     import glob
@@ -235,15 +239,5 @@ def remove_v1_cgroups(parent: str) -> None:
         if os.path.realpath(top).startswith("/sys/fs/cgroup/unified"):
             continue
         for child in glob.glob(os.path.join(top, "*/")):
-            for _ in range(100):
-                try:
-                    os.rmdir(child)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.05)
-        try:
-            os.rmdir(top)
-        except OSError:
-            pass
+            rmdir_when_empty(child)
+        rmdir_when_empty(top, tries=1)

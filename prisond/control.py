@@ -101,6 +101,7 @@ class _Connection(asyncio.Protocol):
         self.waiting = False  # a method that waits is running: later lines queue behind it
         self.closing = False
         self.write_paused = False
+        self.active = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
 
@@ -127,13 +128,17 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
 
     def _arm(self) -> None:
-        """Drop a connection that sends nothing (or half a request) for idle_timeout."""
-        if self.timer:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(self.server.idle_timeout, self._idle)
+        """Drop a connection that sends nothing (or half a request) for idle_timeout: one timer
+        per connection, which looks at the last activity when it fires (no new timer per line)."""
+        self.active = self.loop.time()
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.server.idle_timeout, self._idle)
 
     def _idle(self) -> None:
-        if self.transport and not self.waiting:
+        left = self.active + self.server.idle_timeout - self.loop.time()
+        if left > 0 or self.waiting:
+            self.timer = self.loop.call_later(max(left, 1.0), self._idle)
+        elif self.transport and not self.closing:
             self.transport.abort()
 
     def _close(self) -> None:

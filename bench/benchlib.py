@@ -16,6 +16,9 @@ PRISOND = shutil.which("prisond") or "/usr/local/bin/prisond"
 
 
 def enter_netns() -> None:
+    """Run the rest of the benchmark as root in a private network namespace (loopback only)."""
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root")
     if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
         sys.exit("bench: cannot create a network namespace (run as root)")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)

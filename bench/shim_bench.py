@@ -120,8 +120,6 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--exec-runs", type=int, default=40)
     args = p.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench: run as root")
     if not os.path.exists(SHIM):
         sys.exit(f"bench: {SHIM} missing: run scripts/setup")
     enter_netns()

@@ -61,10 +61,6 @@ def join(pins: dict[str, str]) -> None:
             os.close(fd)
 
 
-def nsenter_args(pins: dict[str, str]) -> list[str]:
-    return ["nsenter", *(f"--{k}={p}" for k, p in pins.items()), "--"]
-
-
 def remove(pins: dict[str, str]) -> None:
     for path in pins.values():
         if _pinned(path) and _libc.umount2(path.encode(), MNT_DETACH) != 0:

@@ -1275,15 +1275,10 @@ static int ask_status(pid_t pid, char *out, size_t cap)
 		rc = 0;
 		goto out;
 	}
-	const char *t = strstr(reply, "\"text\": \"");
-	size_t skip = 9;
-	if (!t) {
-		t = strstr(reply, "\"text\":\"");
-		skip = 8;
-	}
+	const char *t = strstr(reply, "\"text\":\""); /* the daemon writes compact JSON */
 	if (!t)
 		goto out;
-	t += skip;
+	t += 8;
 	size_t o = 0;
 	for (; *t && *t != '"' && o < cap - 1; t++) {
 		char c = *t;

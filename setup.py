@@ -4,6 +4,7 @@ The shim is a plain shared library, not a Python extension, so it is compiled wi
 flags (-Wall -Wextra -Werror, hidden visibility, a version script exporting only the wrapped
 symbols) instead of the interpreter's CFLAGS.
 """
+import glob
 import os
 import shlex
 import subprocess
@@ -13,7 +14,7 @@ from setuptools.command.build_ext import build_ext
 
 SHIM_SRC = "prisond/shim/prisonshim.c"
 SHIM_MAP = "prisond/shim/prisonshim.map"
-JAIL_SRC = ["prisond/jail/prisonjail.c", "prisond/jail/ctl.c"]
+JAIL_SRC = sorted(glob.glob("prisond/jail/*.c"))
 JAIL_FLAGS = ["-std=gnu11", "-O2", "-g", "-static", "-Wall", "-Wextra", "-Werror"]
 SHIM_FLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
               "-fvisibility=hidden", "-D_FORTIFY_SOURCE=2"]

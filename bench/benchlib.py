@@ -32,7 +32,8 @@ class Daemon:
         with open(cfg, "w") as fh:
             fh.write(f"daemon:\n  cgroup_parent: prisond-bench-{os.getpid()}-{len(os.listdir(work))}\n" + config)
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([PRISOND, "--config", cfg, "--socket", self.sock, "--state-dir",
+        self.proc = subprocess.Popen([PRISOND, "--config", cfg, "--runtime-dir", os.path.join(work, "run"),
+                                      "--socket", self.sock, "--state-dir",
                                       os.path.join(work, "state"), "--log-level", "warning", *extra_args])
         while subprocess.run([PRISONCTL, "--socket", self.sock, "health"], capture_output=True).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() - self.t0 > 120:

@@ -1,22 +1,30 @@
 """The control methods: a request and the caller's credentials in, a result or a PrisonError out.
 
-Who may do what (SO_PEERCRED, SO_PEERGROUPS): root and members of the control group (daemon.
-control_group, default prisond) may change things and enter prisons; any other local user may
-read (health, list, show, ...) unless daemon.public_read is false; a process inside a prison
-(root included) may only ask what its shim asks about its own prison.
+Who may do what (peer.py judges the caller once per connection): root and members of the
+control group (daemon.control_group, default prisond) may change things and run commands in
+prisons; any other local user may read (health, list, show, ...) unless daemon.public_read
+is false; a process inside a prison (root included), and any caller the daemon cannot prove
+to be outside every prison, may only ask what its shim asks about its own prison.
+
+Nothing a request says makes the daemon read a file or run a host command: reload re-reads the
+daemon's own configuration file, and exec runs the command inside the prison, through the
+prison's init.  Root in an unconfined prison is root of the host, so only root may exec there.
 """
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 from . import procinfo
 from .config import load_file
-from .errors import NoSuchProcess, PermissionDenied, StateConflict
-from .policy import POLICY_VAR, jail_flags, shim_policy
-from .prison import RUNNING
-from .protocol import JAILED_OK, READ_ONLY, VERSION, Request, param
+from .errors import NoSuchProcess, PermissionDenied, ProtocolError
+from .initlink import SpawnRequest, wait_status
+from .policy import POLICY_VAR, SERVICE_PATH, prison_env
+from .protocol import JAILED_OK, READ_ONLY, SESSION_METHODS, VERSION, Request, param
 from .registry import Registry
+
+MAX_ARGS = 4096
 
 
 @dataclass(frozen=True)
@@ -25,7 +33,7 @@ class Peer:
     uid: int
     gid: int
     groups: tuple[int, ...] = ()  # supplementary groups
-    prison: str | None = None     # the prison the caller was in when it connected (its cgroup)
+    prison: str | None = None     # None: proved to be outside every prison; "" a prison not known
 
 
 @dataclass(frozen=True)
@@ -39,17 +47,29 @@ class Access:
 
 
 class Api:
-    def __init__(self, registry: Registry, shim_path: str, *, status=lambda: "ready", access: Access = Access()):
+    def __init__(self, registry: Registry, shim_path: str, *, status=lambda: "ready", access: Access = Access(),
+                 public_socket: str | None = None):
         self.registry = registry
         self.shim_path = shim_path
         self.status = status
         self.access = access
+        self.public_socket = public_socket  # what the shim of exec'd processes asks
+        self.methods = {
+            "daemon.health": self.health, "daemon.reload": self.reload,
+            "prison.list": self.list, "prison.show": self.show, "prison.ps": self.ps,
+            "prison.which": self.which, "prison.events": self.events,
+            "prison.start": self.start, "prison.stop": self.stop, "prison.restart": self.restart,
+            "prison.exec": self.exec, "proc.status": self.proc_status,
+        }
 
     def handle(self, req: Request, peer: Peer):
-        """The result, or for a method that waits on something (start, stop, reload) a coroutine."""
+        """The result; for a method that waits (start, stop, reload) a coroutine; for exec an
+        ExecSession the control server drives."""
         jail = peer.prison
+        if req.method in SESSION_METHODS:
+            raise ProtocolError(f"{req.method} belongs to a running exec", "bad_request")
         if jail is not None and req.method not in JAILED_OK:
-            raise PermissionDenied(f"{req.method}: refused to a process in prison {jail}")
+            raise PermissionDenied(f"{req.method}: refused to a process in a prison")
         if jail is None and not self.access.operator(peer):
             if req.method not in READ_ONLY:
                 raise PermissionDenied(f"{req.method} needs root or the control group (you are uid {peer.uid})")
@@ -57,8 +77,9 @@ class Api:
                 raise PermissionDenied(f"reading needs root or the control group (you are uid {peer.uid})")
         if req.method == "proc.status":
             return self.proc_status(req, jail)
-        method = getattr(self, "m_" + req.method.replace(".", "_"))
-        return method(req)
+        if req.method == "prison.exec":
+            return self.exec(req, peer)
+        return self.methods[req.method](req)
 
     def proc_status(self, req: Request, jail: str | None):
         """The lines a jailed process's /proc/PID/status ends with (PID as the asker sees it):
@@ -71,39 +92,38 @@ class Api:
             prison = prisons.get(self.registry.deps.cgroups.prison_of(pid) or "")
         else:
             prison = prisons.get(jail)
-            if prison is None or procinfo.host_pid(prison.pids(), pid, confined=prison.init_pid is not None) is None:
+            if prison is None or procinfo.host_pid(prison.pids(), pid, confined=prison.spec.confined) is None:
                 raise NoSuchProcess(f"no process {pid} in this prison")
         if prison is None:
             return {"text": "Prison:\t-\n"}
         spec = prison.spec
         return {"text": f"Prison:\t{spec.name}\nJID:\t{prison.jid}\nHostname:\t{spec.hostname}\n"}
 
-    def prison_of(self, pid: int) -> str | None:
-        """For the control server, once per connection (as SO_PEERCRED is taken at connect)."""
-        return self.registry.deps.cgroups.prison_of(pid)
-
-    def m_daemon_health(self, req: Request):
+    def health(self, req: Request):
         return {"status": self.status(), "pid": os.getpid(), "protocol": VERSION,
                 "prisons": self.registry.counts()}
 
-    async def m_daemon_reload(self, req: Request):
+    async def reload(self, req: Request):
+        if "config" in req.params:
+            raise ProtocolError("daemon.reload takes no file: it reads the daemon's own configuration "
+                                f"({self.registry.config.source})", "bad_request")
         dry_run = bool(param(req, "dry_run", bool, required=False))
-        path = param(req, "config", str, required=False) or self.registry.config.source
+        path = self.registry.config.source
         new = load_file(path)  # ConfigError: the running configuration stays
         d = await self.registry.reload(new, dry_run=dry_run)
         return dict(d.as_dict(), dry_run=dry_run, config=path)
 
-    def m_prison_list(self, req: Request):
+    def list(self, req: Request):
         return self.registry.list(full=bool(param(req, "full", bool, required=False)))
 
-    def m_prison_show(self, req: Request):
+    def show(self, req: Request):
         return self.registry.get(param(req, "name")).details()
 
-    def m_prison_ps(self, req: Request):
+    def ps(self, req: Request):
         prison = self.registry.get(param(req, "name"))
         return {"name": prison.spec.name, "jid": prison.jid, "processes": procinfo.processes(prison.pids())}
 
-    def m_prison_which(self, req: Request):
+    def which(self, req: Request):
         pid = param(req, "pid", int)
         if not os.path.exists(f"/proc/{pid}"):
             raise NoSuchProcess(f"no process {pid}")
@@ -112,7 +132,7 @@ class Api:
         return {"pid": pid, "prison": prison.spec.name if prison else None,
                 "jid": prison.jid if prison else None}
 
-    def m_prison_events(self, req: Request):
+    def events(self, req: Request):
         """Events after id `after` (0: all kept), of one prison or all; `last_id` to go on from."""
         after = param(req, "after", int, required=False) or 0
         name = param(req, "name", str, required=False)
@@ -121,43 +141,88 @@ class Api:
         log = self.registry.deps.events
         return {"events": log.since(after, name), "last_id": log.last_id}
 
-    async def m_prison_start(self, req: Request):
+    async def start(self, req: Request):
         return await self.registry.start(param(req, "name"))
 
-    async def m_prison_stop(self, req: Request):
+    async def stop(self, req: Request):
         return await self.registry.stop(param(req, "name"))
 
-    async def m_prison_restart(self, req: Request):
+    async def restart(self, req: Request):
         return await self.registry.restart(param(req, "name"))
 
-    def m_prison_exec(self, req: Request):
-        """What `prisonctl exec` needs to enter the prison itself, as jexec does with jail_attach."""
+    def exec(self, req: Request, peer: Peer) -> "ExecSession":
+        """jexec: a command in the prison, started by its init; see ExecSession."""
         prison = self.registry.get(param(req, "name"))
-        if prison.state != RUNNING:
-            raise StateConflict(f"prison {prison.spec.name} is not running", "not_running")
-        spec = prison.spec
-        launcher = prison.deps.launcher
-        confined = None
-        if prison.init_pid is not None:
-            confined = {"jail": launcher.jail_path, "init_pid": prison.init_pid, "allow": jail_flags(spec)}
-        pins = prison.deps.ns_pins(spec)
-        policy = shim_policy(spec, kernel=prison.enforcement == "kernel", socket=launcher.socket_path)
-        procs = prison.procs_files()
-        nofile = spec.limits.nofile
-        if param(req, "flat", bool, required=False):  # prisonctl's C fast path: [key, value, ...]
-            flat = ["preload", self.shim_path, "env", f"{POLICY_VAR}={policy}"]
-            for f in procs:
-                flat += ["cgroup_procs", f]
-            if nofile:
-                flat += ["nofile", str(nofile)]
-            for k, v in spec.exec.env:
-                flat += ["env", f"{k}={v}"]
-            if confined:
-                flat += ["init_pid", str(prison.init_pid), "allow", confined["allow"]]
-            else:
-                for kind, path in pins.items():
-                    flat += ["pin", f"{kind}={path}"]
-            return flat
-        return {"jid": prison.jid, "name": spec.name, "cgroup_procs": procs, "nofile": nofile,
-                "confined": confined, "namespaces": pins,
-                "preload": self.shim_path, "env": dict(spec.exec.env), "policy": {POLICY_VAR: policy}}
+        if not prison.spec.confined and peer.uid != 0:
+            raise PermissionDenied(f"exec into prison {prison.spec.name} needs root: it is not confined (path:), "
+                                   "so its root and its users are the host's")
+        argv = param(req, "argv", list, required=False) or []
+        if len(argv) > MAX_ARGS or not all(isinstance(a, str) and a and "\0" not in a for a in argv):
+            raise ProtocolError("'argv' must be a list of non-empty strings", "bad_request")
+        env = param(req, "env", dict, required=False) or {}
+        if not all(isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
+                   for k, v in env.items()):
+            raise ProtocolError("'env' must map names to strings", "bad_request")
+        login = bool(param(req, "login", bool, required=False))
+        tty = bool(param(req, "tty", bool, required=False))
+        if login:  # jexec -l: a clean environment, but for the terminal's type
+            env = {"PATH": SERVICE_PATH, **({"TERM": env["TERM"]} if "TERM" in env else {})}
+        env = prison_env(prison.spec, self.shim_path, env, kernel=prison.enforcement == "kernel",
+                         socket=self.public_socket)
+        spawn = SpawnRequest(argv=argv, env=env, user=param(req, "user", str, required=False), login=login,
+                             nofile=prison.spec.limits.nofile, tty=tty, stdio="null" if tty else "fds",
+                             rows=_dim(req, "rows"), cols=_dim(req, "cols"))
+        return ExecSession(prison, spawn)
+
+
+def _dim(req: Request, key: str) -> int:
+    n = param(req, key, int, required=False) or 0
+    return n if 0 < n < 65536 else 0
+
+
+class ExecSession:
+    """One `prisonctl exec`: the process starts, the client gets the other ends of its stdio
+    (the terminal's master, or three pipes) with the first reply, may signal it while it runs
+    (exec.signal), and gets its end as the second reply.  If the client goes away first, the
+    process gets SIGHUP, as when a terminal hangs up."""
+
+    def __init__(self, prison, spawn: SpawnRequest):
+        self.prison = prison
+        self.spawn = spawn
+        self.child = None
+
+    async def run(self, started) -> dict:
+        """started(result, fds) sends the first reply with the descriptors (awaitable)."""
+        mine, theirs = [], []
+        try:
+            if not self.spawn.tty:
+                for _ in range(3):
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    mine.append(r)
+                    theirs.append(w)
+                mine[0], theirs[0] = theirs[0], mine[0]  # stdin: the client writes, the command reads
+            self.child, master = await self.prison.exec(self.spawn, theirs)
+            if master is not None:
+                mine = [master]
+            for fd in theirs:
+                os.close(fd)
+            theirs = []
+            await started({"pid": self.child.pid, "tty": self.spawn.tty}, mine)
+        finally:
+            for fd in mine + theirs:
+                os.close(fd)
+        return wait_status(await self.child.exited)
+
+    def request(self, req: Request):
+        """What the client may ask while the command runs."""
+        if req.method == "exec.signal":
+            sig = param(req, "signal", int)
+            if not 0 < sig < signal.NSIG:
+                raise ProtocolError(f"no signal {sig}", "bad_request")
+            return {"sent": bool(self.child and self.child.signal(sig))}
+        raise ProtocolError(f"{req.method}: not while an exec runs", "bad_request")
+
+    def abandon(self) -> None:
+        if self.child is not None:
+            self.child.signal(signal.SIGHUP)
+            self.child.signal(signal.SIGCONT)

@@ -120,6 +120,22 @@ class Cgroup:
                 pass
         return n
 
+    def kill_all_but(self, keep: int | None) -> None:
+        """SIGKILL to every process but `keep` (the prison's init, which then reaps them and
+        tells how each ended).  Frozen meanwhile where the host has cgroup.freeze (v2), so that
+        nothing forks between the read of the list and the signals."""
+        frozen = self._write("cgroup.freeze", "1")
+        try:
+            for pid in self.procs():
+                if pid != keep:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        finally:
+            if frozen:
+                self._write("cgroup.freeze", "0")
+
     def remove(self, wait: float = 5.0) -> None:
         """rmdir, retrying while the last processes finish exiting."""
         deadline = time.monotonic() + wait
@@ -192,6 +208,10 @@ class CgroupTree:
                 text = fh.read()
         except OSError:
             return None
+        return self.prison_in(text)
+
+    def prison_in(self, text: str) -> str | None:
+        """The prison a /proc/PID/cgroup text names, or None.  Pure."""
         path = v2_path_of(text) if self.layout.has_v2 else None
         if path is None:  # pure v1: the tracking hierarchy's line
             ctrl = os.path.basename(self.layout.root)

@@ -3,17 +3,21 @@
     prisonctl [--socket PATH] list [--json]
     prisonctl [--socket PATH] show NAME [--json]
     prisonctl [--socket PATH] start|stop|restart NAME...
-    prisonctl [--socket PATH] exec [-l] [-u USER] NAME [--] [CMD [ARGS...]]
+    prisonctl [--socket PATH] exec [-l] [-u USER] [-t|-T] NAME [--] [CMD [ARGS...]]
     prisonctl [--socket PATH] ps NAME [--json]
     prisonctl [--socket PATH] which PID [--json]
     prisonctl [--socket PATH] reload [--dry-run] [--json]
     prisonctl [--socket PATH] health [--json]
+    prisonctl [--socket PATH] top [-d SECONDS] [-n COUNT]
+    prisonctl [--socket PATH] events [--follow] [--json] [NAME]
     prisonctl check FILE
+    prisonctl mkroot DIR [--force]
 
 Exit status: 0 success; 1 the daemon refused or failed; 2 bad arguments or an invalid
 configuration file; 69 the daemon is not running; 77 permission denied.  `exec` exits with
-the command's own status (126 not executable, 127 not found).
-Only the standard library's lightest modules are imported on the `exec` path.
+the command's own status (126 not executable, 127 not found), or dies of its signal.
+Everything a prison controls (process names, arguments, event texts) is printed with its
+control characters escaped (text.printable): no terminal sequence reaches the operator.
 """
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ import os
 import sys
 
 from .client import Client, ClientError, DaemonError
-from .policy import enter_argv, with_preload
 
 DEFAULT_SOCKET = "/run/prisond/control.sock"
 EX_ERROR, EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 1, 2, 69, 77
@@ -32,9 +35,11 @@ commands:
   list [--json]                       prisons, like jls
   show NAME [--json]                  one prison: addresses, processes, what they bound
   start NAME... | stop NAME... | restart NAME...
-  exec [-l] [-u USER] NAME [--] [CMD [ARGS...]]
+  exec [-l] [-u USER] [-t|-T] NAME [--] [CMD [ARGS...]]
                                       run CMD in the prison (default: a shell), like jexec;
-                                      -u: as USER, -l: in a clean environment, in USER's home
+                                      -u: as USER, -l: in a clean environment, in USER's home;
+                                      -t/-T: a terminal of its own (default when stdin and
+                                      stdout are terminals) / none
   ps NAME [--json]                    the prison's processes and what each one bound
   which PID [--json]                  the prison a process is in
   reload [--dry-run] [--json]         re-read the configuration; apply only what changed
@@ -53,8 +58,14 @@ class Usage(Exception):
 
 
 def fail(message: str, status: int) -> int:
-    print(f"prisonctl: {message}", file=sys.stderr)
+    print(f"prisonctl: {clean(message)}", file=sys.stderr)
     return status
+
+
+def clean(text) -> str:
+    """Text that came from the daemon (and may come from a prison) made safe for a terminal."""
+    from .text import printable  # only here: exec's path imports nothing it does not need
+    return printable(str(text))
 
 
 def main(argv=None) -> int:
@@ -180,7 +191,7 @@ def cmd_show(client: Client, args: list[str]) -> int:
         print_json(p)
         return 0
     state = p["state"] + (f" ({p['reason']})" if p.get("reason") else "")
-    print(f"{p['name']} (jid {p['jid']}): {state}")
+    print(clean(f"{p['name']} (jid {p['jid']}): {state}"))
     svc = p.get("service")
     lines = [("hostname", p["hostname"]),
              ("addresses", " ".join(p["addresses"]) or "-"),
@@ -199,7 +210,7 @@ def cmd_show(client: Client, args: list[str]) -> int:
     if counters:
         lines.append(("kernel", " ".join(f"{k}={v}" for k, v in counters.items())))
     for k, v in lines:
-        print(f"  {k:<13}{v}")
+        print(f"  {k:<13}{clean(v)}")
     if p["processes"]:
         print()
         print_table(process_rows(p["processes"], indent="  "))
@@ -224,9 +235,9 @@ def _lifecycle(method: str):
         for name in names:
             try:
                 r = client.call(method, name=name)
-                print(f"{r['name']}: {r['state']}")
+                print(clean(f"{r['name']}: {r['state']}"))
             except DaemonError as exc:
-                print(f"prisonctl: {exc}", file=sys.stderr)
+                print(f"prisonctl: {clean(exc)}", file=sys.stderr)
                 status = EX_NOPERM if exc.code == "permission_denied" else EX_ERROR
         return status
     return run
@@ -241,7 +252,7 @@ def cmd_reload(client: Client, args: list[str]) -> int:
     verb = "would" if r["dry_run"] else "did"
     for key, word in (("added", "add"), ("changed", "restart"), ("removed", "remove")):
         for name in r[key]:
-            print(f"{verb} {word}: {name}")
+            print(clean(f"{verb} {word}: {name}"))
     if not (r["added"] or r["changed"] or r["removed"]):
         print("no changes")
     return 0
@@ -254,128 +265,20 @@ def cmd_health(client: Client, args: list[str]) -> int:
         print_json(r)
     else:
         counts = ", ".join(f"{n} {s}" for s, n in r["prisons"].items()) or "no prisons"
-        print(f"prisond pid {r['pid']}: {r['status']} ({counts})")
+        print(clean(f"prisond pid {r['pid']}: {r['status']} ({counts})"))
     return 0 if r["status"] == "ready" else EX_ERROR
 
 
-def _exec_options(args: list[str]) -> tuple[str | None, bool]:
-    """jexec's -u USER and -l, before the prison's name."""
-    user, clean = None, False
-    while args and args[0].startswith("-") and args[0] != "--":
-        opt = args.pop(0)
-        if opt == "-l":
-            clean = True
-        elif opt == "-u":
-            if not args:
-                raise Usage("-u needs a user name")
-            user = args.pop(0)
-        elif opt.startswith("-u") and len(opt) > 2:
-            user = opt[2:]
-        else:
-            raise Usage(f"unknown exec option {opt}")
-    return user, clean
-
-
-def _user_entry(user: str):
-    import pwd
-    try:
-        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except (KeyError, OverflowError):
-        raise Usage(f"no user {user!r}") from None
-
-
-def _base_env(pw, clean: bool) -> dict:
-    """jexec -l: the environment is discarded but for HOME, SHELL, TERM, USER (and PATH)."""
-    if not clean:
-        env = dict(os.environ)
-        if pw is not None:
-            env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
-        return env
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-    if "TERM" in os.environ:
-        env["TERM"] = os.environ["TERM"]
-    if pw is not None:
-        env.update(HOME=pw.pw_dir, SHELL=pw.pw_shell or "/bin/sh", USER=pw.pw_name, LOGNAME=pw.pw_name)
-    return env
-
-
 def cmd_exec(client: Client, args: list[str]) -> int:
-    """Enter the prison in this very process and exec, as jexec does: stdin, stdout, stderr,
-    the exit status and signals are the command's own.  A confined prison is entered by
-    prisonjail, which stays outside its PID namespace to forward signals and the status."""
-    user, clean = _exec_options(args)
-    if not args or args[0].startswith("-"):
-        raise Usage("exec needs a prison name")
-    name = args.pop(0)
-    if args and args[0] == "--":
-        args.pop(0)
-    info = client.call("prison.exec", name=name)
-    client.close()
-    confined = info.get("confined")
-    if confined:  # users, shells and programs are the prison's own: prisonjail finds them inside
-        pw = None
-    else:
-        pw = _user_entry(user) if user is not None else (_user_entry(str(os.getuid())) if clean else None)
-        if not args:
-            args = [(pw.pw_shell if pw and pw.pw_shell else None) or os.environ.get("SHELL") or "/bin/sh"]
-    env = _base_env(pw, clean)
-    env.update(info["env"])
-    env.update(info["policy"])
-    env["LD_PRELOAD"] = with_preload(env.get("LD_PRELOAD"), info["preload"])
+    """jexec: handled by the C prisonctl (prisonjail under that name), which asks the daemon
+    to have the prison's init run the command and relays its terminal or pipes; one
+    implementation for both front ends."""
+    jail = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prisonjail")
+    argv = ["prisonctl", "--socket", client.path, "exec", *args]
     try:
-        for procs in info["cgroup_procs"]:  # its cgroup, and on v1 hosts its controllers'
-            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
-        if info.get("nofile"):
-            import resource
-            resource.setrlimit(resource.RLIMIT_NOFILE, (info["nofile"], info["nofile"]))
-    except PermissionError:
-        return fail(f"permission denied entering prison {name}", EX_NOPERM)
-    except (OSError, ValueError) as exc:
-        return fail(f"cannot enter prison {name}: {getattr(exc, 'strerror', None) or exc}", EX_ERROR)
-    if confined:
-        argv = enter_argv(confined["jail"], confined["init_pid"], confined["allow"], user, clean) + args
-        try:
-            os.execve(argv[0], argv, env)
-        except OSError as exc:
-            return fail(f"cannot run {argv[0]}: {exc.strerror}", EX_ERROR)
-    path = _which(args[0], env.get("PATH", ""))
-    if path is None:
-        return fail(f"exec: {args[0]}: command not found", 127)
-    pins = info.get("namespaces") or {}
-    if pins and user is not None:
-        # setns needs root, so join before becoming the user (ctypes only on this path: ~5 ms)
-        from . import namespaces
-        try:
-            namespaces.join(pins)
-        except OSError as exc:
-            return fail(f"cannot enter prison {name}'s namespaces: {exc.strerror}", EX_ERROR)
-        pins = {}
-    if user is not None:  # in the prison first (as root), then become the user
-        try:
-            os.initgroups(pw.pw_name, pw.pw_gid)
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
-        except OSError as exc:
-            return fail(f"cannot become {pw.pw_name}: {exc.strerror}", EX_NOPERM)
-    if clean and pw is not None:
-        try:
-            os.chdir(pw.pw_dir)
-        except OSError:
-            os.chdir("/")
-    if pins:  # the prison's namespaces: nsenter (C, ~1.5 ms) joins them and execs the command
-        args = ["nsenter", *(f"--{k}={p}" for k, p in pins.items()), "--", path, *args[1:]]
-    try:
-        os.execvpe(args[0], args, env)
-    except FileNotFoundError:
-        return fail(f"exec: {args[0]}: command not found", 127)
-    except PermissionError:
-        return fail(f"exec: {args[0]}: permission denied", 126)
+        os.execv(jail, argv)
     except OSError as exc:
-        return fail(f"exec: {args[0]}: {exc.strerror}", 126)
+        return fail(f"cannot run {jail}: {exc.strerror} (was prisond installed with 'pip install'?)", EX_ERROR)
     return EX_ERROR  # not reached
 
 
@@ -397,19 +300,8 @@ def cmd_which(client: Client, args: list[str]) -> int:
     if "--json" in opts:
         print_json(r)
     else:
-        print(f"{r['pid']}: {r['prison']} (jid {r['jid']})" if r["prison"] else f"{r['pid']}: not in a prison")
+        print(clean(f"{r['pid']}: {r['prison']} (jid {r['jid']})") if r["prison"] else f"{r['pid']}: not in a prison")
     return 0
-
-
-def _which(cmd: str, path: str) -> str | None:
-    """The program execvp would run, or None (so that "not found" is our message, not nsenter's)."""
-    if "/" in cmd:
-        return cmd if os.path.exists(cmd) else None
-    for d in path.split(":"):
-        candidate = os.path.join(d or ".", cmd)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def cmd_check(args: list[str]) -> int:
@@ -447,6 +339,7 @@ def print_json(obj) -> None:
 
 
 def print_table(rows) -> None:
+    rows = [[clean(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -521,7 +414,7 @@ def cmd_events(client: Client, args: list[str]) -> int:
                 print(json.dumps(ev), flush=True)
             else:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev["time"]))
-                print(f"{stamp}  {ev['prison']:<16} {ev['kind']:<14} {ev['text']}", flush=True)
+                print(clean(f"{stamp}  {ev['prison']:<16} {ev['kind']:<14} {ev['text']}"), flush=True)
             after = ev["id"]
         if "--follow" not in opts:
             return 0

@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import sdnotify
-from .api import Access, Api
+from .api import Access, Api, Peer
 from .audit import AuditSocket
 from .cgroup import CgroupTree, detect_host
 from .config import Config, Limits, load_file
@@ -24,6 +24,7 @@ from .errors import ConfigError, PrisonError
 from .events import AUDIT_KINDS, CounterWatch, EventLog
 from .launcher import Launcher
 from .net import AliasBook, Netlink
+from .peer import PeerJudge
 from .prison import RUNNING, Deps
 from .registry import Registry
 from .resources import Host as ResourceHost
@@ -31,8 +32,11 @@ from .state import StateStore
 from .tasks import spawn
 
 DEFAULT_CONFIG = "/etc/prisond/prisond.yaml"
-DEFAULT_SOCKET = "/run/prisond/control.sock"
+DEFAULT_RUNTIME = "/run/prisond"
 DEFAULT_STATE = "/var/lib/prisond"
+PUBLIC = "public"  # in the runtime directory: what prisons see (the shim, their socket, events)
+INIT = "init"      # in the runtime directory, root only: each prison's init socket
+PRISON_SOCKET = "prison.sock"
 JAIL_NAME = "prisonjail"
 LIMIT_WATCH_INTERVAL = 1.0
 EVENT_TEXT = {  # by counter
@@ -89,20 +93,55 @@ def control_gid(name: str) -> int | None:
         return None
 
 
-def install_shim(runtime_dir: str) -> str:
+def runtime_dirs(runtime_dir: str) -> tuple[str, str]:
+    """The daemon's own directories under the runtime directory: (public, init).  The runtime
+    directory is made if missing but never changed: public/ (0755) is what every prison may
+    read and what confined prisons see, bind-mounted read-only; init/ (0700) root's alone."""
+    os.makedirs(runtime_dir, mode=0o755, exist_ok=True)
+    public, init = os.path.join(runtime_dir, PUBLIC), os.path.join(runtime_dir, INIT)
+    for path, mode in ((public, 0o755), (init, 0o700)):
+        os.makedirs(path, mode=mode, exist_ok=True)
+        st = os.lstat(path)
+        if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != 0:
+            raise PrisonError(f"{path} is not a directory of root's", "internal")
+        os.chmod(path, mode)
+    if not os.stat(runtime_dir).st_mode & 0o001:
+        log.warning("%s is closed to other users: programs of unconfined prisons that do not run as root "
+                    "cannot load the shim from %s", runtime_dir, public)
+    return public, init
+
+
+def install_shim(public_dir: str) -> str:
     """Copy the shim where every prison process can read it, replacing it atomically: a running
     process that has the old copy mapped must never see the file change under it."""
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), SHIM_NAME)
     if not os.path.exists(src):
         raise PrisonError(f"the shim {src} is missing: was prisond installed with 'pip install'?", "internal")
-    os.makedirs(runtime_dir, mode=0o755, exist_ok=True)
-    os.chmod(runtime_dir, 0o755)
-    dst = os.path.join(runtime_dir, SHIM_NAME)
+    dst = os.path.join(public_dir, SHIM_NAME)
     tmp = f"{dst}.tmp.{os.getpid()}"
     shutil.copyfile(src, tmp)
     os.chmod(tmp, 0o755)
     os.replace(tmp, dst)
     return dst
+
+
+def raise_nofile() -> None:
+    """The soft limit on open files up to the hard one: the daemon holds a connection to each
+    prison's init (LimitNOFILE= in the unit sets the hard limit)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def become_subreaper() -> None:
+    """The prisons' inits are started by a short-lived starter: as the subreaper, the daemon
+    is their parent and collects them when a prison ends (prison.reap), whatever the host's
+    PID 1 does with orphans."""
+    import ctypes
+    PR_SET_CHILD_SUBREAPER = 36
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.warning("cannot become a subreaper: stopped prisons' inits are left for PID 1 to collect")
 
 
 def open_kernel_layer(layout, tree: CgroupTree):
@@ -122,7 +161,7 @@ def open_kernel_layer(layout, tree: CgroupTree):
 
 
 class Daemon:
-    def __init__(self, config: Config, args: argparse.Namespace, shim_path: str):
+    def __init__(self, config: Config, args: argparse.Namespace, shim_path: str, init_dir: str):
         layout = detect_host()
         if layout is None:
             raise PrisonError("no cgroup hierarchy is mounted; prisond needs one to track prison processes",
@@ -135,31 +174,41 @@ class Daemon:
         kernel, why = (open_kernel_layer(layout, tree) if config.daemon.kernel_layer
                        else (None, "disabled by daemon.kernel_layer: false"))
         jail = os.path.join(os.path.dirname(os.path.abspath(__file__)), JAIL_NAME)
-        # namespace pins live with the state, not in the runtime directory, which confined
-        # prisons see (read-only: the shim and the control socket)
+        public = os.path.dirname(shim_path)
         self.events = EventLog()
         self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink(), record=self.store),
                          launcher=Launcher(shim_path, jail if os.access(jail, os.X_OK) else None,
-                                           os.path.abspath(args.socket)),
-                         kernel=kernel, kernel_why=why, ns_dir=os.path.join(args.state_dir, "ns"),
+                                           os.path.join(public, PRISON_SOCKET), init_dir),
+                         kernel=kernel, kernel_why=why,
                          resources=ResourceHost(layout, config.daemon.cgroup_parent) if config.daemon.limits else None,
                          events=self.events)
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
         gid = control_gid(config.daemon.control_group)
         self.api = Api(self.registry, shim_path, status=lambda: self.status,
-                       access=Access(gid, config.daemon.public_read))
+                       access=Access(gid, config.daemon.public_read),
+                       public_socket=os.path.join(public, PRISON_SOCKET))
+        judge = PeerJudge(tree.prison_in, self.registry.uts_owner)
+
+        def identify(sock) -> Peer:
+            cred, prison = judge.identify(sock)
+            return Peer(cred.pid, cred.uid, cred.gid, cred.groups, prison)
+
         # the file mode is a first gate (everyone may connect when reads are public); the daemon
         # decides each request by the caller's credentials
-        self.server = ControlServer(args.socket, self.api.handle, gid=gid, prison_of=self.api.prison_of,
+        self.server = ControlServer(args.socket, self.api.handle, identify=identify, gid=gid,
                                     mode=0o666 if config.daemon.public_read else 0o660)
+        # the socket prisons see (the shim's proc.status): their questions only, whoever asks
+        self.prison_server = ControlServer(os.path.join(public, PRISON_SOCKET), self.api.handle, identify=identify,
+                                           mode=0o666, jailed_only=True)
         self.stopping = asyncio.Event()
-        # the shim's reports (the policy's s= names the control socket; events.sock is beside it)
-        self.audit = AuditSocket(os.path.join(os.path.dirname(os.path.abspath(args.socket)), "events.sock"),
-                                 self.api.prison_of, self._shim_event)
+        # the shim's reports (the policy's s= names the prisons' socket; events.sock is beside it)
+        self.audit = AuditSocket(os.path.join(public, "events.sock"), tree.prison_of, self._shim_event)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        become_subreaper()
+        raise_nofile()
         loop.add_signal_handler(signal.SIGTERM, self._stop)
         loop.add_signal_handler(signal.SIGINT, self._stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload(), "reload"))
@@ -168,6 +217,7 @@ class Daemon:
             await asyncio.to_thread(self.deps.resources.ensure_parents, self.deps.cgroups.parent)
         await self.registry.recover()
         await self.server.start()
+        await self.prison_server.start()
         self.audit.start(loop)
         log.info("control socket %s; cgroups under %s (%s layout)", self.args.socket, self.deps.cgroups.parent,
                  self.deps.cgroups.layout.kind)
@@ -185,13 +235,18 @@ class Daemon:
         sdnotify.notify("STOPPING=1", "STATUS=stopping prisons")
         log.info("stopping all prisons")
         await self.server.close()
+        await self.prison_server.close()
         self.audit.close(loop)
         await self.registry.stop_all()
         self.store.clear()
-        try:
-            os.rmdir(self.deps.ns_dir)  # empty once every prison stopped
-        except OSError:
-            pass
+        # every prison stopped: the shim can go (a daemon that dies keeps it for its prisons,
+        # whose programs load it at every exec; the next daemon installs it again)
+        _unlink(self.deps.launcher.shim_path)
+        for path in (self.deps.launcher.init_dir, self.deps.launcher.public_dir):
+            try:
+                os.rmdir(path)  # empty once every prison stopped
+            except OSError:
+                pass
         self.deps.cgroups.remove_parent()
         if self.deps.resources:
             self.deps.resources.remove_parents()
@@ -267,13 +322,18 @@ def _unlink(path: str) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="prisond", description="Run prisons: FreeBSD-style jails for Linux services.")
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML configuration (default {DEFAULT_CONFIG})")
-    p.add_argument("-s", "--socket", default=os.environ.get("PRISOND_SOCKET", DEFAULT_SOCKET),
-                   help=f"control socket (default {DEFAULT_SOCKET})")
+    p.add_argument("-s", "--socket", default=os.environ.get("PRISOND_SOCKET"),
+                   help="control socket (default RUNTIME_DIR/control.sock)")
+    p.add_argument("--runtime-dir", default=DEFAULT_RUNTIME,
+                   help=f"the daemon's runtime directory (default {DEFAULT_RUNTIME}); prisons see its public/ only")
     p.add_argument("--state-dir", default=DEFAULT_STATE, help=f"where the daemon records what it made "
                    f"(default {DEFAULT_STATE})")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.runtime_dir = os.path.abspath(args.runtime_dir)
+    args.socket = os.path.abspath(args.socket or os.path.join(args.runtime_dir, "control.sock"))
+    return args
 
 
 def main(argv=None) -> int:
@@ -288,7 +348,8 @@ def main(argv=None) -> int:
         print("prisond: must run as root (it adds addresses and creates cgroups)", file=sys.stderr)
         return 1
     try:
-        shim = install_shim(os.path.dirname(os.path.abspath(args.socket)))
+        public, init_dir = runtime_dirs(args.runtime_dir)
+        shim = install_shim(public)
         # uvloop for the daemon's own loop only: not as the global policy, which the loops
         # pyroute2 makes in worker threads would inherit (uvloop has no netlink sockets).
         factory = None
@@ -300,14 +361,10 @@ def main(argv=None) -> int:
                 pass
 
         async def go() -> int:
-            return await Daemon(config, args, shim).run()
+            return await Daemon(config, args, shim, init_dir).run()
 
-        try:
-            with asyncio.Runner(loop_factory=factory) as runner:
-                return runner.run(go())
-        finally:
-            # processes that still map it keep their copy; a new daemon installs it again
-            _unlink(shim)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(go())
     except PrisonError as exc:
         print(f"prisond: {exc.message}", file=sys.stderr)
         return 1

@@ -1,144 +1,164 @@
-"""Running commands for prisons: in the prison (its cgroup, its environment) or on the host.
+"""Starting things for prisons: a prison's init, processes inside it, commands on the host.
 
-A process enters the prison's cgroup between fork and exec, so it and its children are never
-outside.  Commands get a new session, so a terminal's Ctrl-C to a foreground daemon does not
-reach them.
+Every process of a prison is started by the prison's init (initlink.py, jail/init.c): the
+daemon starts that init in the prison's cgroup, with the prison's namespaces (and for a
+confined prison its root), and from then on asks it.  So every process of a prison descends
+from its init and inherits its cgroup, namespaces, Landlock domain, seccomp filter and
+bounding set, and gets nothing of the daemon's or of an operator's but what is handed to it.
+
+Host commands (exec.prestart and the other hooks jail(8) runs on the host) are plain
+subprocesses of the daemon with a new session.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import resource
+import signal
+import socket
 import subprocess
+import time
 
-from . import cgroup as cgroups
-from . import namespaces
 from .config import Command, PrisonSpec
 from .errors import SystemLayerError
-from .policy import enter_argv, jail_flags, service_env
+from .initlink import STAGE_USER, Child, InitLink, SpawnError, SpawnRequest, short_address
+from .policy import jail_flags, service_env
 
 log = logging.getLogger("prisond.launcher")
-
-
-def _user(name: str):
-    import pwd
-    try:
-        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-    except KeyError:
-        raise SystemLayerError(f"exec.jail_user: no user {name!r}", "exec_failed") from None
-
 
 INIT_TIMEOUT = 30.0
 
 
-def join_all(procs_files: list[str]) -> None:
-    """Into the prison's cgroup(s), between fork and exec."""
+def init_argv(jail: str, control_fd: int, spec: PrisonSpec, procs_files: list[str], public_dir: str,
+              landlock_abi: int | None = None) -> list[str]:
+    """prisonjail init: the prison's cgroups and namespaces (UTS always; IPC unless
+    allow.sysvipc, which shares the host's, as FreeBSD does), for a confined prison its root,
+    the configured mounts, then the daemon's public directory (the shim, the prisons' socket)
+    read-only."""
+    argv = [jail, "init", "--control", str(control_fd), "--hostname", spec.hostname, "--allow", jail_flags(spec)]
     for f in procs_files:
-        cgroups.join(f)
+        argv += ["--cgroup", f]
+    if "sysvipc" not in spec.allow:
+        argv.append("--ipc")
+    if landlock_abi:
+        argv += ["--landlock-abi", str(landlock_abi)]
+    if spec.confined:
+        argv += ["--root", spec.path]
+        for m in spec.mounts:
+            argv += ["--bind", m.source, m.target, "ro" if m.readonly else "rw"]
+        argv += ["--bind", public_dir, public_dir, "ro"]
+    return argv
 
 
-def init_argv(jail: str, spec: PrisonSpec, pins: dict, runtime_dir: str) -> list[str]:
-    """prisonjail init for a confined prison: its root, its namespaces, the configured mounts,
-    then the daemon's runtime directory (the shim and the control socket) read-only."""
-    argv = [jail, "init", "--root", spec.path]
-    for kind in ("uts", "ipc"):
-        if kind in pins:
-            argv += [f"--{kind}", pins[kind]]
-    for m in spec.mounts:
-        argv += ["--bind", m.source, m.target, "ro" if m.readonly else "rw"]
-    return argv + ["--bind", runtime_dir, runtime_dir, "ro"]
+def listen_seqpacket(path: str) -> socket.socket:
+    """A fresh listening socket at path (a stale file from a dead init is replaced)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    address, dirfd = short_address(path)
+    try:
+        s.bind(address)
+        os.chmod(path, 0o600)
+        s.listen(16)
+    except OSError:
+        s.close()
+        raise
+    finally:
+        if dirfd is not None:
+            os.close(dirfd)
+    return s
 
 
 class Launcher:
-    def __init__(self, shim_path: str, jail_path: str | None = None, socket_path: str | None = None):
+    def __init__(self, shim_path: str, jail_path: str | None, public_socket: str | None, init_dir: str,
+                 landlock_abi: int | None = None):
         self.shim_path = shim_path
         self.jail_path = jail_path
-        self.socket_path = socket_path  # the shim asks the daemon there (virtual /proc/PID/status)
-        self.runtime_dir = os.path.dirname(shim_path)
+        self.socket_path = public_socket  # the shim asks the daemon there (virtual /proc/PID/status)
+        self.public_dir = os.path.dirname(shim_path)
+        self.init_dir = init_dir  # each prison's init socket: root only
+        self.landlock_abi = landlock_abi
 
-    def _output(self, spec: PrisonSpec):
+    def init_socket(self, name: str) -> str:
+        return os.path.join(self.init_dir, f"{name}.sock")
+
+    async def start_init(self, spec: PrisonSpec, procs_files: list[str]) -> InitLink:
+        """The prison's init, in its cgroup, with its namespaces; its link (not yet connected).
+        No preexec_fn: Python then starts the program with vfork, which a thousand prison
+        starts notice (fork would copy the daemon's page tables each time)."""
+        if not self.jail_path:
+            raise SystemLayerError("prisonjail is missing: was prisond installed with 'pip install'?", "internal")
+        if spec.confined and not os.path.isdir(spec.path):
+            raise SystemLayerError(f"path {spec.path}: not a directory", "exec_failed")
+        os.makedirs(self.init_dir, mode=0o700, exist_ok=True)
+        path = self.init_socket(spec.name)
+        listener = listen_seqpacket(path)
+        try:
+            argv = init_argv(self.jail_path, 0, spec, procs_files, self.public_dir, self.landlock_abi)
+            rc, out, err = await asyncio.to_thread(run_starter, argv, listener.fileno(), INIT_TIMEOUT)
+        finally:
+            listener.close()  # init holds it now
+        if rc != 0:
+            _unlink(path)
+            why = err.decode(errors="replace").strip().removeprefix("prisonjail: ") or "it did not get ready"
+            raise SystemLayerError(f"cannot {'confine' if spec.confined else 'make'} the prison: {why}", "exec_failed")
+        link = InitLink(path, spec.name)
+        link.init_pid = int(out)
+        return link
+
+    def spawn_request(self, spec: PrisonSpec, cmd: Command, kernel: bool) -> SpawnRequest:
+        """A service or exec.stop: jail(8)'s clean environment, as exec.jail_user."""
+        return SpawnRequest(argv=list(cmd.argv), env=service_env(spec, self.shim_path, kernel=kernel,
+                                                                 socket=self.socket_path),
+                            user=spec.exec.jail_user, nofile=spec.limits.nofile, stdio="log")
+
+    async def spawn_in(self, link: InitLink, spec: PrisonSpec, cmd: Command, kernel: bool) -> Child:
+        req = self.spawn_request(spec, cmd, kernel)
+        out = self._consolelog(spec)
+        fds = []
+        try:
+            if out is not None:
+                req.stdio = "fds"
+                fds = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), out, out]
+            child, _ = await link.spawn(req, fds, prefix="s")
+            return child
+        except SpawnError as exc:
+            if exc.stage == STAGE_USER:
+                raise SystemLayerError(f"exec.jail_user: no user {spec.exec.jail_user!r} in the prison",
+                                       "exec_failed") from None
+            raise
+        finally:
+            for fd in fds[:2]:
+                os.close(fd)
+
+    @staticmethod
+    def _consolelog(spec: PrisonSpec) -> int | None:
+        """exec.consolelog, opened by the daemon (never through a symlink at its end)."""
         if not spec.exec.consolelog:
             return None
         try:
-            return open(spec.exec.consolelog, "ab", buffering=0)
+            return os.open(spec.exec.consolelog, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                           0o640)
         except OSError as exc:
             raise SystemLayerError(f"cannot open exec.consolelog {spec.exec.consolelog}: {exc.strerror}",
                                    "exec_failed") from None
-
-    async def start_init(self, spec: PrisonSpec, procs_files: list[str], pins: dict) -> int:
-        """A confined prison's init (PID 1 of its namespaces, in its cgroup); its host pid."""
-        if not self.jail_path:
-            raise SystemLayerError("prisonjail is missing: was prisond installed with 'pip install'?", "internal")
-        if not os.path.isdir(spec.path):
-            raise SystemLayerError(f"path {spec.path}: not a directory", "exec_failed")
-        proc = await asyncio.create_subprocess_exec(
-            *init_argv(self.jail_path, spec, pins, self.runtime_dir), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: join_all(procs_files),
-            start_new_session=True)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), INIT_TIMEOUT)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise SystemLayerError("the prison's init did not get ready", "exec_failed") from None
-        if proc.returncode != 0:
-            why = err.decode(errors="replace").strip().removeprefix("prisonjail: ")
-            raise SystemLayerError(f"cannot confine the prison: {why}", "exec_failed")
-        return int(out)
-
-    async def spawn_in(self, spec: PrisonSpec, cmd: Command, procs_files: list[str],
-                       kernel: bool = False, pins: dict | None = None,
-                       init_pid: int | None = None) -> asyncio.subprocess.Process:
-        nofile = spec.limits.nofile
-        argv = cmd.argv
-        if init_pid is not None:  # confined: prisonjail enters, and is the user inside
-            argv = (*enter_argv(self.jail_path, init_pid, jail_flags(spec), spec.exec.jail_user), *argv)
-            user, pins = None, None
-        else:
-            user = _user(spec.exec.jail_user) if spec.exec.jail_user else None
-        env = service_env(spec, self.shim_path, kernel=kernel, socket=self.socket_path)
-        if user:
-            env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name, SHELL=user.pw_shell or "/bin/sh")
-
-        def enter():  # between fork and exec: os calls only; into the prison, then the user
-            join_all(procs_files)
-            if nofile:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-            if pins:
-                namespaces.join(pins)
-            if user:
-                os.initgroups(user.pw_name, user.pw_gid)
-                os.setgid(user.pw_gid)
-                os.setuid(user.pw_uid)
-
-        out = self._output(spec)
-        try:
-            return await asyncio.create_subprocess_exec(
-                *argv, env=env, cwd="/",
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=enter, start_new_session=True)
-        except OSError as exc:
-            raise SystemLayerError(f"cannot run {cmd.argv[0]}: {exc.strerror}", "exec_failed") from None
-        except subprocess.SubprocessError as exc:
-            raise SystemLayerError(f"cannot enter the prison to run {cmd.argv[0]}: {exc}", "exec_failed") from None
-        finally:
-            if out:
-                out.close()
 
     async def spawn_host(self, spec: PrisonSpec, cmd: Command) -> asyncio.subprocess.Process:
         env = dict(os.environ, PRISOND_PRISON=spec.name, PRISOND_HOSTNAME=spec.hostname,
                    PRISOND_IP4=" ".join(str(a.ip) for a in spec.ip4),
                    PRISOND_IP6=" ".join(str(a.ip) for a in spec.ip6))
         env.pop("NOTIFY_SOCKET", None)
-        out = self._output(spec)
+        out = self._consolelog(spec)
         try:
             return await asyncio.create_subprocess_exec(
                 *cmd.argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         except OSError as exc:
             raise SystemLayerError(f"cannot run {cmd.argv[0]}: {exc.strerror}", "exec_failed") from None
         finally:
-            if out:
-                out.close()
+            if out is not None:
+                os.close(out)
 
     @staticmethod
     async def wait(proc: asyncio.subprocess.Process, timeout: float) -> int | None:
@@ -152,3 +172,59 @@ class Launcher:
                 pass
             await proc.wait()
             return None
+
+
+def run_starter(argv: list[str], stdin: int, timeout: float) -> tuple[int, bytes, bytes]:
+    """Runs `prisonjail init` (which forks the prison's init and exits once it is ready) with
+    the init socket as its stdin; (exit status, stdout, stderr).  Blocking: called in a
+    thread.  posix_spawn and a plain waitpid rather than the event loop's subprocesses: uvloop
+    loses the pipes of its subprocesses once the daemon holds a thousand descriptors (one per
+    prison), and a daemon that starts many prisons needs neither a fork of itself nor a child
+    watcher here."""
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.posix_spawn(argv[0], argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    try:
+        out, err = _read_both(out_r, err_r, timeout)
+    finally:
+        os.close(out_r)
+        os.close(err_r)
+    if out is None:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    return (os.waitstatus_to_exitcode(status) if out is not None else -1), out or b"", err or b""
+
+
+def _read_both(a: int, b: int, timeout: float) -> tuple[bytes | None, bytes | None]:
+    """Both pipes to their end; (None, None) after timeout seconds.  poll, not select: the
+    descriptors may be above 1023."""
+    import select
+    bufs, deadline = {a: b"", b: b""}, time.monotonic() + timeout
+    p = select.poll()
+    p.register(a, select.POLLIN)
+    p.register(b, select.POLLIN)
+    left_open = 2
+    while left_open:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, None
+        for fd, _ in p.poll(left * 1000):
+            chunk = os.read(fd, 65536)
+            if chunk:
+                bufs[fd] += chunk
+            else:
+                p.unregister(fd)
+                left_open -= 1
+    return bufs[a], bufs[b]
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

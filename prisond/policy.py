@@ -57,15 +57,5 @@ def service_env(spec: PrisonSpec, shim_path: str, *, kernel: bool = False,
 
 
 def jail_flags(spec: PrisonSpec) -> str:
-    """prisonjail enter --allow: r raw sockets, a any socket family."""
+    """prisonjail init --allow: r raw sockets, a any socket family."""
     return ("r" if "raw_sockets" in spec.allow else "") + ("a" if "socket_af" in spec.allow else "") or "-"
-
-
-def enter_argv(jail: str, init_pid: int, flags: str, user: str | None = None, login: bool = False) -> list[str]:
-    """The prisonjail command that runs what follows it in a confined prison."""
-    argv = [jail, "enter", "--pid", str(init_pid), "--allow", flags]
-    if user is not None:
-        argv += ["--user", user]
-    if login:
-        argv.append("--login")
-    return argv + ["--"]

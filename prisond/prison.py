@@ -15,12 +15,14 @@ import signal
 import time
 from dataclasses import dataclass
 
-from . import namespaces, procinfo
+from . import procinfo
 from .cgroup import Cgroup, CgroupTree
 from .config import Command, PrisonSpec
 from .errors import PrisonError, StateConflict, SystemLayerError
+from .initlink import Child, InitLink, SpawnRequest, status_text
 from .launcher import Launcher
 from .net import AliasBook
+from .servicelog import ServiceLog
 from .tasks import spawn
 
 STOPPED, STARTING, RUNNING, STOPPING, FAILED = "stopped", "starting", "running", "stopping", "failed"
@@ -39,16 +41,8 @@ class Deps:
     launcher: Launcher
     kernel: object | None = None  # bpf.enforce.KernelLayer where the host can enforce
     kernel_why: str = ""          # why it can, or why not
-    ns_dir: str | None = None     # where each prison's namespaces are pinned (None: no namespaces)
     resources: object | None = None  # resources.Host: limits and accounting (None: neither)
     events: object | None = None     # events.EventLog
-
-    def ns_pins(self, spec: PrisonSpec) -> dict[str, str]:
-        """The prison's namespaces: UTS always, IPC unless allow.sysvipc (the host's, as FreeBSD)."""
-        if not self.ns_dir:
-            return {}
-        kinds = ("uts",) if "sysvipc" in spec.allow else ("uts", "ipc")
-        return namespaces.paths(self.ns_dir, spec.name, kinds)
 
     def enforcement(self, spec: PrisonSpec) -> tuple[str, str]:
         """The level a prison gets, and why: asked for, or the host's default."""
@@ -70,16 +64,17 @@ class Prison:
         self.reason: str | None = None
         self.started_at: float | None = None
         self.cgroup: Cgroup = deps.cgroups.for_prison(spec.name)
-        self.service: asyncio.subprocess.Process | None = None
+        self.service: Child | None = None
         self.service_status: str | None = None
+        self.link: InitLink | None = None  # the prison's init: the way in
+        self.logs: ServiceLog | None = None
         self.lock = asyncio.Lock()
         self.log = logging.LoggerAdapter(logging.getLogger("prisond.prison"), {"prison": spec.name})
         self._holds_aliases = False
         self.enforcement, self.enforcement_why = deps.enforcement(spec)
         self.cgroup_id: int | None = None  # set while the kernel layer enforces this prison
-        self.service_pid: int | None = None  # the service of an adopted prison (not our child)
         self._addr_cache: tuple = (None, [], [])
-        self.init_pid: int | None = None  # a confined prison's PID 1 (host pid)
+        self.init_pid: int | None = None  # the prison's init (host pid; PID 1 of a confined prison)
         self.res = deps.resources.for_prison(spec.name, self.cgroup.path) if deps.resources else None
         self._brief, self._brief_at = {}, -BRIEF_TTL - 1.0
         self._procs, self._procs_at = 0, -BRIEF_TTL - 1.0
@@ -131,14 +126,14 @@ class Prison:
             await asyncio.to_thread(self.res.apply, spec.limits)
         elif spec.limits.controllers():
             raise SystemLayerError("limits: this daemon has no cgroup controllers to enforce them", "limit_unavailable")
-        await asyncio.to_thread(namespaces.create, self.deps.ns_pins(spec), spec.hostname)
         if self.enforcement == "kernel":
             if self.deps.kernel is None:
                 raise SystemLayerError(f"enforce: kernel was asked for, but this host cannot: {self.deps.kernel_why}",
                                        "kernel_unavailable")
             self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
+        self.link = await self.deps.launcher.start_init(spec, self.procs_files())
+        await self._connect()
         if spec.confined:
-            self.init_pid = await self.deps.launcher.start_init(spec, self.procs_files(), self.deps.ns_pins(spec))
             self.log.info("confined in %s (init: pid %d)", spec.path, self.init_pid)
         if spec.exec.start:
             self.service = await self._spawn(spec.exec.start)
@@ -146,6 +141,26 @@ class Prison:
             self.log.info("exec.start: pid %d: %s", self.service.pid, " ".join(spec.exec.start.argv))
             spawn(self._watch_service(self.service), f"service:{spec.name}")
         await self._host_hook("poststart", spec.exec.poststart)
+
+    async def _connect(self):
+        """Talk to the prison's init: its pid, its log pipes, what it started that still runs."""
+        self.logs = ServiceLog(self.spec.name)
+        self.link.on_log = self.logs.feed
+        hello = await self.link.connect()
+        self.init_pid = hello.init_pid
+        self.link.on_lost = self._init_lost
+        return hello
+
+    def _init_lost(self) -> None:
+        if self.state == RUNNING:
+            self.log.error("the prison's init is gone: nothing more can be started in it")
+            self.reason = "its init is gone"
+
+    async def exec(self, req: SpawnRequest, fds: list[int]) -> tuple[Child, int | None]:
+        """A process in the running prison, started by its init (prisonctl exec)."""
+        if self.state != RUNNING or self.link is None:
+            raise StateConflict(f"prison {self.spec.name} is not running", "not_running")
+        return await self.link.spawn(req, fds)
 
     def procs_files(self) -> list[str]:
         """Where a process joins the prison: its cgroup, and on v1 hosts its controllers'."""
@@ -155,17 +170,18 @@ class Prison:
         if self.deps.events is not None:
             self.deps.events.add(self.spec.name, kind, text, **data)
 
-    async def _spawn(self, cmd: Command) -> asyncio.subprocess.Process:
-        return await self.deps.launcher.spawn_in(self.spec, cmd, self.procs_files(), self.enforcement == "kernel",
-                                                 self.deps.ns_pins(self.spec), self.init_pid)
+    async def _spawn(self, cmd: Command) -> Child:
+        return await self.deps.launcher.spawn_in(self.link, self.spec, cmd, self.enforcement == "kernel")
 
-    async def _watch_service(self, proc: asyncio.subprocess.Process) -> None:
-        rc = await proc.wait()
-        status = f"exited with status {rc}" if rc >= 0 else f"killed by {signal.Signals(-rc).name}"
-        if self.service is proc:
+    async def _watch_service(self, child: Child) -> None:
+        try:
+            status = status_text(await child.exited)
+        except PrisonError:
+            status = "gone with the prison's init"
+        if self.service is child:
             self.service_status = status
         if self.state == RUNNING:
-            self.log.warning("exec.start service (pid %d) %s", proc.pid, status)
+            self.log.warning("exec.start service (pid %d) %s", child.pid, status)
 
     async def _host_hook(self, hook: str, cmd: Command | None) -> None:
         if cmd is None:
@@ -180,9 +196,10 @@ class Prison:
 
     def record(self) -> dict:
         """What a later daemon needs to adopt this prison."""
-        pid = self.service.pid if self.service else self.service_pid
+        svc = self.service if self.state == RUNNING else None
         return {"jid": self.jid, "state": self.state, "started_at": self.started_at,
-                "service_pid": pid if self.state == RUNNING else None, "enforcement": self.enforcement}
+                "service_id": svc.ident if svc else None, "service_pid": svc.pid if svc else None,
+                "enforcement": self.enforcement}
 
     async def adopt(self, rec: dict) -> None:
         """Take over a prison a previous daemon left running: its processes stay as they are."""
@@ -190,7 +207,6 @@ class Prison:
             spec = self.spec
             await asyncio.to_thread(self.deps.aliases.acquire, spec.name, spec.addresses, spec.interface)
             self._holds_aliases = True
-            await asyncio.to_thread(namespaces.create, self.deps.ns_pins(spec), spec.hostname)
             if self.res:
                 await asyncio.to_thread(self.res.create)
                 await asyncio.to_thread(self.res.apply, spec.limits)
@@ -199,15 +215,16 @@ class Prison:
                     raise SystemLayerError("its kernel enforcement cannot be re-established: "
                                            f"{self.deps.kernel_why}", "kernel_unavailable")
                 self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
-            if spec.confined:
-                self.init_pid = procinfo.find_init(self.cgroup.procs())
-                if self.init_pid is None:
-                    raise SystemLayerError("its init (PID 1 of the prison) is gone", "exec_failed")
+            self.link = InitLink(self.deps.launcher.init_socket(spec.name), spec.name)
+            hello = await self._connect()
             self.state, self.reason = RUNNING, None
             self.started_at = rec.get("started_at")
-            pid = rec.get("service_pid")
-            if spec.exec.start and pid and os.path.exists(f"/proc/{pid}") and pid in self.cgroup.procs():
-                self.service_pid, self.service_status = pid, "running (adopted)"
+            ident = rec.get("service_id")
+            if spec.exec.start and ident in hello.live:
+                self.service, self.service_status = hello.live.pop(ident), "running (adopted)"
+                spawn(self._watch_service(self.service), f"service:{spec.name}")
+            elif spec.exec.start and ident in hello.exited:
+                self.service_status = f"{status_text(hello.exited[ident])} (while no daemon watched)"
             elif spec.exec.start:
                 self.service_status = "exited (while no daemon watched)"
             self.log.info("adopted (jid %d, %d processes, %s enforcement)", self.jid, len(self.pids()),
@@ -290,23 +307,24 @@ class Prison:
                 await self._host_hook("prestop", spec.exec.prestop)
             except PrisonError as exc:
                 errors.append(exc.message)
-            if spec.exec.stop and self.cgroup.exists():
+            if spec.exec.stop and self.link is not None and self.link.connected:
                 try:
-                    proc = await self._spawn(spec.exec.stop)
-                    if await Launcher.wait(proc, spec.stop_timeout) is None:
+                    child = await self._spawn(spec.exec.stop)
+                    try:
+                        await asyncio.wait_for(asyncio.shield(child.exited), spec.stop_timeout)
+                    except asyncio.TimeoutError:
+                        child.signal(signal.SIGKILL)
                         errors.append("exec.stop timed out")
                 except PrisonError as exc:
                     errors.append(exc.message)
+        if self.link is not None:  # its end is the prison's end, not news
+            self.link.on_lost = None
         try:
             await self._kill_all(spec.stop_timeout if graceful else 0.0)
             await asyncio.to_thread(self.cgroup.remove)  # detaches the programs, frees the storage
             self.cgroup_id = None
             if self.res:
                 await asyncio.to_thread(self.res.remove)
-        except PrisonError as exc:
-            errors.append(exc.message)
-        try:
-            await asyncio.to_thread(namespaces.remove, self.deps.ns_pins(spec))
         except PrisonError as exc:
             errors.append(exc.message)
         if graceful:
@@ -317,25 +335,47 @@ class Prison:
         if self._holds_aliases:
             errors += await asyncio.to_thread(self.deps.aliases.release, spec.name, spec.addresses)
             self._holds_aliases = False
-        self.service = self.service_pid = self.init_pid = None
+        self._disconnect()
+        self.service = self.init_pid = None
         return errors
 
+    def _disconnect(self) -> None:
+        """The link to init and the log pipes (what is still in them is logged)."""
+        if self.link is not None:
+            self.link.on_lost = None
+            self.link.close()
+            _unlink(self.link.path)
+            self.link = None
+        if self.logs is not None:
+            self.logs.close()
+            self.logs = None
+
     async def _kill_all(self, grace: float) -> None:
-        """SIGTERM to all, stop.timeout, SIGKILL.  A confined prison's init ignores SIGTERM (as
-        PID 1 does), so the wait is for everything else; SIGKILL to it ends the namespace."""
+        """SIGTERM to all, stop.timeout, SIGKILL to the rest, then the prison's init.  init
+        ignores SIGTERM (as PID 1 does) and outlives the others, so it reaps them all and tells
+        how each ended (an exec's client gets its command's true end); killing it last ends
+        the prison (for a confined one, its PID namespace)."""
         cg = self.cgroup
         if not cg.exists():
             return
-        init = {self.init_pid} if self.init_pid else set()
-        if grace > 0 and set(cg.procs()) - init:
+        init = self.init_pid
+        if grace > 0 and set(cg.procs()) - {init}:
             cg.signal_all(signal.SIGTERM)
-            if not await self._wait_empty(grace, init):
+            if not await self._wait_empty(grace, {init}):
                 self.log.warning("processes left after %.1fs: sending SIGKILL", grace)
+        if set(cg.procs()) - {init}:
+            cg.kill_all_but(init)
+            await self._wait_empty(KILL_WAIT, {init})
+        if self.link is not None and self.link.connected:
+            await self.link.sync()  # every end init saw is told before it goes
+            self.link.lost_status = signal.SIGKILL  # whatever still runs dies of the cgroup's kill
         if cg.procs():
             cg.signal_all(signal.SIGKILL)
             if not await self._wait_empty(KILL_WAIT):
                 raise SystemLayerError(f"processes of {self.spec.name} survived SIGKILL: {cg.procs()}",
                                        "cgroup_error")
+        if init:
+            reap(init)
 
     async def _wait_empty(self, timeout: float, ignore: set = frozenset()) -> bool:
         deadline = time.monotonic() + timeout
@@ -398,7 +438,7 @@ class Prison:
             "cgroup": self.cgroup.path if self.state not in (STOPPED, FAILED) else None,
             "started_at": self.started_at,
             "service": ({"argv": list(spec.exec.start.argv),
-                         "pid": self.service.pid if self.service else self.service_pid,
+                         "pid": self.service.pid if self.service else None,
                          "status": self.service_status} if spec.exec.start else None),
             "init_pid": self.init_pid,
             "processes": procinfo.processes(pids),
@@ -467,3 +507,23 @@ class Prison:
 def _limits_text(limits) -> str:
     parts = [f"{k}={v}" for k, v in dataclasses.asdict(limits).items() if v is not None]
     return ", ".join(parts) or "none"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def reap(pid: int) -> None:
+    """Collect a dead init: the daemon is the subreaper of the inits it started (their starter
+    exits at once).  An init an earlier daemon started is not its child: nothing to do."""
+    for _ in range(100):
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.01)

@@ -4,6 +4,12 @@ Request:  {"v": 1, "id": 7, "method": "prison.show", "params": {"name": "web1"}}
 Reply:    {"v": 1, "id": 7, "ok": true, "result": {...}}
           {"v": 1, "id": 7, "ok": false, "error": {"code": "no_such_prison", "message": "..."}}
 
+prison.exec is answered twice: first {"pid", "tty"} with descriptors attached (SCM_RIGHTS: the
+master of the command's terminal, or the other ends of its stdin, stdout and stderr), then,
+when the command ends, {"exit": N} or {"signal": N}.  Meanwhile the client may send
+exec.signal {"signal": N} on the same connection.  A command that cannot be run is an error
+with code exec_failed and "status" (126 or 127), what prisonctl exec exits with.
+
 Every request carries the protocol version; a server answers one it does not speak with
 ``bad_version``.  Lines are bounded by MAX_LINE.
 """
@@ -26,7 +32,10 @@ METHODS = frozenset({
     "daemon.health", "daemon.reload",
     "prison.list", "prison.show", "prison.ps", "prison.which",
     "prison.start", "prison.stop", "prison.restart", "prison.exec", "proc.status", "prison.events",
+    "exec.signal",
 })
+# asked on a connection while its prison.exec runs (see api.ExecSession)
+SESSION_METHODS = frozenset({"exec.signal"})
 READ_ONLY = frozenset({"daemon.health", "prison.list", "prison.show", "prison.ps", "prison.which", "proc.status",
                        "prison.events"})
 # all a process inside a prison may ask, root included: its shim's questions about its own prison
@@ -81,6 +90,9 @@ def reply_error(rid, exc: PrisonError) -> bytes:
     details = getattr(exc, "problems", None)
     if details:
         body["problems"] = details
+    status = getattr(exc, "exit_status", None)
+    if status is not None:  # a command that could not be run: what prisonctl exec exits with
+        body["status"] = status
     return encode({"v": VERSION, "id": rid, "ok": False, "error": body})
 
 

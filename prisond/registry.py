@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 
-from . import namespaces
 from .config import Config, PrisonSpec
 from .diff import ConfigDiff, diff
 from .errors import NoSuchPrison, PrisonError, StateConflict
@@ -29,6 +28,7 @@ class Registry:
         self.prisons: dict[str, Prison] = {}
         self._next_jid = 1
         self._reload_lock = asyncio.Lock()
+        self._uts_index: dict[tuple[int, int], str] | None = None  # UTS namespace -> prison (peer.py)
         self.shutting_down = False  # set on SIGTERM: prisons not yet started are left alone
         for spec in config.prisons:
             self._add(spec)
@@ -49,6 +49,7 @@ class Registry:
 
     def save(self, prison: Prison | None = None) -> None:
         """Record one prison (or all): what a later daemon needs to adopt it."""
+        self._uts_index = None  # prisons came or went
         for p in [prison] if prison else list(self.prisons.values()):
             try:
                 if p.state in (RUNNING, "starting", "stopping"):
@@ -78,11 +79,11 @@ class Registry:
                 except PrisonError as exc:
                     log.error("prison %s: cannot adopt: %s", name, exc.message)
             await asyncio.to_thread(self._end_leftover, name)
-        if self.deps.ns_dir and os.path.isdir(self.deps.ns_dir):  # pins of prisons not adopted
-            kept = {p.spec.name for p in adopted}
-            stale = {e: os.path.join(self.deps.ns_dir, e) for e in os.listdir(self.deps.ns_dir)
-                     if e.rpartition(".")[0] not in kept}
-            await asyncio.to_thread(namespaces.remove, stale)
+        kept = {p.spec.name for p in adopted}
+        init_dir = self.deps.launcher.init_dir
+        for entry in os.listdir(init_dir) if os.path.isdir(init_dir) else ():  # sockets of dead inits
+            if entry.removesuffix(".sock") not in kept:
+                os.unlink(os.path.join(init_dir, entry))
         self._renumber(adopted)
         errors = await asyncio.to_thread(self.deps.aliases.release_unused)
         for e in errors:
@@ -209,6 +210,21 @@ class Registry:
     def list(self, full: bool = False) -> list[dict]:
         """Every prison's summary; full: with all its figures (`prisonctl top`)."""
         return [p.summary(full) for p in self.prisons.values()]
+
+    def uts_owner(self, ns: tuple[int, int]) -> str | None:
+        """The prison whose UTS namespace this is ((st_dev, st_ino) of it: peer.py's second
+        proof), or None."""
+        if self._uts_index is None:
+            index = {}
+            for p in self.prisons.values():
+                if p.state != STOPPED and p.init_pid:
+                    try:
+                        st = os.stat(f"/proc/{p.init_pid}/ns/uts")
+                        index[(st.st_dev, st.st_ino)] = p.spec.name
+                    except OSError:
+                        pass
+            self._uts_index = index
+        return self._uts_index.get(ns)
 
     def counts(self) -> dict:
         states = [p.state for p in self.prisons.values()]

@@ -7,6 +7,10 @@ from prisond.api import Peer
 from prisond.control import ControlServer
 
 
+def host_peer(sock) -> Peer:
+    return Peer(pid=1, uid=0, gid=0)
+
+
 def sync_or_wait(req, peer: Peer):
     if req.method == "prison.start":  # a method that waits
         async def slow():
@@ -17,7 +21,7 @@ def sync_or_wait(req, peer: Peer):
 
 
 async def test_an_idle_half_request_is_dropped(tmp_path):
-    srv = ControlServer(str(tmp_path / "s.sock"), sync_or_wait, idle_timeout=0.5)
+    srv = ControlServer(str(tmp_path / "s.sock"), sync_or_wait, identify=host_peer, idle_timeout=0.5)
     await srv.start()
     try:
         reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
@@ -29,7 +33,7 @@ async def test_an_idle_half_request_is_dropped(tmp_path):
 
 
 async def test_replies_keep_the_order_of_requests(tmp_path):
-    srv = ControlServer(str(tmp_path / "s.sock"), sync_or_wait)
+    srv = ControlServer(str(tmp_path / "s.sock"), sync_or_wait, identify=host_peer)
     await srv.start()
     try:
         reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))

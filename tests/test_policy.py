@@ -1,6 +1,6 @@
 import dataclasses
 
-from prisond.config import parse
+from prisond.config import Mount, parse
 from prisond.policy import service_env, shim_policy, with_preload
 
 
@@ -28,10 +28,16 @@ def test_policy_names_the_socket_for_status_lines():
     assert shim_policy(spec(), socket="/run/prisond/control.sock").endswith(";f=;s=/run/prisond/control.sock")
 
 
-def test_enter_argv_for_prisonjail():
-    from prisond.policy import enter_argv, jail_flags
+def test_init_argv_for_prisonjail():
+    from prisond.launcher import init_argv
+    from prisond.policy import jail_flags
     s = dataclasses.replace(spec(), allow=frozenset({"raw_sockets"}))
     assert jail_flags(spec()) == "-" and jail_flags(s) == "r"
-    assert enter_argv("/j", 42, "r", "www-data", True) == [
-        "/j", "enter", "--pid", "42", "--allow", "r", "--user", "www-data", "--login", "--"]
-    assert enter_argv("/j", 42, "-") == ["/j", "enter", "--pid", "42", "--allow", "-", "--"]
+    assert init_argv("/j", 0, s, ["/cg/a/cgroup.procs"], "/run/prisond/public") == [
+        "/j", "init", "--control", "0", "--hostname", s.hostname, "--allow", "r",
+        "--cgroup", "/cg/a/cgroup.procs", "--ipc"]
+    shared = dataclasses.replace(spec(), allow=frozenset({"sysvipc"}))
+    assert "--ipc" not in init_argv("/j", 0, shared, [], "/p")
+    confined = dataclasses.replace(spec(), path="/srv/r", mounts=(Mount("/usr", "/usr", True),))
+    assert init_argv("/j", 0, confined, [], "/p")[-11:] == [
+        "--ipc", "--root", "/srv/r", "--bind", "/usr", "/usr", "ro", "--bind", "/p", "/p", "ro"]

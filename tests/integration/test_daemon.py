@@ -27,14 +27,16 @@ prisons:
     assert r.returncode == 0
     lines = r.stdout.decode().splitlines()
     assert lines[0].split() == ["JID", "NAME", "HOSTNAME", "IP", "STATE", "PROCS", "CPU", "MEM"]
-    assert lines[1].split()[:6] == ["1", "web1", "web1.example.test", "127.0.2.1", "running", "1"]
-    assert lines[2].split()[:6] == ["2", "web2", "web2", "127.0.3.1,127.0.3.2", "running", "0"]
+    # processes: the prison's init, and its service
+    assert lines[1].split()[:6] == ["1", "web1", "web1.example.test", "127.0.2.1", "running", "2"]
+    assert lines[2].split()[:6] == ["2", "web2", "web2", "127.0.3.1,127.0.3.2", "running", "1"]
     assert lines[1].split()[6].endswith("s") and lines[1].split()[7][-1] in "KMG"  # CPU time, memory
     listed = json.loads(d.ctl("list", "--json").stdout)
     assert [p["name"] for p in listed] == ["web1", "web2"]
     shown = json.loads(d.ctl("show", "web1", "--json").stdout)
     assert shown["service"]["status"] == "running"
-    assert [p["pid"] for p in shown["processes"]] == [shown["service"]["pid"]]
+    assert [p["pid"] for p in shown["processes"]] == [shown["init_pid"], shown["service"]["pid"]]
+    assert [p["command"] for p in shown["processes"]][0] == "init"
     text = d.ctl("show", "web1").stdout.decode()
     assert "web1 (jid 1): running" in text and "127.0.2.1/32" in text
 
@@ -51,7 +53,7 @@ prisons:
 """)
     service = d.show("a")["service"]["pid"]
     spawned = subprocess.Popen(prisonctl_cmd() + ["--socket", d.socket, "exec", "a", "--", "sleep", "3600"])
-    wait_for(lambda: d.show("a")["procs"] == 2, what="two processes")
+    wait_for(lambda: d.show("a")["procs"] == 3, what="three processes (init, the service, sleep)")
     assert {"127.0.2.1", "fd00:2::1"} <= addresses_on_lo()
     cg = d.cgroup_dir()
     assert os.path.isdir(os.path.join(cg, "a"))
@@ -61,7 +63,7 @@ prisons:
     assert addresses_on_lo() == before
     assert not os.path.exists(cg)
     assert not os.path.exists(d.socket)
-    assert not os.path.exists(os.path.join(d.run_dir, "libprisonshim.so"))
+    assert not os.path.exists(os.path.join(d.run_dir, "public", "libprisonshim.so"))
     assert os.listdir(d.state_dir) == []
 
 
@@ -297,7 +299,8 @@ def test_ps_and_which(daemon):
     pid = d.show("a")["service"]["pid"]
     r = d.ctl("ps", "a")
     rows = r.stdout.decode().splitlines()
-    assert rows[0].split() == ["PID", "USER", "BOUND", "COMMAND"] and rows[1].split()[:2] == [str(pid), "root"]
+    assert rows[0].split() == ["PID", "USER", "BOUND", "COMMAND"] and rows[1].split()[-1] == "init"
+    assert rows[2].split()[:2] == [str(pid), "root"]
     assert d.ctl("which", pid).stdout == f"{pid}: a (jid 1)\n".encode()
     assert d.ctl("which", os.getpid()).stdout == f"{os.getpid()}: not in a prison\n".encode()
     r = d.ctl("which", 999999999)
@@ -315,7 +318,7 @@ def test_exec_as_a_user_in_a_clean_environment(daemon):
     names = {line.split("=", 1)[0] for line in r.stdout.decode().splitlines()}
     assert names == {"PATH", "TERM", "HOME", "SHELL", "USER", "LOGNAME", "LD_PRELOAD", "PRISOND_POLICY"}
     r = d.ctl("exec", "-u", "no-such-user-here", "a", "--", "true")
-    assert r.returncode == 2 and b"no user 'no-such-user-here'" in r.stderr
+    assert r.returncode == 1 and r.stderr == b"prisonctl: no user no-such-user-here in the prison\n"
 
 
 def test_exec_jail_user_runs_the_service_as_that_user(daemon):
@@ -328,7 +331,7 @@ def test_exec_jail_user_runs_the_service_as_that_user(daemon):
     pid = d.show("a")["service"]["pid"]
     assert os.stat(f"/proc/{pid}").st_uid == 65534
     bad = d.show("bad")
-    assert bad["state"] == "failed" and bad["reason"] == "exec.jail_user: no user 'no-such-user-here'"
+    assert bad["state"] == "failed" and bad["reason"] == "exec.jail_user: no user 'no-such-user-here' in the prison"
 
 
 def test_each_prison_has_its_own_kernel_hostname(daemon, nettool_static):
@@ -340,10 +343,12 @@ def test_each_prison_has_its_own_kernel_hostname(daemon, nettool_static):
     assert d.exec("b", nettool_static, "hostname").stdout == b"gethostname=b.example.test uname=b.example.test\n"
     assert d.exec("a", "sh", "-c", "cat /proc/sys/kernel/hostname").stdout == b"a.example.test\n"
     assert os.uname().nodename == host
-    pins = [line.split()[4] for line in open("/proc/self/mountinfo") if line.split()[4].startswith(d.state_dir)]
-    assert sorted(os.path.basename(p) for p in pins) == ["a.ipc", "a.uts", "b.ipc", "b.uts"]
+    # the namespaces are held by each prison's init: nothing is mounted to pin them
+    inits = [d.show(n)["init_pid"] for n in ("a", "b")]
+    uts = {os.readlink(f"/proc/{pid}/ns/uts") for pid in inits} | {os.readlink("/proc/self/ns/uts")}
+    assert len(uts) == 3
+    assert not [line for line in open("/proc/self/mountinfo") if d.state_dir in line or d.run_dir in line]
     assert d.stop() == 0
-    assert not [line for line in open("/proc/self/mountinfo") if d.state_dir in line]
     assert os.uname().nodename == host
 
 

@@ -63,7 +63,7 @@ def test_a_process_outside_any_prison_cannot_report(daemon):
     import socket
     d = daemon("prisons:\n  a:\n    enforce: shim\n    ip4: [127.0.2.1]\n")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(b"refused bind 10.0.0.1", d.run_dir + "/events.sock")
+        s.sendto(b"refused bind 10.0.0.1", d.run_dir + "/public/events.sock")
     assert d.exec("a", "python3", "-c", BIND_ANY).returncode == 0
     wait_for(lambda: any(e["kind"] == "coerced" for e in events(d)), what="a's own event")
     assert not [e for e in events(d) if "10.0.0.1" in e["text"]]

@@ -41,7 +41,7 @@ def test_enforcement_outlives_a_killed_daemon_and_a_new_daemon_adopts(daemon, ne
     listed = {p["name"]: p for p in d.call("prison.list")}
     service = {n: d.show(n)["service"]["pid"] for n in ("k", "s")}
     w = worker(d, "k", nettool_static)
-    wait_for(lambda: d.show("k")["procs"] == 2, what="the worker in k")
+    wait_for(lambda: d.show("k")["procs"] == 3, what="the worker in k (with init and the service)")
     d.kill9()
     sink = Sink()
     with Wire() as wire:
@@ -54,7 +54,7 @@ def test_enforcement_outlives_a_killed_daemon_and_a_new_daemon_adopts(daemon, ne
     for name in ("k", "s"):
         assert again[name]["jid"] == listed[name]["jid"] and again[name]["state"] == "running"
         assert d.show(name)["service"]["pid"] == service[name]
-    assert again["k"]["procs"] == 2 and again["k"]["enforcement"] == "kernel"
+    assert again["k"]["procs"] == 3 and again["k"]["enforcement"] == "kernel"
     assert "adopted" in d.log()
     assert connect_from(w, sink.port).startswith("ok local=127.0.3.1:")
     assert d.stop() == 0
@@ -77,11 +77,11 @@ def test_a_reload_changes_addresses_without_restarting_processes(daemon, nettool
     d = daemon(f"prisons:\n  k:\n    enforce: kernel\n    ip4: [127.0.3.1]\n    exec:\n      {SERVICE}\n")
     pid = d.show("k")["service"]["pid"]
     w = worker(d, "k", nettool_static)
-    wait_for(lambda: d.show("k")["procs"] == 2, what="the worker")
+    wait_for(lambda: d.show("k")["procs"] == 3, what="the worker (with init and the service)")
     d.write_config(f"prisons:\n  k:\n    enforce: kernel\n    ip4: [127.0.3.9]\n    exec:\n      {SERVICE}\n")
     r = d.ctl("reload")
     assert r.returncode == 0, r.stderr
-    assert d.show("k")["service"]["pid"] == pid and d.show("k")["procs"] == 2
+    assert d.show("k")["service"]["pid"] == pid and d.show("k")["procs"] == 3
     lo = addresses_on_lo()
     assert "127.0.3.9" in lo and "127.0.3.1" not in lo
     sink = Sink()

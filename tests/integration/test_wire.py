@@ -190,4 +190,4 @@ prisons:
     synacks = {s for s, _, f in wire.tcp_from(8080) if f & 0x12 == 0x12}
     assert synacks == {A4}
     procs = d.show("a")["processes"]
-    assert len(procs) == 3  # master and two workers, all in the prison
+    assert len(procs) == 4  # the prison's init, nginx's master and two workers, all in the prison

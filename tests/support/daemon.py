@@ -58,8 +58,8 @@ class Daemon:
     def start(self, wait: bool = True) -> "Daemon":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            prisond_cmd() + ["--config", self.config_path, "--socket", self.socket, "--state-dir", self.state_dir,
-                             "--log-level", "debug"] + self.extra_args,
+            prisond_cmd() + ["--config", self.config_path, "--runtime-dir", self.run_dir, "--socket", self.socket,
+                             "--state-dir", self.state_dir, "--log-level", "debug"] + self.extra_args,
             stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         if wait:
             self.wait_ready()
@@ -114,12 +114,7 @@ class Daemon:
         return self.returncode
 
     def remove_cgroups(self) -> None:
-        """Kill and remove whatever this daemon left in its cgroup tree and namespace pins
-        (it may have been killed)."""
-        from prisond import namespaces
-        ns_dir = os.path.join(self.state_dir, "ns")
-        if os.path.isdir(ns_dir):
-            namespaces.remove({e: os.path.join(ns_dir, e) for e in os.listdir(ns_dir)})
+        """Kill and remove whatever this daemon left in its cgroup tree (it may have been killed)."""
         top = self.cgroup_dir()
         if not os.path.isdir(top):
             return

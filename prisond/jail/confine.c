@@ -1,0 +1,239 @@
+/* A confined prison's file system: its root, a fresh /proc with the kernel's knobs read-only,
+ * a /dev of its own, the configured mounts, then pivot_root into the root.  Runs in init, in
+ * the prison's new mount namespace, before anything of the prison runs.
+ *
+ * Mount targets are resolved one component at a time with RESOLVE_NO_SYMLINKS under the
+ * root, so a symlink the prison planted in its root cannot send a mount onto the host's tree.
+ * Read-only means the whole tree (mount_setattr with AT_RECURSIVE): a submount of a
+ * read-only source would otherwise stay writable.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "jail.h"
+
+/* Opens (creating when missing) PATH under root fd ROOT without following any symlink. */
+static int open_in_root(int root, const char *path, int file)
+{
+	char buf[PATH_MAX];
+	if (strlen(path) >= sizeof buf) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(buf, path);
+	int cur = dup(root);
+	char *save = NULL;
+	char *comp = strtok_r(buf, "/", &save);
+	while (comp) {
+		char *next = strtok_r(NULL, "/", &save);
+		int last = next == NULL;
+		if (strcmp(comp, "..") == 0) {
+			close(cur);
+			errno = EINVAL;
+			return -1;
+		}
+		if (last && file) {
+			int fd = openat(cur, comp, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+			if (fd < 0 && errno != EISDIR) {
+				close(cur);
+				return -1;
+			}
+			if (fd >= 0)
+				close(fd);
+		} else if (mkdirat(cur, comp, 0755) < 0 && errno != EEXIST) {
+			close(cur);
+			return -1;
+		}
+		struct open_how how = {.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW,
+				       .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH};
+		if (!last || !file)
+			how.flags |= O_DIRECTORY;
+		int fd = syscall(SYS_openat2, cur, comp, &how, sizeof how);
+		close(cur);
+		if (fd < 0)
+			return -1;
+		cur = fd;
+		comp = next;
+	}
+	return cur;
+}
+
+static void fdpath(char *out, size_t cap, int fd)
+{
+	snprintf(out, cap, "/proc/self/fd/%d", fd);
+}
+
+/* mount(2) onto PATH inside the root, resolved safely. */
+static void mount_in(int root, const char *path, int file, const char *src, const char *type,
+		     unsigned long flags, const char *data)
+{
+	int fd = open_in_root(root, path, file);
+	if (fd < 0)
+		fail("cannot make mount point", path);
+	char p[64];
+	fdpath(p, sizeof p, fd);
+	if (mount(src, p, type, flags, data) < 0)
+		fail("cannot mount", path);
+	close(fd);
+}
+
+static int open_beneath(int root, const char *path)
+{
+	struct open_how how = {.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW,
+			       .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH};
+	while (*path == '/')
+		path++;
+	return syscall(SYS_openat2, root, *path ? path : ".", &how, sizeof how);
+}
+
+/* Sets ATTR on the mount now on top at PATH and on every mount below it (a fresh lookup: an
+ * fd opened before the mount would name the one underneath). */
+static void set_attr(int root, const char *path, unsigned long long attr)
+{
+	int fd = open_beneath(root, path);
+	struct mount_attr ma = {.attr_set = attr};
+	if (fd < 0 || syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof ma) < 0)
+		fail("cannot set mount flags on", path);
+	close(fd);
+}
+
+#define RO (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+
+/* A kernel knob under /proc bound on itself, then made read-only. */
+static void proc_ro(int root, const char *path)
+{
+	int fd = open_beneath(root, path);
+	if (fd < 0)
+		return; /* the kernel has no such knob: nothing to protect */
+	char p[64];
+	fdpath(p, sizeof p, fd);
+	if (mount(p, p, NULL, MS_BIND | MS_REC, NULL) < 0)
+		fail("cannot bind", path);
+	close(fd);
+	set_attr(root, path, RO | MOUNT_ATTR_NOEXEC);
+}
+
+static void mask(int root, const char *path)
+{
+	int fd = open_beneath(root, path);
+	if (fd < 0)
+		return;
+	char p[64];
+	fdpath(p, sizeof p, fd);
+	if (mount("/dev/null", p, NULL, MS_BIND, NULL) < 0)
+		fail("cannot mask", path);
+	close(fd);
+}
+
+/* /dev: a tmpfs with device nodes of its own.  Bind mounts of the host's nodes would share
+ * their inodes: a chmod inside would change the host's /dev/null for every host user. */
+static void make_dev(int root)
+{
+	static const struct {
+		const char *name;
+		unsigned major, minor;
+	} nodes[] = {{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9},
+		     {"tty", 5, 0}};
+	mount_in(root, "dev", 0, "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k");
+	int dev = open_in_root(root, "dev", 0);
+	if (dev < 0)
+		fail("cannot open", "dev");
+	for (size_t i = 0; i < sizeof nodes / sizeof *nodes; i++) {
+		if (mknodat(dev, nodes[i].name, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) < 0 &&
+		    errno != EEXIST)
+			fail("cannot make device", nodes[i].name);
+		if (fchmodat(dev, nodes[i].name, 0666, 0) < 0) /* past the umask */
+			fail("cannot chmod device", nodes[i].name);
+	}
+	close(dev);
+	mount_in(root, "dev/pts", 0, "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
+		 "newinstance,ptmxmode=0666,mode=0620,gid=5");
+	mount_in(root, "dev/shm", 0, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+	dev = open_in_root(root, "dev", 0);
+	if (dev < 0)
+		fail("cannot open", "dev");
+	static const char *links[][2] = {{"pts/ptmx", "ptmx"},     {"/proc/self/fd", "fd"},
+					 {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+					 {"/proc/self/fd/2", "stderr"}};
+	for (size_t i = 0; i < sizeof links / sizeof *links; i++)
+		if (symlinkat(links[i][0], dev, links[i][1]) < 0 && errno != EEXIST)
+			fail("cannot link", links[i][1]);
+	close(dev);
+}
+
+static void make_proc(int root)
+{
+	static const char *ro[] = {"proc/sys", "proc/sysrq-trigger", "proc/bus", "proc/fs", "proc/irq"};
+	static const char *masked[] = {"proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug",
+				       "proc/latency_stats", "proc/kallsyms"};
+	mount_in(root, "proc", 0, "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	for (size_t i = 0; i < sizeof ro / sizeof *ro; i++)
+		proc_ro(root, ro[i]);
+	for (size_t i = 0; i < sizeof masked / sizeof *masked; i++)
+		mask(root, masked[i]);
+}
+
+static void bind_mount(int root, const struct mnt *m)
+{
+	if (!m->src) {
+		mount_in(root, m->dst, 0, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+		return;
+	}
+	struct stat st;
+	if (stat(m->src, &st) < 0)
+		fail("cannot bind", m->src);
+	int fd = open_in_root(root, m->dst, !S_ISDIR(st.st_mode));
+	if (fd < 0)
+		fail("cannot make mount point", m->dst);
+	char tp[64];
+	fdpath(tp, sizeof tp, fd);
+	if (mount(m->src, tp, NULL, MS_BIND | MS_REC, NULL) < 0)
+		fail("cannot bind", m->src);
+	close(fd);
+	/* no set-uid programs and no devices from a host directory, read-only or not */
+	set_attr(root, m->dst, m->ro ? RO : MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+}
+
+void confine(const char *root, const struct mnt *mounts, int n)
+{
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		fail("cannot make mounts private", "/");
+	if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) < 0)
+		fail("cannot bind the root", root);
+	int rfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rfd < 0)
+		fail("cannot open the root", root);
+	/* device nodes left in the root's tree (a debootstrap root has some in its /dev) are
+	 * inert: /dev is mounted over, and nothing else in the root may be a device */
+	set_attr(rfd, "/", MOUNT_ATTR_NODEV);
+	make_proc(rfd);
+	make_dev(rfd);
+	for (int i = 0; i < n; i++)
+		bind_mount(rfd, &mounts[i]);
+	/* tmpfs mounts hold only what was bound on them: read-only now */
+	for (int i = 0; i < n; i++)
+		if (!mounts[i].src)
+			set_attr(rfd, mounts[i].dst, RO);
+	if (fchdir(rfd) < 0)
+		fail("cannot enter", root);
+	close(rfd);
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		fail("pivot_root", root);
+	if (umount2(".", MNT_DETACH) < 0)
+		fail("cannot detach the host's tree", NULL);
+	if (chdir("/") < 0)
+		fail("chdir", "/");
+}

@@ -33,7 +33,7 @@ def snapshot(top) -> dict:
         for name in [""] + dirnames + filenames:  # "": the directory itself
             p = os.path.join(dirpath, name) if name else dirpath
             st = os.lstat(p)
-            content = open(p).read() if stat.S_ISREG(st.st_mode) else None
+            content = open(p, "rb").read() if stat.S_ISREG(st.st_mode) else None
             state[os.path.relpath(p, top)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, content)
     return state
 

@@ -443,8 +443,9 @@ def fill_etc(root_fd: int, root: str, host: str) -> None:
                 os.close(parent)
 
 
-def _present(root_fd: int, rel: str) -> bool:
-    """root/rel exists, looked up without following a link on the way."""
+def _lookup(root_fd: int, rel: str) -> tuple[int, os.stat_result | None]:
+    """(a descriptor of root/rel's directory, rel's lstat or None), looked up without following a
+    link on the way. The caller closes the descriptor."""
     fd = os.dup(root_fd)
     try:
         *dirs, last = rel.split("/")
@@ -452,9 +453,37 @@ def _present(root_fd: int, rel: str) -> bool:
             sub = os.open(name, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = sub
-        return _lstat(fd, last) is not None
+        return fd, _lstat(fd, last)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _present(root_fd: int, rel: str) -> bool:
+    try:
+        fd, st = _lookup(root_fd, rel)
     except OSError:
         return False
+    os.close(fd)
+    return st is not None
+
+
+def _left_over(root_fd: int, rel: str) -> bool:
+    """root/rel holds something: an empty directory is only a mount point (`mounts:` makes them)."""
+    try:
+        fd, st = _lookup(root_fd, rel)
+    except OSError:
+        return False
+    try:
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            return st is not None
+        sub = os.open(rel.rpartition("/")[2], DIR_FLAGS, dir_fd=fd)
+        try:
+            return bool(os.listdir(sub))
+        finally:
+            os.close(sub)
+    except OSError:
+        return True  # there, but unreadable: say so
     finally:
         os.close(fd)
 
@@ -466,7 +495,7 @@ def make(root: str, host: str = "/", force: bool = False) -> Result:
         check_not_in_use(root, root_fd)
         if os.listdir(root_fd) and not force:
             raise MkrootError(f"{root} exists and is not empty (use --force to add to it)")
-        notes = leftover_notes(root, [rel for rel in FORMERLY_COPIED if _present(root_fd, rel)])
+        notes = leftover_notes(root, [rel for rel in FORMERLY_COPIED if _left_over(root_fd, rel)])
         make_dirs(root_fd, root)
         mounts = ["/usr"] + make_links(root_fd, root, host)
         fill_etc(root_fd, root, host)

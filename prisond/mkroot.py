@@ -156,15 +156,18 @@ def mounts_inside(mountinfo: str, top: str) -> list[str]:
 
 def in_use_message(root: str, users: list[tuple[int, str, str]], mounts: list[str]) -> str | None:
     """One line saying why root is in use, or None. users: (pid, command, "root"|"cwd"). Pure."""
-    more = lambda n: f" (and {n} more)" if n else ""  # noqa: E731
     if users:
         pid, comm, kind = users[0]
         what = "root directory" if kind == "root" else "current directory"
-        return (f"{root} is in use: pid {pid} ({comm}) has its {what} in it{more(len(users) - 1)}; "
+        return (f"{root} is in use: pid {pid} ({comm}) has its {what} in it{_more(users)}; "
                 "stop the prison (or the process) first")
     if mounts:
-        return f"{root} is in use: {mounts[0]} is mounted inside it{more(len(mounts) - 1)}; unmount it first"
+        return f"{root} is in use: {mounts[0]} is mounted inside it{_more(mounts)}; unmount it first"
     return None
+
+
+def _more(found: list) -> str:
+    return f" (and {len(found) - 1} more)" if len(found) > 1 else ""
 
 
 def leftover_notes(root: str, present: list[str]) -> list[str]:
@@ -408,8 +411,8 @@ def _host_etc_names(host: str) -> dict[str, list[str]]:
     names = {}
     for parent in {p.rpartition("/")[0] for p in COPIED_TREES}:
         try:
-            names[parent] = [e.name for e in os.scandir(os.path.join(host, "etc", parent)) if e.is_dir()
-                             and not e.is_symlink()]
+            with os.scandir(os.path.join(host, "etc", parent)) as entries:
+                names[parent] = [e.name for e in entries if e.is_dir() and not e.is_symlink()]
         except OSError:
             names[parent] = []
     return names

@@ -86,7 +86,8 @@ def test_make_again_with_force_refreshes_in_place(tmp_path, host):
     (root / "tmp").write_text("")  # a file where a directory goes: replaced
     r = mkroot.make(str(root), host=host, force=True)
     assert r.notes == [] or "0700" in r.notes[0]
-    assert (root / "etc" / "hosts").read_text() == "127.0.0.1 localhost\n" and not (root / "etc" / "hosts").is_symlink()
+    hosts = root / "etc" / "hosts"
+    assert hosts.read_text() == "127.0.0.1 localhost\n" and not hosts.is_symlink()
     assert oct((root / "tmp").stat().st_mode & 0o7777) == "0o1777"
     assert (root / "srv" / "index.html").read_text() == "the prison's\n"  # the prison's files are kept
     assert not [n for n in os.listdir(root / "etc") if n.startswith(".mkroot-")]  # no temporary names left

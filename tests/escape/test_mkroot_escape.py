@@ -14,6 +14,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,7 @@ def snapshot(top) -> dict:
         for name in [""] + dirnames + filenames:  # "": the directory itself
             p = os.path.join(dirpath, name) if name else dirpath
             st = os.lstat(p)
-            content = open(p, "rb").read() if stat.S_ISREG(st.st_mode) else None
+            content = Path(p).read_bytes() if stat.S_ISREG(st.st_mode) else None
             state[os.path.relpath(p, top)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, content)
     return state
 

@@ -324,7 +324,7 @@ def cmd_mkroot(args: list[str]) -> int:
     try:
         result = mkroot.make(rest[0], force="--force" in opts)
     except mkroot.MkrootError as exc:
-        return fail(str(exc), EX_ERROR)
+        return fail(f"mkroot: {exc}", EX_ERROR)
     except OSError as exc:
         return fail(f"mkroot: {exc.filename or rest[0]}: {exc.strerror}", EX_ERROR)
     print(f"made {result.root}; a prison uses it with:\n\n{result.snippet()}")

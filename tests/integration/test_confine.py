@@ -81,6 +81,9 @@ def test_proc_status_names_the_prison_and_hides_the_others(daemon, confined_root
 
 
 def test_nginx_from_debian_serves_on_its_address_only(daemon, confined_root, tmp_path):
+    """nginx's configuration is the host's /etc/nginx mounted read-only: mkroot copies no
+    service's configuration into a root, the operator mounts what a prison needs."""
+    assert not os.path.exists(os.path.join(confined_root, "etc", "nginx", "mime.types"))
     conf = os.path.join(confined_root, "etc", "nginx-prisond-test.conf")
     with open(conf, "w") as fh:
         fh.write("""user www-data;
@@ -89,6 +92,7 @@ pid /tmp/nginx.pid;
 error_log stderr;
 events { worker_connections 64; }
 http {
+    include /etc/nginx/mime.types;
     access_log off;
     client_body_temp_path /tmp/nginx-body; proxy_temp_path /tmp/nginx-proxy;
     fastcgi_temp_path /tmp/nginx-fcgi; uwsgi_temp_path /tmp/nginx-uwsgi; scgi_temp_path /tmp/nginx-scgi;
@@ -96,9 +100,12 @@ http {
 }
 """)
     d = daemon("prisons:\n" + confined(confined_root, "web", "127.0.2.1", extra=(
-        "    exec:\n      start: nginx -c /etc/nginx-prisond-test.conf -g 'daemon off;'\n")))
+        "    exec:\n      start: nginx -c /etc/nginx-prisond-test.conf -g 'daemon off;'\n"),
+        mounts=", {source: /etc/nginx, target: /etc/nginx}"))
     wait_for(lambda: _serves("http://127.0.2.1/"), what="nginx in the confined prison")
     assert http_get("http://127.0.2.1/") == (200, "confined nginx\n")
+    r = d.exec("web", "touch", "/etc/nginx/prisond-test")
+    assert r.returncode == 1 and b"Read-only file system" in r.stderr
     for foreign in ("127.0.0.1", "127.0.0.2"):
         with socket.socket() as s:
             s.settimeout(2)

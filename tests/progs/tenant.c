@@ -298,6 +298,9 @@ static int steal_tty(const char *file, int wait_ms, int seconds)
 			_exit(0);
 		}
 	}
+	/* a group of its own (in a PID namespace, the group it was in may have no number there) */
+	if (setpgid(0, 0) < 0)
+		dprintf(out, "setpgid err %s\n", strerrorname_np(errno));
 	if (tcsetpgrp(fd, getpgrp()) < 0)
 		dprintf(out, "tcsetpgrp err %s\n", strerrorname_np(errno));
 	else
@@ -316,11 +319,14 @@ static int steal_tty(const char *file, int wait_ms, int seconds)
 		} else if (n < 0 && errno != last_err) {
 			last_err = errno;
 			dprintf(out, "read err %s\n", strerrorname_np(errno));
-		} else if (n == 0) {
+		} else if (n == 0 && last_err != -1) {
+			last_err = -1;
 			dprintf(out, "read EOF\n");
-			usleep(100 * 1000);
 		}
+		if (n <= 0)
+			usleep(20 * 1000);
 	}
+	dprintf(out, "end\n");
 	_exit(0);
 }
 

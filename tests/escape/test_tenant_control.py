@@ -15,7 +15,8 @@ import pytest
 
 from support.daemon import Daemon, let_others_reach, run_cli_as
 from support.fixtures import confined
-from support.tenant import NOBODY, NOGROUP, call_as, names, request, run_probe, tenant_static  # noqa: F401
+from support.tenant import (NOBODY, NOGROUP, call_as, names, public_daemon, public_dir, remove_public_dir,  # noqa: F401
+                            request, run_probe, tenant_static)
 
 FORBIDDEN = ["prison.list", "prison.stop", "daemon.reload"]
 
@@ -26,7 +27,8 @@ def cell(tmp_path_factory, confined_root):
     body = ("prisons:\n" + confined(confined_root, "c", "127.0.2.1")
             + "  u:\n    ip4: [127.0.3.1]\n"
             + "  victim:\n    ip4: [127.0.4.1]\n    exec:\n      start: [sleep, '600']\n")
-    d = Daemon(str(tmp_path_factory.mktemp("tenant-control")), body)
+    base = public_dir()
+    d = Daemon(os.path.join(base, "d"), body)
     let_others_reach(d.dir)
     d.start()
     yield d
@@ -34,6 +36,7 @@ def cell(tmp_path_factory, confined_root):
         d.stop()
     finally:
         d.remove_cgroups()
+        remove_public_dir(base)
 
 
 def forbidden_request(method: str) -> str:
@@ -93,18 +96,17 @@ prisons:
 """
 
 
-def test_a_control_group_member_cannot_make_the_daemon_read_another_config(daemon, tmp_path):
+def test_a_control_group_member_cannot_make_the_daemon_read_another_config(public_daemon, tmp_path):
     import grp
     staff = grp.getgrnam("staff").gr_gid
-    d = daemon("daemon:\n  control_group: staff\nprisons:\n  a:\n    ip4: [127.0.2.1]\n", start=False)
+    d = public_daemon("daemon:\n  control_group: staff\nprisons:\n  a:\n    ip4: [127.0.2.1]\n", start=False)
     let_others_reach(d.dir)
     d.start()
     before = names(d)
     marker = tmp_path / "evil-prestart-ran"
     evil = tmp_path / "evil.yaml"
     evil.write_text(EVIL.format(cgroup_parent=d.cgroup_parent, marker=marker))
-    let_others_reach(str(tmp_path))
-    os.chmod(evil, 0o644)
+    os.chmod(evil, 0o644)  # the daemon (root) reads it
     reply = call_as(NOBODY, NOGROUP, [staff], d.socket, "daemon.reload", config=str(evil))
     print("reply:", reply)
     assert not marker.exists(), f"daemon.reload read {evil}: its exec.prestart ran as root on the host"
@@ -146,10 +148,10 @@ def test_a_prison_cannot_make_the_daemon_read_a_config_it_wrote(daemon, confined
 
 
 @pytest.fixture
-def member_cell(daemon, confined_root, tmp_path):
+def member_cell(public_daemon, confined_root):
     import grp
     staff = grp.getgrnam("staff").gr_gid
-    d = daemon("daemon:\n  control_group: staff\nprisons:\n  u:\n    ip4: [127.0.3.1]\n"
+    d = public_daemon("daemon:\n  control_group: staff\nprisons:\n  u:\n    ip4: [127.0.3.1]\n"
                + confined(confined_root, "c", "127.0.2.1"), start=False)
     let_others_reach(d.dir)
     d.start()

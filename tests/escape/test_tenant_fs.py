@@ -10,6 +10,7 @@
 Anything the old code may change on the host (/dev node modes, /tmp's mode) is put back in a
 finally block, as soon as it is seen."""
 import os
+import pathlib
 import shutil
 import stat
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 
 from support.daemon import Daemon, let_others_reach, wait_for
 from support.fixtures import confined
+from support.tenant import public_daemon, public_tmp, writable_dir  # noqa: F401
 
 DEV_NODES = ["null", "zero", "full", "random", "urandom", "tty"]
 
@@ -126,19 +128,29 @@ def test_a_read_only_mount_is_read_only_below_it_too(daemon, confined_root, data
 # ------------------------------------------------------------------ 4c: the socket's directory
 
 
-def start_with_socket(tmp_path, confined_root, socket_path: str, guarded: list[str]) -> tuple[Daemon, ModeGuard]:
+def start_with_socket(tmp_path, confined_root, socket_path: str, guarded: list[str]):
+    """(the daemon or None, the guard's record, why it refused to start).  A daemon that refuses
+    such a socket path (exits, saying why) is a secure outcome too."""
     d = Daemon(str(tmp_path / "d"), "prisons:\n" + confined(confined_root, "c", "127.0.2.1"),
                extra_args=["--socket", socket_path])
     d.socket = socket_path  # the last --socket wins
     guard = ModeGuard(guarded)
     try:
         d.start()
+    except RuntimeError as exc:
+        guard.stop()
+        d.stop()
+        d.remove_cgroups()
+        if d.returncode not in (None, 0) and "exited" in str(exc):
+            return None, guard.seen, d.log().strip().splitlines()[-1:]
+        raise
     except BaseException:
         guard.stop()
         d.stop()
         d.remove_cgroups()
         raise
-    return d, guard
+    guard.stop()
+    return d, guard.seen, None
 
 
 def stop_daemon(d: Daemon) -> None:
@@ -156,14 +168,15 @@ def test_the_socket_directory_keeps_its_mode_and_its_other_files(tmp_path, confi
         fh.write("PRIVATE-4c\n")
     d = None
     try:
-        d, guard = start_with_socket(tmp_path, confined_root, f"{private}/x.sock", [private])
-        guard.stop()
-        r = d.exec("c", "sh", "-c", f"ls -a {private}; cat {private}/other-file")
-        out = r.stdout.decode() + r.stderr.decode()
-        print("daemon changed modes:", {p: oct(m) for p, m in guard.seen.items()}, "; inside:", out)
+        d, seen, refused = start_with_socket(tmp_path, confined_root, f"{private}/x.sock", [private])
+        out = ""
+        if d is not None:
+            r = d.exec("c", "sh", "-c", f"ls -a {private}; cat {private}/other-file")
+            out = r.stdout.decode() + r.stderr.decode()
+        print("daemon changed modes:", {p: oct(m) for p, m in seen.items()}, "; refused:", refused, "; inside:", out)
         problems = []
-        if guard.seen:
-            problems.append(f"the daemon changed the mode of {private} (0700) to {guard.seen[private]:o}")
+        if seen:
+            problems.append(f"the daemon changed the mode of {private} (0700) to {seen[private]:o}")
         if "other-file" in out or "PRIVATE-4c" in out:
             problems.append(f"the confined prison sees the other files of the socket's directory: {out!r}")
         assert not problems, "; ".join(problems)
@@ -182,15 +195,17 @@ def test_a_socket_directly_in_tmp_changes_nothing_of_tmp(tmp_path, confined_root
     assert tmp_before == 0o1777
     d = None
     try:
-        d, guard = start_with_socket(tmp_path, confined_root, f"/tmp/x-{tag}.sock", ["/tmp"])
-        guard.stop()
-        # /tmp is also the runtime path here (the directory of the policy's s=)
-        r = d.exec("c", "sh", "-c", f"ls -a /tmp; cat {marker}; ls -a / /run")
-        out = r.stdout.decode() + r.stderr.decode()
-        print("daemon changed modes:", {p: oct(m) for p, m in guard.seen.items()}, "; inside:", out[:2000])
+        d, seen, refused = start_with_socket(tmp_path, confined_root, f"/tmp/x-{tag}.sock", ["/tmp"])
+        out = ""
+        if d is not None:
+            # /tmp is also the runtime path here (the directory of the policy's s=)
+            r = d.exec("c", "sh", "-c", f"ls -a /tmp; cat {marker}; ls -a / /run")
+            out = r.stdout.decode() + r.stderr.decode()
+        print("daemon changed modes:", {p: oct(m) for p, m in seen.items()}, "; refused:", refused,
+              "; inside:", out[:2000])
         problems = []
-        if guard.seen:
-            problems.append(f"the daemon changed /tmp's mode to {guard.seen['/tmp']:o} (put back to 1777 at once)")
+        if seen:
+            problems.append(f"the daemon changed /tmp's mode to {seen['/tmp']:o} (put back to 1777 at once)")
         if os.path.basename(marker) in out or "HOST-TMP-4c" in out:
             problems.append("the confined prison sees the host's /tmp (its marker file)")
         assert not problems, "; ".join(problems)
@@ -207,12 +222,11 @@ def test_a_socket_directly_in_tmp_changes_nothing_of_tmp(tmp_path, confined_root
 
 
 @pytest.mark.parametrize("kind", ["confined-root", "unconfined-nobody"])
-def test_a_service_without_consolelog_does_not_write_the_daemons_log(daemon, confined_root, tmp_path, kind):
+def test_a_service_without_consolelog_does_not_write_the_daemons_log(public_daemon, confined_root, writable_dir,
+                                                                     kind):
     tag = os.urandom(4).hex()
     name = f"forger{tag}"
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    os.chmod(shared, 0o777)
+    shared = pathlib.Path(writable_dir)
     if kind == "confined-root":
         inside, host = f"/tmp/fds-{tag}", os.path.join(confined_root, "tmp", f"fds-{tag}")
     else:
@@ -225,8 +239,7 @@ def test_a_service_without_consolelog_does_not_write_the_daemons_log(daemon, con
     else:
         body = (f"  {name}:\n    ip4: [127.0.3.1]\n    exec:\n      jail_user: nobody\n"
                 f"      start: [sh, -c, \"{script}\"]\n")
-    d = daemon("prisons:\n" + body, start=False)
-    let_others_reach(str(shared))
+    d = public_daemon("prisons:\n" + body, start=False)
     let_others_reach(d.dir)
     sentinel = f"TEST-SENTINEL-{tag}: written before the daemon started"
     with open(d.log_path, "w") as fh:

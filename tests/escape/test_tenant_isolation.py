@@ -19,7 +19,7 @@ import pytest
 
 from support.daemon import Daemon, let_others_reach, wait_for
 from support.fixtures import confined
-from support.tenant import probe_path, run_probe, tenant_static  # noqa: F401
+from support.tenant import probe_path, public_dir, remove_public_dir, run_probe, tenant_static  # noqa: F401
 
 SECRET = "s3cr3t-3c"
 
@@ -33,7 +33,8 @@ def cell(tmp_path_factory, confined_root):
             + "  u1:\n    ip4: [127.0.3.1]\n"
             + "  u2:\n    ip4: [127.0.3.2]\n    exec:\n      jail_user: www-data\n"
             + f"      env: {{SECRET: {SECRET}}}\n      start: [sleep, '600']\n")
-    d = Daemon(str(tmp_path_factory.mktemp("tenant-isolation")), body)
+    base = public_dir()
+    d = Daemon(os.path.join(base, "d"), body)
     let_others_reach(d.dir)
     d.start()
     yield d
@@ -41,6 +42,7 @@ def cell(tmp_path_factory, confined_root):
         d.stop()
     finally:
         d.remove_cgroups()
+        remove_public_dir(base)
 
 
 def is_confined(prison: str) -> bool:

@@ -16,7 +16,8 @@ import pytest
 
 from support.daemon import Daemon, let_others_reach, prisonctl_cmd, wait_for
 from support.fixtures import confined
-from support.tenant import Pty, probe_path, run_probe, tenant_static, wait_proc  # noqa: F401
+from support.tenant import (Pty, probe_path, public_dir, public_tmp, remove_public_dir, run_probe,  # noqa: F401
+                            tenant_static, wait_proc, writable_dir)
 
 CASES = [("c", True, None), ("u", False, "nobody")]
 IDS = ["confined-root", "unconfined-nobody"]
@@ -25,7 +26,8 @@ IDS = ["confined-root", "unconfined-nobody"]
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory, confined_root):
     body = "prisons:\n" + confined(confined_root, "c", "127.0.2.1") + "  u:\n    ip4: [127.0.3.1]\n"
-    d = Daemon(str(tmp_path_factory.mktemp("tenant-terminal")), body)
+    base = public_dir()
+    d = Daemon(os.path.join(base, "d"), body)
     let_others_reach(d.dir)
     d.start()
     yield d
@@ -33,16 +35,14 @@ def cell(tmp_path_factory, confined_root):
         d.stop()
     finally:
         d.remove_cgroups()
+        remove_public_dir(base)
 
 
 @pytest.fixture
-def shared_dir(tmp_path):
+def shared_dir(writable_dir):
     """A directory an unprivileged prison process may write to (and the test read)."""
-    p = tmp_path / "shared"
-    p.mkdir()
-    os.chmod(p, 0o777)
-    let_others_reach(str(p))
-    return p
+    import pathlib
+    return pathlib.Path(writable_dir)
 
 
 def exec_argv(d, prison: str, user: str | None, *cmd) -> list[str]:

@@ -503,10 +503,13 @@ static int flood_events(int seconds, const char *text)
 	snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
 	long sent = 0, again = 0, other = 0;
 	int last = 0;
+	/* blocking sends (the daemon's queue is the limit), each waiting at most 50 ms */
+	struct timeval tv = {.tv_sec = 0, .tv_usec = 50000};
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	double end = now() + seconds;
 	while (now() < end)
 		for (int i = 0; i < 64; i++) {
-			if (sendto(fd, text, strlen(text), MSG_DONTWAIT, (struct sockaddr *)&a, sizeof a) >= 0)
+			if (sendto(fd, text, strlen(text), 0, (struct sockaddr *)&a, sizeof a) >= 0)
 				sent++;
 			else if (errno == EAGAIN)
 				again++;
@@ -529,26 +532,42 @@ static int send_event(const char *text)
 	return report(sendto(fd, text, strlen(text), 0, (struct sockaddr *)&a, sizeof a));
 }
 
-/* N descriptors open (dups of /dev/null), held for SECONDS. */
-static int open_fds(int n, int seconds)
+/* N descriptors open (dups of /dev/null) in each of PROCS processes, held for SECONDS; prints
+ * the total once all have them. */
+static int open_fds(int n, int seconds, int procs)
 {
 	raise_nofile();
 	struct rlimit r;
 	getrlimit(RLIMIT_NOFILE, &r);
-	int base = open("/dev/null", O_RDONLY);
-	if (base < 0)
+	int p[2];
+	if (pipe(p) < 0)
 		return report(-1);
-	int opened = 1, last = 0;
-	while (opened < n) {
-		if (dup(base) < 0) {
-			last = errno;
-			break;
+	for (int k = 0; k < procs; k++) {
+		pid_t pid = k == procs - 1 ? 0 : fork();
+		if (pid < 0)
+			return report(-1);
+		if (pid > 0)
+			continue;
+		int base = open("/dev/null", O_RDONLY);
+		int opened = base < 0 ? 0 : 1;
+		while (base >= 0 && opened < n && dup(base) >= 0)
+			opened++;
+		if (k < procs - 1) { /* a child: report, then hold */
+			if (write(p[1], &opened, sizeof opened) < 0)
+				_exit(1);
+			sleep(seconds);
+			_exit(0);
 		}
-		opened++;
+		long total = opened;
+		for (int c = 0; c < procs - 1; c++) {
+			int got = 0;
+			if (read(p[0], &got, sizeof got) == sizeof got)
+				total += got;
+		}
+		printf("opened %ld in %d processes (limit %ld)\n", total, procs, (long)r.rlim_cur);
+		fflush(stdout);
+		sleep(seconds);
 	}
-	printf("opened %d (limit %ld) %s\n", opened, (long)r.rlim_cur, last ? strerrorname_np(last) : "-");
-	fflush(stdout);
-	sleep(seconds);
 	return 0;
 }
 
@@ -597,7 +616,7 @@ int main(int argc, char **argv)
 	if (!strcmp(a, "send-event"))
 		return send_event(arg);
 	if (!strcmp(a, "open-fds"))
-		return open_fds(atoi(arg), atoi(arg3));
+		return open_fds(atoi(arg), atoi(arg3), argc > 4 ? atoi(argv[4]) : 1);
 	fprintf(stderr, "tenant: unknown attempt %s\n", a);
 	return 2;
 }

@@ -199,3 +199,59 @@ def wait_proc(p: subprocess.Popen, pty: Pty, timeout: float) -> int | None:
         return None
     pty.read_for(0.2)
     return p.returncode
+
+
+# ------------------------------------------------------------------ places other users can reach
+
+
+def public_dir(prefix: str = "prisond-tenant-") -> str:
+    """A directory under /tmp (not under pytest's basetemp, whose mode another pytest session on
+    the machine may set back to 0700 at any time), mode 0755: unprivileged prison processes
+    reach what is put there (sockets, the shim, the probe's output)."""
+    import tempfile
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(path, 0o755)
+    return path
+
+
+def remove_public_dir(path: str) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def public_tmp():
+    """A public_dir, removed after the test."""
+    path = public_dir()
+    yield path
+    remove_public_dir(path)
+
+
+@pytest.fixture
+def writable_dir(public_tmp):
+    """A directory every user may write to (for what an unprivileged prison process records)."""
+    p = os.path.join(public_tmp, "shared")
+    os.mkdir(p)
+    os.chmod(p, 0o777)
+    return p
+
+
+@pytest.fixture
+def public_daemon():
+    """Like fixtures.daemon, with the daemon's directory (socket, shim) in a public_dir."""
+    from .daemon import Daemon
+    made: list[tuple[Daemon, str]] = []
+
+    def make(config: str, start: bool = True, **kw) -> Daemon:
+        base = public_dir()
+        d = Daemon(os.path.join(base, f"d{len(made)}"), config, **kw)
+        made.append((d, base))
+        return d.start() if start else d
+
+    yield make
+    for d, base in made:
+        try:
+            d.stop()
+            d.remove_cgroups()
+        finally:
+            remove_public_dir(base)

@@ -156,12 +156,11 @@ class Api:
         if not prison.spec.confined and peer.uid != 0:
             raise PermissionDenied(f"exec into prison {prison.spec.name} needs root: it is not confined (path:), "
                                    "so its root and its users are the host's")
-        argv = param(req, "argv", list, required=False) or []
-        if len(argv) > MAX_ARGS or not all(isinstance(a, str) and a and "\0" not in a for a in argv):
+        argv = [_text(a) for a in param(req, "argv", list, required=False) or []]
+        if len(argv) > MAX_ARGS or not all(a and "\0" not in a for a in argv):
             raise ProtocolError("'argv' must be a list of non-empty strings", "bad_request")
-        env = param(req, "env", dict, required=False) or {}
-        if not all(isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
-                   for k, v in env.items()):
+        env = {k: _text(v) for k, v in (param(req, "env", dict, required=False) or {}).items()}
+        if not all(k and "=" not in k and "\0" not in k + v for k, v in env.items()):
             raise ProtocolError("'env' must map names to strings", "bad_request")
         login = bool(param(req, "login", bool, required=False))
         tty = bool(param(req, "tty", bool, required=False))
@@ -173,6 +172,21 @@ class Api:
                              nofile=prison.spec.limits.nofile, tty=tty, stdio="null" if tty else "fds",
                              rows=_dim(req, "rows"), cols=_dim(req, "cols"))
         return ExecSession(prison, spawn)
+
+
+def _text(value) -> str:
+    """An argument or environment value: a string, or {"b": BASE64} for bytes that are not
+    UTF-8 (kept as they are through surrogateescape, as Python keeps argv)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("b"), str):
+        import base64
+        import binascii
+        try:
+            return base64.b64decode(value["b"], validate=True).decode("utf-8", "surrogateescape")
+        except (binascii.Error, ValueError):
+            pass
+    raise ProtocolError("argv and env hold strings, or {\"b\": base64} for bytes", "bad_request")
 
 
 def _dim(req: Request, key: str) -> int:

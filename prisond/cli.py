@@ -221,7 +221,8 @@ def process_rows(processes: list[dict], indent: str = "") -> list[tuple]:
     """PID USER BOUND COMMAND, BOUND being what each process really holds (proto:address)."""
     rows = [(f"{indent}PID", "USER", "BOUND", "COMMAND")]
     for proc in processes:
-        bound = ",".join(f"{s['proto']}:{s['local']}" for s in proc["sockets"]) or "-"
+        socks = proc["sockets"]
+        bound = "?" if socks is None else ",".join(f"{s['proto']}:{s['local']}" for s in socks) or "-"
         rows.append((f"{indent}{proc['pid']}", proc["user"], bound, proc["command"][:70]))
     return rows
 

@@ -72,32 +72,44 @@ def user_of(pid: int) -> str:
         return str(uid)
 
 
-def socket_inodes(pid: int) -> list[int]:
+FD_BUDGET = 8192  # descriptors looked at per `show`/`ps`, all processes together
+
+
+def socket_inodes(pid: int, budget: list[int]) -> list[int] | None:
+    """The socket inodes among pid's descriptors; None once budget[0] (descriptors left to
+    look at) ran out: a prison holding 300,000 descriptors must not stall the daemon."""
     out = []
     try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                out.append(int(target[8:-1]))
+        with os.scandir(f"/proc/{pid}/fd") as entries:
+            for entry in entries:
+                if budget[0] <= 0:
+                    return None
+                budget[0] -= 1
+                try:
+                    target = os.readlink(entry.path)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    out.append(int(target[8:-1]))
     except OSError:
         pass
     return out
 
 
-def processes(pids: list[int]) -> list[dict]:
-    """For each pid: command, user and the inet sockets it holds (listening and bound ones)."""
-    table = socket_table() if pids else {}
+def processes(pids: list[int], fd_budget: int = FD_BUDGET) -> list[dict]:
+    """For each pid: command, user and the inet sockets it holds (listening and bound ones);
+    "sockets" is None for the processes past the descriptor budget."""
+    budget = [fd_budget]
+    inodes = {pid: socket_inodes(pid, budget) for pid in pids}
+    table = socket_table() if any(inodes.values()) else {}
     out = []
     for pid in pids:
-        socks = [table[i] for i in socket_inodes(pid) if i in table and table[i]["state"] != "connected"]
-        out.append({"pid": pid, "user": user_of(pid), "command": command_of(pid),
-                    "sockets": sorted(socks, key=lambda s: (s["proto"], s["local"]))})
+        found = inodes[pid]
+        socks = None if found is None else sorted(
+            (table[i] for i in found if i in table and table[i]["state"] != "connected"),
+            key=lambda s: (s["proto"], s["local"]))
+        out.append({"pid": pid, "user": user_of(pid), "command": command_of(pid), "sockets": socks})
     return out
-
-
 
 
 def nspids(pid: int) -> list[int]:

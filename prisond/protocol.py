@@ -7,7 +7,8 @@ Reply:    {"v": 1, "id": 7, "ok": true, "result": {...}}
 prison.exec is answered twice: first {"pid", "tty"} with descriptors attached (SCM_RIGHTS: the
 master of the command's terminal, or the other ends of its stdin, stdout and stderr), then,
 when the command ends, {"exit": N} or {"signal": N}.  Meanwhile the client may send
-exec.signal {"signal": N} on the same connection.  A command that cannot be run is an error
+exec.signal {"signal": N} on the same connection.  Its argv and env values are strings, or
+{"b": BASE64} for bytes that are not UTF-8.  A command that cannot be run is an error
 with code exec_failed and "status" (126 or 127), what prisonctl exec exits with.
 
 Every request carries the protocol version; a server answers one it does not speak with

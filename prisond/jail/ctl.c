@@ -102,6 +102,26 @@ static int put_json(struct buf *b, const char *s)
 	return r;
 }
 
+/* An argument or environment string: a JSON string when it is UTF-8 text, else its bytes as
+ * {"b": BASE64} (the protocol's form for bytes; see protocol.py). */
+static int put_bytes_or_text(struct buf *b, const char *s)
+{
+	int r = put_json(b, s);
+	if (r != -2)
+		return r;
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+	r = puts_(b, "{\"b\":\"");
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+		char out[4] = {b64[v >> 18 & 63], b64[v >> 12 & 63], i + 1 < n ? b64[v >> 6 & 63] : '=',
+			       i + 2 < n ? b64[v & 63] : '='};
+		r |= put(b, out, 4);
+	}
+	return r | puts_(b, "\"}");
+}
+
 struct opts {
 	const char *sock, *name, *user;
 	int login, tty;
@@ -118,10 +138,7 @@ static int build_request(struct buf *b, const struct opts *o)
 	for (int i = 0; i < o->ncmd; i++) {
 		if (i)
 			r |= puts_(b, ",");
-		int e = put_json(b, o->cmd[i]);
-		if (e == -2)
-			return say(-2, "exec: argument %s%s is not UTF-8 text", o->cmd[i], "");
-		r |= e;
+		r |= put_bytes_or_text(b, o->cmd[i]);
 	}
 	r |= puts_(b, "]");
 	if (o->user) {
@@ -145,24 +162,19 @@ static int build_request(struct buf *b, const struct opts *o)
 		const char *eq = strchr(*e, '=');
 		if (!eq || eq == *e || (o->login && strncmp(*e, "TERM=", 5)))
 			continue;
-		size_t cap = strlen(*e) * 6 + 32;
-		char *kv = malloc(cap), *key = strndup(*e, (size_t)(eq - *e));
-		long k = kv && key ? json_put_string(kv, cap, key) : -1;
-		long v = k >= 0 ? json_put_string(kv + k + 1, cap - (size_t)k - 1, eq + 1) : -1;
-		free(key);
-		if (k == -2 || v == -2) { /* not UTF-8: left out rather than mangled */
-			free(kv);
-			continue;
-		}
-		if (k < 0 || v < 0) {
-			free(kv);
+		char *key = strndup(*e, (size_t)(eq - *e));
+		if (!key)
 			return -1;
-		}
-		kv[k] = ':';
 		r |= puts_(b, first ? "" : ",");
-		r |= put(b, kv, (size_t)(k + 1 + v));
 		first = 0;
-		free(kv);
+		int k = put_json(b, key); /* a name that is not text: as bytes would not be a key */
+		free(key);
+		if (k == -2)
+			r |= puts_(b, "\"\"");
+		else
+			r |= k;
+		r |= puts_(b, ":");
+		r |= put_bytes_or_text(b, eq + 1);
 	}
 	r |= puts_(b, "}}}\n");
 	return r ? -1 : 0;

@@ -590,6 +590,10 @@ static int prison_socket(int domain, int type, int protocol)
 			errno = EPERM;
 			return -1;
 		}
+		if (base == SOCK_PACKET) { /* a link-layer socket behind an inet family: never */
+			errno = EAFNOSUPPORT;
+			return -1;
+		}
 		break;
 	case AF_PACKET:
 		if (!(P.flags & F_RAW)) {

@@ -442,6 +442,7 @@ static int hold_conns(int n, int seconds)
 static int pipeline(int conns, long bytes, int seconds)
 {
 	raise_nofile();
+	signal(SIGPIPE, SIG_IGN); /* a connection the daemon refuses or drops is not the attacker's end */
 	static char chunk[64 * 1024];
 	size_t len = 0;
 	const char *req = "{\"v\":1,\"id\":1,\"method\":\"daemon.health\",\"params\":{}}\n";

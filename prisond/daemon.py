@@ -125,6 +125,27 @@ def install_shim(public_dir: str) -> str:
     return dst
 
 
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI (0: none): what keeps prisons apart beyond their cgroups."""
+    import ctypes
+    abi = ctypes.CDLL(None, use_errno=True).syscall(444, None, 0, 1)  # landlock_create_ruleset(VERSION)
+    return max(abi, 0)
+
+
+def report_isolation(limit: int | None) -> None:
+    abi = landlock_abi()
+    if limit:
+        abi = min(abi, limit)
+    if abi >= 6:
+        log.info("Landlock ABI %d: each prison's abstract unix sockets, signals and ptrace are its own", abi)
+    elif abi:
+        log.warning("Landlock ABI %d (before Linux 6.12): ptrace between prisons is refused, but abstract "
+                    "unix sockets and signals across prisons of the same uid are not scoped", abi)
+    else:
+        log.warning("no Landlock in this kernel: prisons that are not confined can signal and trace each "
+                    "other's processes of the same uid and reach each other's abstract unix sockets")
+
+
 def raise_nofile() -> None:
     """The soft limit on open files up to the hard one: the daemon holds a connection to each
     prison's init (LimitNOFILE= in the unit sets the hard limit)."""
@@ -178,7 +199,7 @@ class Daemon:
         self.events = EventLog()
         self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink(), record=self.store),
                          launcher=Launcher(shim_path, jail if os.access(jail, os.X_OK) else None,
-                                           os.path.join(public, PRISON_SOCKET), init_dir),
+                                           os.path.join(public, PRISON_SOCKET), init_dir, args.landlock_abi),
                          kernel=kernel, kernel_why=why,
                          resources=ResourceHost(layout, config.daemon.cgroup_parent) if config.daemon.limits else None,
                          events=self.events)
@@ -209,6 +230,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         become_subreaper()
         raise_nofile()
+        report_isolation(self.args.landlock_abi)
         loop.add_signal_handler(signal.SIGTERM, self._stop)
         loop.add_signal_handler(signal.SIGINT, self._stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload(), "reload"))
@@ -330,6 +352,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    f"(default {DEFAULT_STATE})")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
+    p.add_argument("--landlock-abi", type=int, default=None, metavar="N",
+                   help="use at most Landlock ABI N in prisons (to see what an older kernel gives)")
     args = p.parse_args(argv)
     args.runtime_dir = os.path.abspath(args.runtime_dir)
     args.socket = os.path.abspath(args.socket or os.path.join(args.runtime_dir, "control.sock"))

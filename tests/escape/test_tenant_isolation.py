@@ -185,3 +185,29 @@ def test_within_a_prison_same_uid_processes_may_signal_each_other(cell, tenant_s
         wait_for(lambda: state_of(pid) not in ("T", "t"), 5, "the service to continue")
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+# ------------------------------------------------------------------ older kernels
+
+
+def test_without_landlock_scopes_ptrace_stays_out_but_signals_do_not(tmp_path, tenant_static):
+    """Landlock before ABI 6 (Linux 6.12) has no scopes: the daemon then gives each prison a
+    domain for its ptrace rule alone.  Reading another prison's environment and tracing it stay
+    refused; signals across prisons of the same uid, and abstract sockets, are not scoped (the
+    README's stated limit on such kernels)."""
+    base = public_dir()
+    body = ("prisons:\n  u1:\n    ip4: [127.0.3.1]\n  u2:\n    ip4: [127.0.3.2]\n    exec:\n"
+            f"      jail_user: www-data\n      env: {{SECRET: {SECRET}}}\n      start: [sleep, '600']\n")
+    d = Daemon(os.path.join(base, "d"), body, extra_args=["--landlock-abi", "5"])
+    let_others_reach(d.dir)
+    try:
+        d.start()
+        pid = service_pid(d, "u2")
+        got = attempt(d, tenant_static, "u1", "read-file", f"/proc/{pid}/environ", user="www-data")
+        assert SECRET not in got and got.startswith("err "), got
+        assert attempt(d, tenant_static, "u1", "ptrace", pid, user="www-data").startswith("err ")
+        assert attempt(d, tenant_static, "u1", "kill", pid, 0, user="www-data") == "ok"  # the limit
+    finally:
+        d.stop()
+        d.remove_cgroups()
+        remove_public_dir(base)

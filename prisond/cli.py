@@ -50,7 +50,8 @@ commands:
   mkroot DIR [--force]                make a root for a confined prison (path: DIR) that
                                       shares the host's /usr read-only
 
---socket PATH (or $PRISOND_SOCKET) names the control socket (default /run/prisond/control.sock)."""
+--socket PATH (or $PRISOND_SOCKET) names the control socket (default /run/prisond/control.sock).
+--version prints the version."""
 
 
 class Usage(Exception):
@@ -76,6 +77,10 @@ def main(argv=None) -> int:
             opt = args.pop(0)
             if opt in ("-h", "--help"):
                 print(USAGE)
+                return 0
+            if opt == "--version":
+                from . import version
+                print(f"prisonctl {version()}")
                 return 0
             if opt in ("-s", "--socket"):
                 if not args:

@@ -15,6 +15,7 @@ import sys
 import time
 
 from . import sdnotify
+from . import version as prisond_version
 from .api import Access, Api, Peer
 from .audit import AuditSocket
 from .cgroup import CgroupTree, detect_host
@@ -352,6 +353,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    f"(default {DEFAULT_STATE})")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
+    p.add_argument("--version", action="version", version=f"prisond {prisond_version()}")
     p.add_argument("--landlock-abi", type=int, default=None, metavar="N",
                    help="use at most Landlock ABI N in prisons (to see what an older kernel gives)")
     args = p.parse_args(argv)

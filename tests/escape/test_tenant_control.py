@@ -15,7 +15,7 @@ import pytest
 
 from support.daemon import Daemon, let_others_reach, run_cli_as
 from support.fixtures import confined
-from support.tenant import (NOBODY, NOGROUP, call_as, names, public_daemon, public_dir, remove_public_dir,  # noqa: F401
+from support.tenant import (public_cell, NOBODY, NOGROUP, call_as, names, public_daemon, public_dir, remove_public_dir,  # noqa: F401
                             request, run_probe, tenant_static)
 
 FORBIDDEN = ["prison.list", "prison.stop", "daemon.reload"]
@@ -27,16 +27,8 @@ def cell(tmp_path_factory, confined_root):
     body = ("prisons:\n" + confined(confined_root, "c", "127.0.2.1")
             + "  u:\n    ip4: [127.0.3.1]\n"
             + "  victim:\n    ip4: [127.0.4.1]\n    exec:\n      start: [sleep, '600']\n")
-    base = public_dir()
-    d = Daemon(os.path.join(base, "d"), body)
-    let_others_reach(d.dir)
-    d.start()
-    yield d
-    try:
-        d.stop()
-    finally:
-        d.remove_cgroups()
-        remove_public_dir(base)
+    with public_cell(body) as d:
+        yield d
 
 
 def forbidden_request(method: str) -> str:

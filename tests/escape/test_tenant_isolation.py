@@ -19,7 +19,7 @@ import pytest
 
 from support.daemon import Daemon, let_others_reach, wait_for
 from support.fixtures import confined
-from support.tenant import probe_path, public_dir, remove_public_dir, run_probe, tenant_static  # noqa: F401
+from support.tenant import public_cell, probe_path, public_dir, remove_public_dir, run_probe, tenant_static  # noqa: F401
 
 SECRET = "s3cr3t-3c"
 
@@ -33,16 +33,8 @@ def cell(tmp_path_factory, confined_root):
             + "  u1:\n    ip4: [127.0.3.1]\n"
             + "  u2:\n    ip4: [127.0.3.2]\n    exec:\n      jail_user: www-data\n"
             + f"      env: {{SECRET: {SECRET}}}\n      start: [sleep, '600']\n")
-    base = public_dir()
-    d = Daemon(os.path.join(base, "d"), body)
-    let_others_reach(d.dir)
-    d.start()
-    yield d
-    try:
-        d.stop()
-    finally:
-        d.remove_cgroups()
-        remove_public_dir(base)
+    with public_cell(body) as d:
+        yield d
 
 
 def is_confined(prison: str) -> bool:
@@ -195,19 +187,11 @@ def test_without_landlock_scopes_ptrace_stays_out_but_signals_do_not(tmp_path, t
     domain for its ptrace rule alone.  Reading another prison's environment and tracing it stay
     refused; signals across prisons of the same uid, and abstract sockets, are not scoped (the
     README's stated limit on such kernels)."""
-    base = public_dir()
     body = ("prisons:\n  u1:\n    ip4: [127.0.3.1]\n  u2:\n    ip4: [127.0.3.2]\n    exec:\n"
             f"      jail_user: www-data\n      env: {{SECRET: {SECRET}}}\n      start: [sleep, '600']\n")
-    d = Daemon(os.path.join(base, "d"), body, extra_args=["--landlock-abi", "5"])
-    let_others_reach(d.dir)
-    try:
-        d.start()
+    with public_cell(body, extra_args=["--landlock-abi", "5"]) as d:
         pid = service_pid(d, "u2")
         got = attempt(d, tenant_static, "u1", "read-file", f"/proc/{pid}/environ", user="www-data")
         assert SECRET not in got and got.startswith("err "), got
         assert attempt(d, tenant_static, "u1", "ptrace", pid, user="www-data").startswith("err ")
         assert attempt(d, tenant_static, "u1", "kill", pid, 0, user="www-data") == "ok"  # the limit
-    finally:
-        d.stop()
-        d.remove_cgroups()
-        remove_public_dir(base)

@@ -16,7 +16,7 @@ import pytest
 
 from support.daemon import Daemon, let_others_reach, wait_for
 from support.fixtures import confined
-from support.tenant import (Pty, probe_path, public_dir, public_tmp, remove_public_dir, run_probe,  # noqa: F401
+from support.tenant import (public_cell, Pty, probe_path, public_dir, public_tmp, remove_public_dir, run_probe,  # noqa: F401
                             tenant_static, wait_proc, writable_dir)
 
 CASES = [("c", True, None), ("u", False, "nobody")]
@@ -26,16 +26,8 @@ IDS = ["confined-root", "unconfined-nobody"]
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory, confined_root):
     body = "prisons:\n" + confined(confined_root, "c", "127.0.2.1") + "  u:\n    ip4: [127.0.3.1]\n"
-    base = public_dir()
-    d = Daemon(os.path.join(base, "d"), body)
-    let_others_reach(d.dir)
-    d.start()
-    yield d
-    try:
-        d.stop()
-    finally:
-        d.remove_cgroups()
-        remove_public_dir(base)
+    with public_cell(body) as d:
+        yield d
 
 
 @pytest.fixture

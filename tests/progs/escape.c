@@ -20,15 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static int report(long rc)
-{
-	if (rc < 0) {
-		printf("err %s\n", strerrorname_np(errno));
-		return 1;
-	}
-	printf("ok\n");
-	return 0;
-}
+#include "probe.h"
+
 
 /* Reads FILE after the climb; prints its first line or the error. */
 static int read_after_climb(const char *file)

@@ -27,15 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static int report(long rc)
-{
-	if (rc < 0) {
-		printf("err %s\n", strerrorname_np(errno));
-		return 1;
-	}
-	printf("ok\n");
-	return 0;
-}
+#include "probe.h"
+
 
 static double now(void)
 {

@@ -4,6 +4,7 @@ Only external interfaces: prisonctl and its exit codes, the control socket's JSO
 and processes on the host, terminals the tests make."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -254,4 +255,23 @@ def public_daemon():
             d.stop()
             d.remove_cgroups()
         finally:
+            remove_public_dir(base)
+
+
+@contextlib.contextmanager
+def public_cell(body: str, extra_args=()):
+    """A daemon in a directory every user may reach (attack tests run probes as nobody); stopped,
+    with all it made removed, on leaving."""
+    from .daemon import Daemon, let_others_reach
+    base = public_dir()
+    d = Daemon(os.path.join(base, "d"), body, extra_args=extra_args)
+    let_others_reach(d.dir)
+    try:
+        d.start()
+        yield d
+    finally:
+        try:
+            d.stop()
+        finally:
+            d.remove_cgroups()
             remove_public_dir(base)

@@ -24,6 +24,7 @@ from .control import ControlServer
 from .errors import ConfigError, PrisonError
 from .events import AUDIT_KINDS, CounterWatch, EventLog
 from .launcher import Launcher
+from .lock import DaemonLock, lock_paths
 from .net import AliasBook, Netlink
 from .peer import PeerJudge
 from .prison import RUNNING, Deps
@@ -374,6 +375,9 @@ def main(argv=None) -> int:
         print("prisond: must run as root (it adds addresses and creates cgroups)", file=sys.stderr)
         return 1
     try:
+        # before anything is touched: one daemon per state directory, runtime directory and
+        # cgroup parent (a second one would end the first one's prisons as leftovers)
+        lock = DaemonLock(lock_paths(args.state_dir, args.runtime_dir, config.daemon.cgroup_parent)).take()
         public, init_dir = runtime_dirs(args.runtime_dir)
         shim = install_shim(public)
         # uvloop for the daemon's own loop only: not as the global policy, which the loops
@@ -389,8 +393,11 @@ def main(argv=None) -> int:
         async def go() -> int:
             return await Daemon(config, args, shim, init_dir).run()
 
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(go())
+        try:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                return runner.run(go())
+        finally:
+            lock.release()
     except PrisonError as exc:
         print(f"prisond: {exc.message}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ import signal
 from .config import Config, PrisonSpec
 from .diff import ConfigDiff, diff
 from .errors import NoSuchPrison, PrisonError, StateConflict
-from .prison import FAILED, RUNNING, STOPPED, Deps, Prison
+from .prison import FAILED, RUNNING, STARTING, STOPPED, Deps, Prison
 from .state import StateStore
 
 log = logging.getLogger("prisond")
@@ -59,6 +59,16 @@ class Registry:
             except OSError as exc:
                 log.error("cannot write state in %s: %s", self.store.directory, exc.strerror)
 
+    def _record_starting(self, prison: Prison) -> None:
+        """Recorded before anything is made: what a crash mid-start leaves is then this
+        daemon's to end (recover ends nothing it has no record of)."""
+        if prison.state in (RUNNING, STARTING):
+            return
+        try:
+            self.store.put_prison(prison.spec.name, dict(prison.record(), state=STARTING))
+        except OSError as exc:
+            log.error("cannot write state in %s: %s", self.store.directory, exc.strerror)
+
     async def recover(self) -> None:
         """Adopt what a previous daemon of this boot left running, if it is still configured;
         end and remove the rest (its prisons no longer configured, half-made ones, aliases).
@@ -69,7 +79,11 @@ class Registry:
             self.deps.aliases.adopt_added(rec["ip"], rec["prefix"], rec["iface"])
         adopted = []
         for name in self.deps.cgroups.children():
-            prison, rec = self.prisons.get(name), records.get(name, {})
+            if name not in records:  # not made by a daemon of this state: not ours to end
+                log.warning("cgroup %s is not in %s's records: left alone", self.deps.cgroups.for_prison(name).path,
+                            self.store.directory)
+                continue
+            prison, rec = self.prisons.get(name), records[name]
             if prison and rec.get("state") == RUNNING and rec.get("enforcement") == prison.enforcement:
                 prison.jid = rec["jid"]
                 try:
@@ -124,6 +138,7 @@ class Registry:
             async with sem:
                 if self.shutting_down:
                     return
+                self._record_starting(p)
                 try:
                     await p.start()
                 except PrisonError:
@@ -147,6 +162,7 @@ class Registry:
 
     async def start(self, name: str) -> dict:
         prison = self.get(name)
+        self._record_starting(prison)
         try:
             await prison.start()
         finally:
@@ -167,6 +183,7 @@ class Registry:
             await prison.stop()
         except StateConflict:
             pass  # restart of a stopped prison starts it
+        self._record_starting(prison)
         try:
             await prison.start()
         finally:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from support.daemon import addresses_on_lo, prisonctl_cmd, wait_for
+from support.daemon import addresses_on_lo, prisonctl_cmd, prisond_cmd, wait_for
 
 SERVICE = 'start: [python3, -c, "import time; time.sleep(3600)"]'
 
@@ -64,7 +64,7 @@ prisons:
     assert not os.path.exists(cg)
     assert not os.path.exists(d.socket)
     assert not os.path.exists(os.path.join(d.run_dir, "public", "libprisonshim.so"))
-    assert os.listdir(d.state_dir) == []
+    assert os.listdir(d.state_dir) == ["prisond.lock"]  # kept: unlinking a lock file races
 
 
 def test_a_prison_that_fails_to_start_leaves_nothing_and_the_others_run(daemon):
@@ -398,3 +398,25 @@ def test_state_from_an_earlier_boot_is_discarded(daemon):
         assert "127.0.2.77" in addresses_on_lo()
     finally:
         subprocess.run(["ip", "addr", "del", "127.0.2.77/32", "dev", "lo"])
+
+
+@pytest.mark.parametrize("shared", ["state", "runtime", "cgroup"])
+def test_a_second_daemon_changes_nothing_and_names_the_first(daemon, tmp_path, shared):
+    """One daemon per state directory, runtime directory and cgroup parent: a second one sharing
+    any of them exits at once, naming the first, and the first one's prisons run on."""
+    d = daemon(f"prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      {SERVICE}\n")
+    pid = d.show("a")["service"]["pid"]
+    parent = d.cgroup_parent if shared == "cgroup" else f"{d.cgroup_parent}-other"
+    cfg = tmp_path / "second.yaml"
+    cfg.write_text(f"daemon:\n  cgroup_parent: {parent}\nprisons:\n  a:\n    ip4: [127.0.2.1]\n")
+    other = tmp_path / "other"
+    r = subprocess.run(prisond_cmd() + [
+        "--config", str(cfg),
+        "--state-dir", d.state_dir if shared == "state" else str(other / "state"),
+        "--runtime-dir", d.run_dir if shared == "runtime" else str(other / "run"),
+        "--socket", str(other / "control.sock")], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert f"another prisond (pid {d.proc.pid}) is using" in r.stderr and "changed nothing" in r.stderr
+    assert d.show("a")["state"] == "running" and d.show("a")["service"]["pid"] == pid
+    assert os.path.exists(f"/proc/{pid}") and "127.0.2.1" in addresses_on_lo()
+    assert not os.path.exists(other / "run")  # nothing made either

@@ -53,6 +53,9 @@ def pytest_sessionfinish(session, exitstatus):
     from support.daemon import remove_v1_cgroups
     for top in glob.glob(f"/sys/fs/cgroup/*/prisond-test-{os.getpid()}-*"):
         remove_v1_cgroups(os.path.basename(top))
+    from prisond.lock import CGROUP_LOCKS
+    for lock in glob.glob(os.path.join(CGROUP_LOCKS, f"prisond-test-{os.getpid()}-*.lock")):
+        os.unlink(lock)
 
 
 from support.fixtures import *  # noqa: E402,F401,F403  (fixtures shared by all suites)

@@ -128,6 +128,7 @@ class Daemon:
                 rmdir_when_empty(entry.path)
         rmdir_when_empty(top, tries=1)
         remove_v1_cgroups(self.cgroup_parent)
+        remove_lock(self.cgroup_parent)
 
     def kill9(self) -> None:
         self.proc.kill()
@@ -225,6 +226,15 @@ def rmdir_when_empty(path: str, tries: int = 100) -> None:
             return
         except OSError:
             time.sleep(0.05)
+
+
+def remove_lock(parent: str) -> None:
+    """The daemon's lock file for its cgroup parent (kept by the daemon: unlinking races)."""
+    from prisond.lock import CGROUP_LOCKS
+    try:
+        os.unlink(os.path.join(CGROUP_LOCKS, parent + ".lock"))
+    except FileNotFoundError:
+        pass
 
 
 def remove_v1_cgroups(parent: str) -> None:

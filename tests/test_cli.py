@@ -49,12 +49,30 @@ def test_exec_import_path_is_lean():
     assert r.stdout.strip() == "[]"
 
 
-def test_the_installed_launcher_skips_site():
-    """/usr/local/bin/prisonctl is the C front end; the Python prisonctl it hands over to starts
-    without site, and its modules are byte-compiled (scripts/setup)."""
-    with open("/usr/local/lib/prisond/prisonctl.py") as fh:
-        first = fh.readline()
-    assert first.startswith("#!") and first.rstrip().endswith(" -S")
-    import prisond.cli
-    import importlib.util
-    assert os.path.exists(importlib.util.cache_from_source(prisond.cli.__file__))
+def test_every_user_can_run_the_installed_prisonctl(tmp_path):
+    """/usr/local/bin/prisonctl is the C front end; the Python prisonctl it hands over to runs a
+    Python every user may run (scripts/setup), whatever Python installed prisond for root."""
+    from support.daemon import let_others_reach
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("prisons:\n  a: {ip4: [127.0.2.1]}\n")
+    let_others_reach(str(tmp_path))
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/local/bin/prisonctl", "check", str(cfg)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == f"{cfg}: ok, 1 prison\n", r.stderr
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/local/bin/prisonctl", "--socket", str(tmp_path / "none"),
+                        "list"], capture_output=True, text=True)
+    assert r.returncode == 69 and "prisond is not running" in r.stderr
+
+
+def test_a_prisonctl_that_cannot_run_says_why(tmp_path):
+    """The C front end names the real cause when the Python prisonctl cannot be run."""
+    launcher = tmp_path / "prisonctl.py"
+    launcher.write_text("#!/nonexistent/python3 -I\n")
+    launcher.chmod(0o755)
+    from support.daemon import let_others_reach
+    let_others_reach(str(tmp_path))
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "env", f"PRISONCTL_PYTHON={launcher}",
+                        "/usr/local/bin/prisonctl", "list"], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr == (f"prisonctl: cannot run {launcher}: its Python /nonexistent/python3: No such file or "
+                        "directory for uid 65534 (scripts/setup installs a prisonctl every user can run)\n")

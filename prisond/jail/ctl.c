@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -45,6 +46,30 @@
 
 extern char **environ;
 
+/* Why the Python prisonctl cannot be run, in words that point at the cause. */
+static void why_not(const char *py, int err)
+{
+	char line[PATH_MAX + 8] = "";
+	FILE *f = fopen(py, "re"); /* ENOENT from execv may be the interpreter's */
+	int there = f != NULL;
+	if (f) {
+		if (!fgets(line, sizeof line, f))
+			line[0] = 0;
+		fclose(f);
+	}
+	if (line[0] == '#' && line[1] == '!') { /* the launcher is there: its interpreter is not to this user */
+		char *interp = line + 2;
+		interp[strcspn(interp, " \n")] = 0;
+		if (access(interp, X_OK) < 0) {
+			fprintf(stderr, "prisonctl: cannot run %s: its Python %s: %s for uid %d (scripts/setup installs "
+				"a prisonctl every user can run)\n", py, interp, strerror(errno), (int)getuid());
+			return;
+		}
+	}
+	fprintf(stderr, "prisonctl: cannot run %s: %s (%s)\n", py, strerror(err),
+		there ? "scripts/setup repairs it" : "install prisond: scripts/setup, or the Debian package");
+}
+
 static int fallback(char **argv)
 {
 	const char *py = getenv("PRISONCTL_PYTHON");
@@ -52,7 +77,7 @@ static int fallback(char **argv)
 		py = PY_PRISONCTL;
 	argv[0] = (char *)py;
 	execv(py, argv);
-	fprintf(stderr, "prisonctl: cannot run %s: %s (run scripts/setup)\n", py, strerror(errno));
+	why_not(py, errno);
 	return EX_ERROR;
 }
 

@@ -78,8 +78,9 @@ def cached_root(packages: list[str], log) -> tuple[str, bool]:
     if os.path.isfile(os.path.join(path, ".complete")):
         return path, False
     os.makedirs(CACHE, exist_ok=True)
-    for old in os.listdir(CACHE):  # other recipes' roots, and half-made ones
-        if old.startswith((f"{SUITE}-root-", ".build-")):
+    for old in os.listdir(CACHE):  # other recipes' roots, and what dead runs half made
+        builder = old.rsplit("-", 1)[-1]
+        if old.startswith(f"{SUITE}-root-") or old.startswith(".build-") and not _alive(builder):
             shutil.rmtree(os.path.join(CACHE, old), ignore_errors=True)
     tmp = os.path.join(CACHE, f".build-{key}-{os.getpid()}")
     t0 = time.monotonic()
@@ -105,6 +106,16 @@ def cached_root(packages: list[str], log) -> tuple[str, bool]:
     os.rename(tmp, path)
     log(f"cache: made in {time.monotonic() - t0:.0f}s")
     return path, True
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
 
 
 def mirror() -> str:
@@ -170,8 +181,9 @@ def _v2_root() -> str:
 class Container:
     """One boot of `root` under a fresh overlay; `share` is bind-mounted read-only at /srv/systest."""
 
-    def __init__(self, root: str, share: str, log, name: str = "prisond-systest"):
-        self.root, self.share, self.log, self.name = root, share, log, name
+    def __init__(self, root: str, share: str, log):
+        self.root, self.share, self.log = root, share, log
+        self.name = f"prisond-systest-{os.getpid()}"  # nspawn's machine name (and hostname)
         self.cgroup: Cgroup | None = None
         self.console = os.path.join(share, "console.log")
         self.proc: subprocess.Popen | None = None
@@ -180,7 +192,7 @@ class Container:
     # ---------------------------------------------------------------- boot and halt
 
     def boot(self, timeout: float = 90) -> float:
-        self.cgroup = Cgroup(f"prisond-systest-{os.getpid()}")
+        self.cgroup = Cgroup(self.name)
         argv = ["systemd-nspawn", "--register=no", "--keep-unit", "-D", self.root, "--volatile=overlay",
                 "--boot", "--private-network", f"--machine={self.name}", "--console=passive",
                 f"--system-call-filter={SYSCALLS}", f"--bind-ro={self.share}:/srv/systest"]

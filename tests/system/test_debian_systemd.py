@@ -163,10 +163,12 @@ def box(deb):
         STATE["deb"] = os.path.basename(deb)
         yield c
     finally:
-        STATE["journal"] = c.sh("journalctl -b --no-pager -o short-monotonic", check=False).stdout \
-            if c.leader else ""
+        try:  # the container's journal, for whoever reads a failure (a hung container must still halt)
+            journal = c.sh("journalctl -b --no-pager -o short-monotonic", timeout=30, check=False).stdout
+        except ContainerError as exc:
+            journal = f"(no journal: {exc})"
         with open(os.path.join(BUILD, "systemd-journal.txt"), "w") as fh:
-            fh.write(STATE["journal"])
+            fh.write(journal + "\n--- console ---\n" + c.console_tail(200))
         forced = c.halt()
         say("halt: " + ("; ".join(forced) if forced else "the container powered off; its cgroup is removed"))
         say(f"total: {time.monotonic() - STATE['t0']:.0f}s")

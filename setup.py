@@ -20,6 +20,13 @@ SHIM_FLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra",
               "-fvisibility=hidden", "-D_FORTIFY_SOURCE=2"]
 
 
+def env_flags() -> list[str]:
+    """$CPPFLAGS $CFLAGS $LDFLAGS, after the project's own flags, as make's rules take them: what
+    a distribution's build passes (Debian's dpkg-buildflags: hardening, relro, debug prefix maps)
+    reaches both programs.  Unset, nothing changes."""
+    return [f for name in ("CPPFLAGS", "CFLAGS", "LDFLAGS") for f in shlex.split(os.environ.get(name, ""))]
+
+
 class BuildShim(build_ext):
     """The shim (a shared library) and prisonjail (a static program: nothing for LD_PRELOAD to
     reach, nothing needed from a prison's root)."""
@@ -33,9 +40,9 @@ class BuildShim(build_ext):
         os.makedirs(os.path.dirname(out), exist_ok=True)
         cc = shlex.split(os.environ.get("CC", "cc"))
         if ext.name.endswith("prisonjail"):
-            cmd = cc + JAIL_FLAGS + ["-o", out, *JAIL_SRC]
+            cmd = cc + JAIL_FLAGS + env_flags() + ["-o", out, *JAIL_SRC]
         else:
-            cmd = cc + SHIM_FLAGS + [f"-Wl,--version-script={SHIM_MAP}", "-o", out, SHIM_SRC, "-ldl", "-lpthread"]
+            cmd = cc + SHIM_FLAGS + env_flags() + [f"-Wl,--version-script={SHIM_MAP}", "-o", out, SHIM_SRC, "-ldl", "-lpthread"]
         print(" ".join(cmd))
         subprocess.check_call(cmd)
 

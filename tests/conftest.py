@@ -18,6 +18,10 @@ def pytest_configure(config):
     if os.environ.get("PRISOND_TEST_NETNS") == str(os.getpid()):
         return
     libc = ctypes.CDLL(None, use_errno=True)
+    # The namespace the suite was started in, kept open: only tests/system uses it, to fetch
+    # Debian packages from the mirror while it builds its cached root (no test traffic).
+    host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)
+    os.environ["PRISOND_TEST_HOST_NETNS"] = f"/proc/{os.getpid()}/fd/{host_netns}"
     if libc.unshare(CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise SystemExit(f"tests: cannot enter a private network namespace: {os.strerror(err)} "

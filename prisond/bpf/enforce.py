@@ -1,6 +1,7 @@
-"""Kernel enforcement for prisons: one set of programs and two maps, attached per prison cgroup.
+"""Kernel enforcement for prisons: one set of programs and four maps, attached per prison cgroup.
 
     layer = KernelLayer.open(existing_prison_cgroups)   # adopts what a previous daemon left
+    layer.share(config.prisons)                         # which addresses two prisons both hold
     layer.enforce(cgroup_path, spec)                    # policy in the map, then attach
     layer.update(cgroup_path, spec)                     # a reload: a map update, nothing else
     layer.counters(cgroup_path)                         # drops and traffic of the prison
@@ -8,33 +9,52 @@
 Programs attached with BPF_PROG_ATTACH stay while the cgroup exists, whatever happens to the
 daemon, so a daemon killed with SIGKILL leaves every prison enforced; removing a prison's
 cgroup detaches them.  A new daemon finds the programs on any prison cgroup (BPF_PROG_QUERY)
-and, through them, the maps, so it keeps updating the same policies.  A cgroup's storage goes
-with the cgroup: nothing is to be deleted when a prison stops.
+and, through them, the maps, so it keeps updating the same policies and the same claims.  A
+cgroup's storage goes with the cgroup: nothing is to be deleted when a prison stops.
+
+Shared addresses (see programs.py, "Claims"): a prison's binds on an address the configuration
+also gives another prison are recorded from its first bind, so that the other cannot join
+them.  Binds made while an address was not shared were not recorded: a prison that has held an
+address untracked (or tainted: it became tracked while the prison ran) blocks any other prison
+from getting that address until it restarts; the newcomer fails with the reason.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import struct
 
 from . import programs as P
 from . import syscall as S
 
 log = logging.getLogger("prisond.kernel")
 
-POLICY_MAP, COUNTER_MAP = "prisond_pol2", "prisond_cnt3"  # cgroup storage (v2, v3)
+# map names: a changed layout gets a new name, so that no daemon adopts maps it cannot read
+POLICY_MAP, COUNTER_MAP = "prisond_pol3", "prisond_cnt3"  # cgroup storage (v3, v3)
+CLAIMS_MAP, SOCKETS_MAP = "prisond_claims1", "prisond_sockcl1"
+MAP_NAMES = (POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, SOCKETS_MAP)
 MAX_PRISONS = 65536
+
+
+def _gen(fn, **kw):
+    return lambda maps: fn(maps, **kw)
+
 
 # attach name -> (program type, generator); every one is attached to every kernel prison
 PROGRAMS = {
     "sock_create": (S.PROG_TYPE_CGROUP_SOCK, P.sock_create),
     "bind4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.bind4),
     "bind6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.bind6),
+    "post_bind4": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=False)),
+    "post_bind6": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=True)),
+    "sock_release": (S.PROG_TYPE_CGROUP_SOCK, P.sock_release),
     "connect4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.connect4),
     "connect6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.connect6),
     "sendmsg4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.sendmsg4),
     "sendmsg6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.sendmsg6),
-    "egress": (S.PROG_TYPE_CGROUP_SKB, lambda pol, cnt: P.skb_filter(pol, cnt, egress=True)),
-    "ingress": (S.PROG_TYPE_CGROUP_SKB, lambda pol, cnt: P.skb_filter(pol, cnt, egress=False)),
+    "egress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=True)),
+    "ingress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=False)),
 }
 
 
@@ -47,48 +67,95 @@ def _key(cgid: int) -> bytes:
     return cgid.to_bytes(8, "little")
 
 
-def policy_value(spec) -> bytes:
+def shared_addresses(prisons) -> frozenset:
+    """The addresses more than one prison of the configuration holds (config allows it when
+    each has exactly one address of that family)."""
+    seen, shared = set(), set()
+    for p in prisons:
+        for a in list(p.ip4) + list(p.ip6):
+            (shared if a.ip in seen else seen).add(a.ip)
+    return frozenset(shared)
+
+
+def policy_value(spec, shared=frozenset(), owner: int = 0, old: bytes | None = None, running: bool = False) -> bytes:
+    """The policy of a prison.  Families holding a shared address are tracked.  Taint: a family
+    that becomes tracked while the prison may already hold untracked sockets in it (its old
+    policy had addresses of that family untracked; or it runs with no policy of ours, as after
+    an upgrade) stays marked for the cgroup's life, as does the mark itself."""
     ip4 = [a.ip.packed for a in spec.ip4]
     ip6 = [a.ip.packed for a in spec.ip6]
-    lo4 = ip4[0] if ip4 else b""
-    lo6 = ip6[0] if ip6 else b""
-    return P.encode_policy(ip4, ip6, lo4, lo6, raw="raw_sockets" in spec.allow)
+    flags = 0
+    if any(a.ip in shared for a in spec.ip4):
+        flags |= P.F_TRACK4
+    if any(a.ip in shared for a in spec.ip6):
+        flags |= P.F_TRACK6
+    prev = P.decode_policy(old) if old and any(old) else None
+    for track, taint, fam in ((P.F_TRACK4, P.F_TAINT4, "ip4"), (P.F_TRACK6, P.F_TAINT6, "ip6")):
+        if prev:
+            flags |= prev["flags"] & taint
+            if flags & track and not prev["flags"] & track and prev[fam]:
+                flags |= taint
+        elif running and flags & track:
+            flags |= taint
+    return P.encode_policy(ip4, ip6, ip4[0] if ip4 else b"", ip6[0] if ip6 else b"",
+                           raw="raw_sockets" in spec.allow, flags=flags, owner=owner)
+
+
+def _packed_to_ip(raw: bytes):
+    return ipaddress.ip_address(raw)
 
 
 class KernelLayer:
-    def __init__(self, policy_fd: int, counter_fd: int, prog_fds: dict[str, int], adopted: bool):
-        self.policy_fd, self.counter_fd = policy_fd, counter_fd
+    def __init__(self, maps: P.Maps, prog_fds: dict[str, int], adopted: bool):
+        self.maps = maps
+        self.policy_fd, self.counter_fd = maps.policy, maps.counters
         self.prog_fds = prog_fds
         self.prog_ids = {name: S.prog_info(fd)["id"] for name, fd in prog_fds.items()}
         self.ncpus = S.possible_cpus()
         self.adopted = adopted
+        self.shared: frozenset = frozenset()
+        self.enforced: dict[int, str] = {}  # cgroup id -> path, of the prisons this layer wrote
 
     # ------------------------------------------------------------ set-up
 
     @classmethod
     def open(cls, existing_cgroups: list[str] = ()) -> "KernelLayer":
+        layer = None
         for path in existing_cgroups:
             layer = cls._adopt(path)
             if layer:
                 log.info("adopted the kernel layer's programs and maps from %s", path)
-                return layer
-        return cls._load()
+                break
+        layer = layer or cls._load()
+        layer.forget_claims_of_others(existing_cgroups)
+        return layer
 
     @classmethod
     def _load(cls) -> "KernelLayer":
-        # max_entries 0: cgroup storage grows with attachments; an 8-byte key (the cgroup id)
-        # makes one value shared by every program attached to the cgroup
-        pol = S.map_create(8, P.POLICY_SIZE, 0, POLICY_MAP, S.MAP_TYPE_CGROUP_STORAGE)
-        cnt = S.map_create(8, P.COUNTER_SIZE, 0, COUNTER_MAP, S.MAP_TYPE_PERCPU_CGROUP_STORAGE)
-        fds = {}
+        fds: dict[str, int] = {}
+        made: list[int] = []
         try:
+            # max_entries 0: cgroup storage grows with attachments; an 8-byte key (the cgroup id)
+            # makes one value shared by every program attached to the cgroup
+            made.append(S.map_create(8, P.POLICY_SIZE, 0, POLICY_MAP, S.MAP_TYPE_CGROUP_STORAGE))
+            made.append(S.map_create(8, P.COUNTER_SIZE, 0, COUNTER_MAP, S.MAP_TYPE_PERCPU_CGROUP_STORAGE))
+            # no preallocation: only prisons with shared addresses ever fill it
+            made.append(S.map_create(P.CLAIM_KEY_SIZE, P.CLAIM_VALUE_SIZE, P.MAX_CLAIMS, CLAIMS_MAP,
+                                     S.MAP_TYPE_HASH, flags=S.F_NO_PREALLOC))
+            btf = S.btf_load(P.claims_btf())
+            try:  # socket storage wants BTF; the map keeps its own reference to it
+                made.append(S.map_create(4, P.CLAIM_STORE_SIZE, 0, SOCKETS_MAP, S.MAP_TYPE_SK_STORAGE,
+                                         flags=S.F_NO_PREALLOC, btf=(btf, 1, 2)))
+            finally:
+                os.close(btf)
+            maps = P.Maps(*made)
             for name, (ptype, gen) in PROGRAMS.items():
-                fds[name] = S.prog_load(ptype, gen(pol, cnt), S.ATTACH[name], f"prisond_{name}")
+                fds[name] = S.prog_load(ptype, gen(maps), S.ATTACH[name], f"prisond_{name}")
         except BaseException:
-            for fd in list(fds.values()) + [pol, cnt]:
+            for fd in list(fds.values()) + made:
                 os.close(fd)
             raise
-        return cls(pol, cnt, fds, adopted=False)
+        return cls(maps, fds, adopted=False)
 
     @classmethod
     def _adopt(cls, path: str) -> "KernelLayer | None":
@@ -97,48 +164,77 @@ class KernelLayer:
         except OSError:
             return None
         fds: dict[str, int] = {}
-        maps: dict[str, int] = {}
+        maps: dict[str, tuple[int, int]] = {}  # name -> (fd, id)
+        uses: dict[str, set] = {}
         try:
             for name in PROGRAMS:
                 for pid in S.prog_query(cg, S.ATTACH[name]):
                     fd = S.prog_fd_by_id(pid)
                     info = S.prog_info(fd)
                     if info["name"] == f"prisond_{name}"[:15] and name not in fds:
-                        fds[name] = fd
+                        fds[name], uses[name] = fd, set(info["map_ids"])
                         for mid in info["map_ids"]:
                             mfd = S.map_fd_by_id(mid)
                             minfo = S.map_info(mfd)
-                            if minfo["name"] in (POLICY_MAP, COUNTER_MAP) and minfo["name"] not in maps:
-                                maps[minfo["name"]] = mfd
+                            if minfo["name"] in MAP_NAMES and minfo["name"] not in maps:
+                                maps[minfo["name"]] = (mfd, mid)
                             else:
                                 os.close(mfd)
                     else:
                         os.close(fd)
-            if set(fds) != set(PROGRAMS) or set(maps) != {POLICY_MAP, COUNTER_MAP}:
-                for fd in list(fds.values()) + list(maps.values()):
+            ids = {mid for _, mid in maps.values()}
+            # one generation only: every program on the maps found (an upgrade may leave an
+            # older set attached beside a newer one)
+            if set(fds) != set(PROGRAMS) or set(maps) != set(MAP_NAMES) or \
+                    any(not used <= ids for used in uses.values()):
+                for fd in list(fds.values()) + [fd for fd, _ in maps.values()]:
                     os.close(fd)
                 return None
-            return cls(maps[POLICY_MAP], maps[COUNTER_MAP], fds, adopted=True)
+            return cls(P.Maps(*(maps[n][0] for n in MAP_NAMES)), fds, adopted=True)
         except S.KernelLayerError:
-            for fd in list(fds.values()) + list(maps.values()):
+            for fd in list(fds.values()) + [fd for fd, _ in maps.values()]:
                 os.close(fd)
             return None
         finally:
             os.close(cg)
 
     def close(self) -> None:
-        for fd in list(self.prog_fds.values()) + [self.policy_fd, self.counter_fd]:
+        for fd in list(self.prog_fds.values()) + list(self.maps):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.prog_fds = {}
 
+    def forget_claims_of_others(self, live_cgroups) -> int:
+        """Delete claims whose owner is none of live_cgroups (all the prison cgroups there are,
+        at start-up).  A claim outlives its prison only when one of its sockets was handed to
+        a process outside it, whose close no program sees; it would block that port for good."""
+        live = set()
+        for path in live_cgroups:
+            try:
+                live.add(cgroup_id(path))
+            except OSError:
+                pass
+        gone = 0
+        for key in S.map_keys(self.maps.claims, P.CLAIM_KEY_SIZE):
+            value = S.map_lookup(self.maps.claims, key, P.CLAIM_VALUE_SIZE)
+            if value and struct.unpack_from("<Q", value, P.CV_OWNER)[0] not in live:
+                gone += S.map_delete(self.maps.claims, key)
+        if gone:
+            log.info("forgot %d claim(s) of prisons that are gone", gone)
+        return gone
+
     # ------------------------------------------------------------ per prison
+
+    def share(self, prisons) -> None:
+        """Take note of the configuration's prisons (all of them, running or not): which
+        addresses more than one holds.  Call before enforcing any of them, and on every reload."""
+        self.shared = shared_addresses(prisons)
 
     def enforce(self, path: str, spec) -> int:
         """Attach (which creates the cgroup's storage, all zero: everything refused), then
-        write the policy.  Called before any process enters the cgroup."""
+        write the policy.  Called before any process enters the cgroup, or on adoption."""
         cgid = cgroup_id(path)
         cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -147,17 +243,58 @@ class KernelLayer:
                     S.prog_attach(cg, fd, S.ATTACH[name])
         finally:
             os.close(cg)
-        S.map_update(self.policy_fd, _key(cgid), policy_value(spec))
+        self._write(cgid, path, spec)
         return cgid
 
     def update(self, path: str, spec) -> None:
-        S.map_update(self.policy_fd, _key(cgroup_id(path)), policy_value(spec))
+        self._write(cgroup_id(path), path, spec)
+
+    def _write(self, cgid: int, path: str, spec) -> None:
+        old = S.map_lookup(self.policy_fd, _key(cgid), P.POLICY_SIZE)
+        value = policy_value(spec, self.shared, cgid, old, running=_has_processes(path))
+        self._check_sharers(cgid, spec, P.decode_policy(value)["flags"])
+        S.map_update(self.policy_fd, _key(cgid), value)
+        self.enforced[cgid] = path
+
+    def _check_sharers(self, cgid: int, spec, flags: int) -> None:
+        """Refuse an address another running prison holds without having recorded its binds
+        (untracked, or tainted): this prison could join sockets of that one."""
+        mine = {a.ip for a in spec.addresses}
+        for other, path in list(self.enforced.items()):
+            if other == cgid:
+                continue
+            try:
+                alive = cgroup_id(path) == other
+            except OSError:
+                alive = False
+            if not alive:
+                self.enforced.pop(other, None)
+                continue
+            raw = S.map_lookup(self.policy_fd, _key(other), P.POLICY_SIZE)
+            if not raw:
+                continue
+            theirs = P.decode_policy(raw)
+            for fam, track, taint in (("ip4", P.F_TRACK4, P.F_TAINT4), ("ip6", P.F_TRACK6, P.F_TAINT6)):
+                for packed in theirs[fam]:
+                    ip = _packed_to_ip(packed)
+                    if ip in mine and (not theirs["flags"] & track or theirs["flags"] & taint):
+                        raise S.KernelLayerError(
+                            f"{ip} is also prison {os.path.basename(path)}'s, which has held it since before "
+                            f"it was shared (its binds were not recorded): restart {os.path.basename(path)} first",
+                            "address_in_use")
 
     def counters(self, path_or_id) -> dict | None:
         cgid = path_or_id if isinstance(path_or_id, int) else cgroup_id(path_or_id)
         raw = S.map_lookup(self.counter_fd, _key(cgid), P.COUNTER_SIZE * self.ncpus)
         return P.decode_counters(raw, self.ncpus) if raw else None
 
+
+def _has_processes(path: str) -> bool:
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as fh:
+            return bool(fh.read().strip())
+    except OSError:
+        return False
 
 
 def preconditions(layout) -> tuple[bool, str]:

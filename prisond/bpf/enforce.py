@@ -114,7 +114,7 @@ class KernelLayer:
         self.ncpus = S.possible_cpus()
         self.adopted = adopted
         self.shared: frozenset = frozenset()
-        self.enforced: dict[int, str] = {}  # cgroup id -> path, of the prisons this layer wrote
+        self.enforced: dict[int, tuple] = {}  # cgroup id -> (path, addresses) of the prisons written
 
     # ------------------------------------------------------------ set-up
 
@@ -252,16 +252,20 @@ class KernelLayer:
     def _write(self, cgid: int, path: str, spec) -> None:
         old = S.map_lookup(self.policy_fd, _key(cgid), P.POLICY_SIZE)
         value = policy_value(spec, self.shared, cgid, old, running=_has_processes(path))
-        self._check_sharers(cgid, spec, P.decode_policy(value)["flags"])
+        self._check_sharers(cgid, spec)
         S.map_update(self.policy_fd, _key(cgid), value)
-        self.enforced[cgid] = path
+        self.enforced[cgid] = (path, frozenset(a.ip for a in spec.addresses))
 
-    def _check_sharers(self, cgid: int, spec, flags: int) -> None:
-        """Refuse an address another running prison holds without having recorded its binds
-        (untracked, or tainted): this prison could join sockets of that one."""
-        mine = {a.ip for a in spec.addresses}
-        for other, path in list(self.enforced.items()):
-            if other == cgid:
+    def _check_sharers(self, cgid: int, spec) -> None:
+        """Refuse a shared address another running prison holds without having recorded its
+        binds (untracked, or tainted): this prison could join sockets of that one.  Only the
+        prisons holding one of this prison's shared addresses are looked at: a thousand
+        unshared prisons start without reading each other's policies."""
+        mine = {a.ip for a in spec.addresses if a.ip in self.shared}
+        if not mine:
+            return
+        for other, (path, ips) in list(self.enforced.items()):
+            if other == cgid or not ips & mine:
                 continue
             try:
                 alive = cgroup_id(path) == other
@@ -274,14 +278,13 @@ class KernelLayer:
             if not raw:
                 continue
             theirs = P.decode_policy(raw)
+            name = os.path.basename(path)
             for fam, track, taint in (("ip4", P.F_TRACK4, P.F_TAINT4), ("ip6", P.F_TRACK6, P.F_TAINT6)):
-                for packed in theirs[fam]:
-                    ip = _packed_to_ip(packed)
-                    if ip in mine and (not theirs["flags"] & track or theirs["flags"] & taint):
-                        raise S.KernelLayerError(
-                            f"{ip} is also prison {os.path.basename(path)}'s, which has held it since before "
-                            f"it was shared (its binds were not recorded): restart {os.path.basename(path)} first",
-                            "address_in_use")
+                held = {_packed_to_ip(packed) for packed in theirs[fam]} & mine
+                if held and (not theirs["flags"] & track or theirs["flags"] & taint):
+                    raise S.KernelLayerError(
+                        f"{min(held)} is also prison {name}'s, which has held it since before it was "
+                        f"shared (its binds were not recorded): restart {name} first", "address_in_use")
 
     def counters(self, path_or_id) -> dict | None:
         cgid = path_or_id if isinstance(path_or_id, int) else cgroup_id(path_or_id)

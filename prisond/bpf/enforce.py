@@ -1,4 +1,5 @@
-"""Kernel enforcement for prisons: one set of programs and four maps, attached per prison cgroup.
+"""Kernel enforcement for prisons: one set of programs and four maps, attached per prison cgroup
+(the three claim programs only where a prison holds a shared address).
 
     layer = KernelLayer.open(existing_prison_cgroups)   # adopts what a previous daemon left
     layer.share(config.prisons)                         # which addresses two prisons both hold
@@ -41,14 +42,14 @@ def _gen(fn, **kw):
     return lambda maps: fn(maps, **kw)
 
 
-# attach name -> (program type, generator); every one is attached to every kernel prison
-PROGRAMS = {
+# attach name -> (program type, generator).  CORE: attached to every kernel prison.  CLAIMS:
+# attached (all three, and for good) to a prison once it holds a shared address; the others
+# never pay for them (a hook with no program costs nothing; one with even an empty program
+# costs its run, ~3% of a bind+close here).
+CORE = {
     "sock_create": (S.PROG_TYPE_CGROUP_SOCK, P.sock_create),
     "bind4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.bind4),
     "bind6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.bind6),
-    "post_bind4": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=False)),
-    "post_bind6": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=True)),
-    "sock_release": (S.PROG_TYPE_CGROUP_SOCK, P.sock_release),
     "connect4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.connect4),
     "connect6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.connect6),
     "sendmsg4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.sendmsg4),
@@ -56,6 +57,12 @@ PROGRAMS = {
     "egress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=True)),
     "ingress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=False)),
 }
+CLAIMS = {
+    "post_bind4": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=False)),
+    "post_bind6": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=True)),
+    "sock_release": (S.PROG_TYPE_CGROUP_SOCK, P.sock_release),
+}
+PROGRAMS = {**CORE, **CLAIMS}
 
 
 def cgroup_id(path: str) -> int:
@@ -122,7 +129,7 @@ class KernelLayer:
     def open(cls, existing_cgroups: list[str] = ()) -> "KernelLayer":
         layer = None
         for path in existing_cgroups:
-            layer = cls._adopt(path)
+            layer = cls._adopt(path, existing_cgroups)
             if layer:
                 log.info("adopted the kernel layer's programs and maps from %s", path)
                 break
@@ -142,12 +149,7 @@ class KernelLayer:
             # no preallocation: only prisons with shared addresses ever fill it
             made.append(S.map_create(P.CLAIM_KEY_SIZE, P.CLAIM_VALUE_SIZE, P.MAX_CLAIMS, CLAIMS_MAP,
                                      S.MAP_TYPE_HASH, flags=S.F_NO_PREALLOC))
-            btf = S.btf_load(P.claims_btf())
-            try:  # socket storage wants BTF; the map keeps its own reference to it
-                made.append(S.map_create(4, P.CLAIM_STORE_SIZE, 0, SOCKETS_MAP, S.MAP_TYPE_SK_STORAGE,
-                                         flags=S.F_NO_PREALLOC, btf=(btf, 1, 2)))
-            finally:
-                os.close(btf)
+            made.append(_sockets_map())
             maps = P.Maps(*made)
             for name, (ptype, gen) in PROGRAMS.items():
                 fds[name] = S.prog_load(ptype, gen(maps), S.ATTACH[name], f"prisond_{name}")
@@ -158,45 +160,33 @@ class KernelLayer:
         return cls(maps, fds, adopted=False)
 
     @classmethod
-    def _adopt(cls, path: str) -> "KernelLayer | None":
-        try:
-            cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
+    def _adopt(cls, path: str, others=()) -> "KernelLayer | None":
+        """The core programs and their maps from `path`; the claim programs (and the socket
+        storage only they use) from whichever prison cgroup has them, else freshly loaded: no
+        prison holds a claim then."""
+        core = _find(path, CORE)
+        if not core:
             return None
-        fds: dict[str, int] = {}
-        maps: dict[str, tuple[int, int]] = {}  # name -> (fd, id)
-        uses: dict[str, set] = {}
+        fds, maps = core
+        claims = None
+        for where in [path] + [p for p in others if p != path]:
+            claims = _find(where, CLAIMS, maps)
+            if claims:
+                break
         try:
-            for name in PROGRAMS:
-                for pid in S.prog_query(cg, S.ATTACH[name]):
-                    fd = S.prog_fd_by_id(pid)
-                    info = S.prog_info(fd)
-                    if info["name"] == f"prisond_{name}"[:15] and name not in fds:
-                        fds[name], uses[name] = fd, set(info["map_ids"])
-                        for mid in info["map_ids"]:
-                            mfd = S.map_fd_by_id(mid)
-                            minfo = S.map_info(mfd)
-                            if minfo["name"] in MAP_NAMES and minfo["name"] not in maps:
-                                maps[minfo["name"]] = (mfd, mid)
-                            else:
-                                os.close(mfd)
-                    else:
-                        os.close(fd)
-            ids = {mid for _, mid in maps.values()}
-            # one generation only: every program on the maps found (an upgrade may leave an
-            # older set attached beside a newer one)
-            if set(fds) != set(PROGRAMS) or set(maps) != set(MAP_NAMES) or \
-                    any(not used <= ids for used in uses.values()):
-                for fd in list(fds.values()) + [fd for fd, _ in maps.values()]:
-                    os.close(fd)
-                return None
+            if claims:
+                fds.update(claims[0])
+                maps.update(claims[1])
+            else:
+                maps[SOCKETS_MAP] = (_sockets_map(), 0)
+                for name, (ptype, gen) in CLAIMS.items():
+                    fds[name] = S.prog_load(ptype, gen(P.Maps(*(maps[n][0] for n in MAP_NAMES))), S.ATTACH[name],
+                                            f"prisond_{name}")
             return cls(P.Maps(*(maps[n][0] for n in MAP_NAMES)), fds, adopted=True)
         except S.KernelLayerError:
             for fd in list(fds.values()) + [fd for fd, _ in maps.values()]:
                 os.close(fd)
             return None
-        finally:
-            os.close(cg)
 
     def close(self) -> None:
         for fd in list(self.prog_fds.values()) + list(self.maps):
@@ -236,23 +226,30 @@ class KernelLayer:
         """Attach (which creates the cgroup's storage, all zero: everything refused), then
         write the policy.  Called before any process enters the cgroup, or on adoption."""
         cgid = cgroup_id(path)
-        cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            for name, fd in self.prog_fds.items():
-                if self.prog_ids[name] not in S.prog_query(cg, S.ATTACH[name]):  # adoption: once only
-                    S.prog_attach(cg, fd, S.ATTACH[name])
-        finally:
-            os.close(cg)
+        self._attach(path, CORE)
         self._write(cgid, path, spec)
         return cgid
 
     def update(self, path: str, spec) -> None:
         self._write(cgroup_id(path), path, spec)
 
+    def _attach(self, path: str, programs) -> None:
+        cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name in programs:
+                if self.prog_ids[name] not in S.prog_query(cg, S.ATTACH[name]):  # adoption: once only
+                    S.prog_attach(cg, self.prog_fds[name], S.ATTACH[name])
+        finally:
+            os.close(cg)
+
     def _write(self, cgid: int, path: str, spec) -> None:
         old = S.map_lookup(self.policy_fd, _key(cgid), P.POLICY_SIZE)
         value = policy_value(spec, self.shared, cgid, old, running=_has_processes(path))
         self._check_sharers(cgid, spec)
+        if P.decode_policy(value)["flags"] & (P.F_TRACK4 | P.F_TRACK6):
+            # before the policy says "tracked": no bind may pass unrecorded in between.  Never
+            # detached: the claims a prison holds are released by its sock_release
+            self._attach(path, CLAIMS)
         S.map_update(self.policy_fd, _key(cgid), value)
         self.enforced[cgid] = (path, frozenset(a.ip for a in spec.addresses))
 
@@ -290,6 +287,60 @@ class KernelLayer:
         cgid = path_or_id if isinstance(path_or_id, int) else cgroup_id(path_or_id)
         raw = S.map_lookup(self.counter_fd, _key(cgid), P.COUNTER_SIZE * self.ncpus)
         return P.decode_counters(raw, self.ncpus) if raw else None
+
+
+def _sockets_map() -> int:
+    """The socket storage of claims; it wants BTF, and keeps its own reference to it."""
+    btf = S.btf_load(P.claims_btf())
+    try:
+        return S.map_create(4, P.CLAIM_STORE_SIZE, 0, SOCKETS_MAP, S.MAP_TYPE_SK_STORAGE,
+                            flags=S.F_NO_PREALLOC, btf=(btf, 1, 2))
+    finally:
+        os.close(btf)
+
+
+def _find(path: str, programs: dict, known: dict | None = None):
+    """({name: fd}, {map name: (fd, id)}) of our programs in `programs` attached to the cgroup at
+    path: all of them, all on the same maps (those in `known`, and the others by our names:
+    an upgrade may leave an older set attached beside a newer one).  None if not."""
+    try:
+        cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    known = known or {}
+    fds: dict[str, int] = {}
+    maps: dict[str, tuple[int, int]] = {}
+    uses: list[set] = []
+    try:
+        for name in programs:
+            for pid in S.prog_query(cg, S.ATTACH[name]):
+                fd = S.prog_fd_by_id(pid)
+                info = S.prog_info(fd)
+                if info["name"] != f"prisond_{name}"[:15] or name in fds:
+                    os.close(fd)
+                    continue
+                fds[name] = fd
+                uses.append(set(info["map_ids"]))
+                for mid in info["map_ids"]:
+                    if mid in {i for _, i in list(known.values()) + list(maps.values())}:
+                        continue
+                    mfd = S.map_fd_by_id(mid)
+                    mname = S.map_info(mfd)["name"]
+                    if mname in MAP_NAMES and mname not in maps and mname not in known:
+                        maps[mname] = (mfd, mid)
+                    else:
+                        os.close(mfd)
+        ids = {i for _, i in list(known.values()) + list(maps.values())}
+        wanted = {SOCKETS_MAP} if known else {POLICY_MAP, COUNTER_MAP, CLAIMS_MAP}
+        if set(fds) == set(programs) and all(u <= ids for u in uses) and wanted <= set(maps):
+            return fds, maps
+    except S.KernelLayerError:
+        pass
+    finally:
+        os.close(cg)
+    for fd in list(fds.values()) + [fd for fd, _ in maps.values()]:
+        os.close(fd)
+    return None
 
 
 def _has_processes(path: str) -> bool:

@@ -58,7 +58,8 @@ that family, as FreeBSD does).  The policy marks such a family `tracked` (F_TRAC
     4-tuple first); TCP listen() on an unbound socket picks a port no socket uses.
   - a full map (1M keys: eight shared addresses' whole port space) refuses binds on shared
     addresses with ENOBUFS: fail-closed, and only prisons with shared addresses meet it.
-Untracked prisons pay one flag test in post_bind and one empty socket-storage lookup at close.
+These three programs are attached only to prisons that hold a shared address (enforce.py):
+the others pay nothing for them.
 """
 from __future__ import annotations
 

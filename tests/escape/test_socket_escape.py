@@ -478,8 +478,22 @@ def test_a_released_port_is_free_for_the_other_prison(jail, tool):
 SHARED_PAIR = {"sa": PRISONS["sa"], "sb": PRISONS["sb"]}
 
 
+def claim_programs(d, prison) -> list[str]:
+    """The names of the claim programs attached to a prison's cgroup."""
+    from prisond.bpf import syscall as S
+    cg = os.open(os.path.join(d.cgroup_dir(), prison), os.O_RDONLY)
+    try:
+        return [name for name in ("post_bind4", "post_bind6", "sock_release") if S.prog_query(cg, S.ATTACH[name])]
+    finally:
+        os.close(cg)
+
+
 def test_claims_survive_a_killed_daemon(daemon, tool):
-    d = daemon(config(SHARED_PAIR))
+    """The claim programs sit on the sharing prisons only (the others pay nothing for them); a
+    new daemon finds them there, whichever prison it adopts the other programs from."""
+    d = daemon(config({"a": PRISONS["k"], **SHARED_PAIR, "z": PRISONS["x"]}))
+    assert (claim_programs(d, "a"), claim_programs(d, "z")) == ([], [])
+    assert claim_programs(d, "sa") == claim_programs(d, "sb") == ["post_bind4", "post_bind6", "sock_release"]
     port = free_port()
     owner = Service(d, "sa", tool, "serve-rp", "127.0.7.1", port)
     try:
@@ -488,6 +502,20 @@ def test_claims_survive_a_killed_daemon(daemon, tool):
         d.start()  # adopts the programs and the claims
         assert "adopted" in d.log()
         assert refused(d, "sb", tool, "127.0.7.1", port) == ""
+        assert (claim_programs(d, "a"), len(claim_programs(d, "sa"))) == ([], 3)
+        # from either end: the core programs of one prison, the claim programs of another
+        from prisond.bpf import syscall as S
+        from prisond.bpf.enforce import KernelLayer
+        paths = [os.path.join(d.cgroup_dir(), p) for p in ("a", "sa", "sb", "z")]
+        cg = os.open(paths[1], os.O_RDONLY)
+        attached = S.prog_query(cg, S.ATTACH["post_bind4"])
+        os.close(cg)
+        for order in (paths, paths[1:2] + paths[:1] + paths[2:]):
+            layer = KernelLayer.open(order)
+            try:
+                assert layer.adopted and [layer.prog_ids["post_bind4"]] == attached
+            finally:
+                layer.close()
     finally:
         owner.stop()
     wait_for(lambda: run(d, "sb", tool, "bind", "127.0.7.1", port).startswith("ok local="),

@@ -243,24 +243,24 @@ class KernelLayer:
             os.close(cg)
 
     def _write(self, cgid: int, path: str, spec) -> None:
-        old = S.map_lookup(self.policy_fd, _key(cgid), P.POLICY_SIZE)
-        value = policy_value(spec, self.shared, cgid, old, running=_has_processes(path))
-        self._check_sharers(cgid, spec)
-        if P.decode_policy(value)["flags"] & (P.F_TRACK4 | P.F_TRACK6):
+        addresses = frozenset(a.ip for a in spec.addresses)
+        old, running = None, False
+        if addresses & self.shared:
+            # the taint needs what the prison held before (an untracked prison needs nothing:
+            # its taint is worked out again the moment it becomes tracked)
+            old = S.map_lookup(self.policy_fd, _key(cgid), P.POLICY_SIZE)
+            running = not (old and any(old)) and _has_processes(path)
+            self._check_sharers(cgid, addresses & self.shared)
             # before the policy says "tracked": no bind may pass unrecorded in between.  Never
             # detached: the claims a prison holds are released by its sock_release
             self._attach(path, CLAIMS)
-        S.map_update(self.policy_fd, _key(cgid), value)
-        self.enforced[cgid] = (path, frozenset(a.ip for a in spec.addresses))
+        S.map_update(self.policy_fd, _key(cgid), policy_value(spec, self.shared, cgid, old, running))
+        self.enforced[cgid] = (path, addresses)
 
-    def _check_sharers(self, cgid: int, spec) -> None:
+    def _check_sharers(self, cgid: int, mine: frozenset) -> None:
         """Refuse a shared address another running prison holds without having recorded its
         binds (untracked, or tainted): this prison could join sockets of that one.  Only the
-        prisons holding one of this prison's shared addresses are looked at: a thousand
-        unshared prisons start without reading each other's policies."""
-        mine = {a.ip for a in spec.addresses if a.ip in self.shared}
-        if not mine:
-            return
+        prisons holding one of these shared addresses are looked at."""
         for other, (path, ips) in list(self.enforced.items()):
             if other == cgid or not ips & mine:
                 continue

@@ -541,3 +541,41 @@ def test_an_address_shared_by_a_reload_is_refused_while_its_holder_runs_untracke
     assert r.returncode == 0, r.stderr
     out = run(d, "sb", tool, "bind", "127.0.7.1", port)
     assert out.startswith(f"ok local=127.0.7.1:{port}"), out
+
+
+def test_nginx_reuseport_workers_in_a_prison_with_a_shared_address(daemon, tool, tmp_path):
+    """nginx `reuseport` with two workers: the master binds one socket per worker to the same
+    address and port (all one prison: the claim is shared); the other prison stays out."""
+    import urllib.request
+    from support.daemon import let_others_reach
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "index.html").write_text("nginx in sa\n")
+    let_others_reach(str(root))
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 2;
+daemon off;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    server {{ listen 127.0.7.1:{port} reuseport; root {root}; }}
+}}
+""")
+    d = daemon(config(SHARED_PAIR).replace(
+        '  sb:', f'    exec:\n      start: [/usr/sbin/nginx, -c, "{conf}", -p, "{tmp_path}"]\n  sb:', 1))
+    wait_for(lambda: d.show("sa")["procs"] == 3, what="nginx's master and two workers")
+    wait_for(lambda: any(s["local"] == f"127.0.7.1:{port}" and s["state"] == "listen"
+                         for p in d.show("sa")["processes"] for s in p["sockets"]), what="nginx listening")
+    for _ in range(8):
+        assert urllib.request.urlopen(f"http://127.0.7.1:{port}/", timeout=5).read() == b"nginx in sa\n"
+    assert refused(d, "sb", tool, "127.0.7.1", port) == ""
+    assert claim_programs(d, "sa") == ["post_bind4", "post_bind6", "sock_release"]

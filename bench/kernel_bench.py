@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The kernel layer's costs, as ratios against a baseline measured in the same run.
 
-    sudo python3 bench/kernel_bench.py [--rounds 10] [--prisons 1000]
+    sudo python3 bench/kernel_bench.py [--rounds 10] [--prisons 1000] [--shared]
 
 1. connect()+close() and bind()+close() loops (bench/progs/shimbench.c, built static so no
    shim is involved) inside a `kernel` prison vs the same binary outside any prison; and the
@@ -9,6 +9,9 @@
 2. HTTP requests/s of nginx in a `kernel` prison vs the same nginx outside, under wrk.
 3. With N prisons: time from starting prisond to READY, the daemon's resident memory, and the
    wall time of `prisonctl list`.
+
+--shared gives the measured prison's address to a second prison too: its binds are then
+recorded (the claim programs, programs.py), which is what sharing an address costs.
 
 Everything runs in a private network namespace on loopback.
 """
@@ -60,8 +63,8 @@ def program_costs(d: Daemon, static: str) -> None:
         subprocess.run(d.ctl("exec", "k", "--", static, "connect", PRISON_IP, "20000"), capture_output=True,
                        check=True)
         print("   the programs' own cost per call (kernel.bpf_stats_enabled):")
-        for name in ("sock_create", "bind4", "connect4", "egress", "ingress"):
-            for pid in S.prog_query(cg, S.ATTACH[name]):
+        for name in ("sock_create", "bind4", "post_bind4", "connect4", "sock_release", "egress", "ingress"):
+            for pid in S.prog_query(cg, S.ATTACH[name]) if name in S.ATTACH else ():
                 fd = S.prog_fd_by_id(pid)
                 info = S.prog_info(fd)
                 os.close(fd)
@@ -176,11 +179,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--prisons", type=int, default=1000)
+    p.add_argument("--shared", action="store_true", help="share the prison's address with a second prison")
     args = p.parse_args()
     enter_netns()
     work = tempfile.mkdtemp(prefix="prisond-kbench-")
     try:
-        d = Daemon(f"prisons:\n  k:\n    enforce: kernel\n    ip4: [{PRISON_IP}]\n", work)
+        twin = f"  k2:\n    enforce: kernel\n    ip4: [{PRISON_IP}]\n" if args.shared else ""
+        d = Daemon(f"prisons:\n  k:\n    enforce: kernel\n    ip4: [{PRISON_IP}]\n" + twin, work)
         try:
             socket_loops(d, args.rounds)
             http(d, work, args.rounds)

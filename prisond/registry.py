@@ -30,6 +30,8 @@ class Registry:
         self._reload_lock = asyncio.Lock()
         self._uts_index: dict[tuple[int, int], str] | None = None  # UTS namespace -> prison (peer.py)
         self.shutting_down = False  # set on SIGTERM: prisons not yet started are left alone
+        if deps.kernel is not None:  # which addresses prisons share: their binds get recorded
+            deps.kernel.share(config.prisons)
         for spec in config.prisons:
             self._add(spec)
 
@@ -200,6 +202,8 @@ class Registry:
                 return d
             log.info("reload: added %s, changed %s, removed %s", list(d.added) or "-", list(d.changed) or "-",
                      list(d.removed) or "-")
+            if self.deps.kernel is not None:
+                self.deps.kernel.share(new.prisons)
             # a running prison whose limits or (kernel prisons) addresses alone changed keeps its processes
             in_place = [n for n in d.changed if self.prisons[n].changes_in_place(new.prison(n))]
             for name in in_place:

@@ -13,10 +13,13 @@ LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0
 W, H, B, DW = 0x00, 0x08, 0x10, 0x18
 IMM, MEM, ATOMIC = 0x00, 0x60, 0xC0
 # ALU operations and sources
-ADD, SUB, AND, OR, LSH, RSH, MOV = 0x00, 0x10, 0x50, 0x40, 0x60, 0x70, 0xB0
+ADD, SUB, AND, OR, LSH, RSH, MOV, END = 0x00, 0x10, 0x50, 0x40, 0x60, 0x70, 0xB0, 0xD0
 K, X = 0x00, 0x08
+TO_BE = 0x08  # BPF_END with BPF_TO_BE: to big endian (a swap on the little-endian hosts we run on)
 # jumps
-JA, JEQ, JGT, JGE, JNE, CALL, EXIT = 0x00, 0x10, 0x20, 0x30, 0x50, 0x80, 0x90
+JA, JEQ, JGT, JGE, JSET, JNE, CALL, EXIT = 0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x80, 0x90
+# atomic operations (the imm of a BPF_STX | BPF_ATOMIC instruction; kernel 5.12+)
+FETCH, CMPXCHG = 0x01, 0xF0
 PSEUDO_MAP_FD = 1
 
 R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = range(11)
@@ -44,10 +47,29 @@ class Program:
     def add(self, dst, imm): return self._emit(ALU64 | ADD | K, dst, 0, 0, imm)
     def rsh(self, dst, imm): return self._emit(ALU64 | RSH | K, dst, 0, 0, imm)
     def addr(self, dst, src): return self._emit(ALU64 | ADD | X, dst, src)
+    def and_(self, dst, imm): return self._emit(ALU64 | AND | K, dst, 0, 0, imm)
+    def lsh(self, dst, imm): return self._emit(ALU64 | LSH | K, dst, 0, 0, imm)
+
+    def be16(self, dst):
+        """dst = htons(dst & 0xffff): BPF_END takes the width from imm, 16 here."""
+        return self._emit(ALU | END | TO_BE, dst, 0, 0, 16)
 
     # memory
     def ldx(self, size, dst, src, off): return self._emit(LDX | MEM | SIZES[size], dst, src, off)
     def stx(self, size, dst, off, src): return self._emit(STX | MEM | SIZES[size], dst, src, off)
+
+    def fetch_add(self, size, dst, off, src):
+        """Atomically *(dst + off) += src, and src = the value before (BPF_ATOMIC, BPF_ADD | BPF_FETCH).
+        Only 4 and 8 bytes exist."""
+        if size not in (4, 8):
+            raise ValueError("atomic operations are 4 or 8 bytes wide")
+        return self._emit(STX | ATOMIC | SIZES[size], dst, src, off, ADD | FETCH)
+
+    def cmpxchg(self, size, dst, off, src):
+        """Atomically: if *(dst + off) == r0 then *(dst + off) = src; r0 = the value before, always."""
+        if size not in (4, 8):
+            raise ValueError("atomic operations are 4 or 8 bytes wide")
+        return self._emit(STX | ATOMIC | SIZES[size], dst, src, off, CMPXCHG | FETCH)
 
     def st(self, size, dst, off, imm):
         """Store an immediate.  Not into a program's context (the verifier refuses BPF_ST there)."""
@@ -61,6 +83,9 @@ class Program:
     def jmp(self, target): return self._emit(JMP | JA, 0, 0, target)
     def jeq(self, dst, imm, target): return self._emit(JMP | JEQ | K, dst, 0, target, imm)
     def jne(self, dst, imm, target): return self._emit(JMP | JNE | K, dst, 0, target, imm)
+    def jset(self, dst, imm, target): return self._emit(JMP | JSET | K, dst, 0, target, imm)
+    def jeqr(self, dst, src, target): return self._emit(JMP | JEQ | X, dst, src, target)
+    def jner(self, dst, src, target): return self._emit(JMP | JNE | X, dst, src, target)
     def jeq32(self, dst, imm, target): return self._emit(JMP32 | JEQ | K, dst, 0, target, _s32(imm))
     def jne32(self, dst, imm, target): return self._emit(JMP32 | JNE | K, dst, 0, target, _s32(imm))
     def jeq32r(self, dst, src, target): return self._emit(JMP32 | JEQ | X, dst, src, target)

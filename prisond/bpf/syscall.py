@@ -16,18 +16,19 @@ _NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
-MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM = 0, 1, 2
+MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
 PROG_LOAD, PROG_ATTACH = 5, 8
-PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY = 13, 14, 15, 16
+PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY, BTF_LOAD = 13, 14, 15, 16, 18
 
-MAP_TYPE_HASH, MAP_TYPE_CGROUP_STORAGE, MAP_TYPE_PERCPU_CGROUP_STORAGE = 1, 19, 21
+MAP_TYPE_HASH, MAP_TYPE_CGROUP_STORAGE, MAP_TYPE_PERCPU_CGROUP_STORAGE, MAP_TYPE_SK_STORAGE = 1, 19, 21, 24
 PROG_TYPE_CGROUP_SKB, PROG_TYPE_CGROUP_SOCK, PROG_TYPE_CGROUP_SOCK_ADDR = 8, 9, 18
 F_ALLOW_MULTI = 2
-ANY = 0
+F_NO_PREALLOC = 1
+ANY, NOEXIST = 0, 1
 
 ATTACH = {  # attach types (enum bpf_attach_type)
     "ingress": 0, "egress": 1, "sock_create": 2, "bind4": 8, "bind6": 9, "connect4": 10, "connect6": 11,
-    "sendmsg4": 14, "sendmsg6": 15,
+    "post_bind4": 12, "post_bind6": 13, "sendmsg4": 14, "sendmsg6": 15, "sock_release": 34,
 }
 
 
@@ -54,10 +55,25 @@ def possible_cpus() -> int:
         return n
 
 
-def map_create(key_size: int, value_size: int, max_entries: int, name: str, map_type: int = MAP_TYPE_HASH) -> int:
-    attr = struct.pack("<IIIIIII16s", map_type, key_size, value_size, max_entries, 0, 0, 0,
-                       name.encode()[:15])
-    fd, _ = _bpf(MAP_CREATE, attr, "map_create")
+def map_create(key_size: int, value_size: int, max_entries: int, name: str, map_type: int = MAP_TYPE_HASH,
+               flags: int = 0, btf: tuple[int, int, int] | None = None) -> int:
+    """btf: (BTF fd, key type id, value type id), which some map types require."""
+    btf_fd, key_id, value_id = btf or (0, 0, 0)
+    attr = struct.pack("<IIIIIII16sIIII", map_type, key_size, value_size, max_entries, flags, 0, 0,
+                       name.encode()[:15], 0, btf_fd, key_id, value_id)
+    fd, _ = _bpf(MAP_CREATE, attr, f"map_create {name}")
+    return fd
+
+
+def btf_load(blob: bytes) -> int:
+    """Load type information (BPF_BTF_LOAD); the kernel's complaint, if any, in the error."""
+    data = ctypes.create_string_buffer(blob, len(blob))
+    log = ctypes.create_string_buffer(1 << 16)
+    attr = struct.pack("<QQIII", ctypes.addressof(data), ctypes.addressof(log), len(blob), len(log), 1)
+    try:
+        fd, _ = _bpf(BTF_LOAD, attr, "btf_load")
+    except KernelLayerError as exc:
+        raise KernelLayerError(f"{exc.message}\n{log.value.decode(errors='replace').strip()}", "kernel_error") from None
     return fd
 
 
@@ -65,6 +81,37 @@ def map_update(fd: int, key: bytes, value: bytes, flags: int = ANY) -> None:
     k, v = ctypes.create_string_buffer(key, len(key)), ctypes.create_string_buffer(value, len(value))
     attr = struct.pack("<IIQQQ", fd, 0, ctypes.addressof(k), ctypes.addressof(v), flags)
     _bpf(MAP_UPDATE_ELEM, attr, "map_update")
+
+
+def map_delete(fd: int, key: bytes) -> bool:
+    """False when the key was not there."""
+    k = ctypes.create_string_buffer(key, len(key))
+    try:
+        _bpf(MAP_DELETE_ELEM, struct.pack("<IIQ", fd, 0, ctypes.addressof(k)), "map_delete")
+    except KernelLayerError as exc:
+        if "No such file" in str(exc):
+            return False
+        raise
+    return True
+
+
+def map_keys(fd: int, key_size: int, limit: int = 1 << 22) -> list[bytes]:
+    """Every key of a hash map (BPF_MAP_GET_NEXT_KEY from none)."""
+    keys: list[bytes] = []
+    cur = None
+    nxt = ctypes.create_string_buffer(key_size)
+    while len(keys) < limit:
+        k = ctypes.create_string_buffer(cur, key_size) if cur is not None else None
+        attr = struct.pack("<IIQQ", fd, 0, ctypes.addressof(k) if k is not None else 0, ctypes.addressof(nxt))
+        try:
+            _bpf(MAP_GET_NEXT_KEY, attr, "map_get_next_key")
+        except KernelLayerError as exc:
+            if "No such file" in str(exc):
+                break
+            raise
+        cur = nxt.raw
+        keys.append(cur)
+    return keys
 
 
 def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:

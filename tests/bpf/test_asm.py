@@ -43,3 +43,25 @@ def test_32_bit_compares_keep_the_high_bit():
 def test_registers_in_the_right_nibbles():
     code, regs, off, imm = insns(asm.Program().stx(4, asm.R6, 8, asm.R1))[0]
     assert regs == (asm.R1 << 4) | asm.R6 and off == 8
+
+
+def test_atomic_fetch_add_and_cmpxchg_encoding():
+    """BPF_STX | BPF_ATOMIC | BPF_DW (0xdb); the operation in imm: BPF_ADD | BPF_FETCH (0x01),
+    BPF_CMPXCHG (0xf0 | BPF_FETCH: the only form the kernel accepts)."""
+    p = asm.Program().fetch_add(8, asm.R9, 8, asm.R1).cmpxchg(4, asm.R2, -4, asm.R3)
+    assert insns(p) == [(0xDB, (asm.R1 << 4) | asm.R9, 8, 0x01), (0xC3, (asm.R3 << 4) | asm.R2, -4, 0xF1)]
+    with pytest.raises(ValueError, match="4 or 8"):
+        asm.Program().fetch_add(2, asm.R1, 0, asm.R2)
+
+
+def test_byte_swap_register_compares_and_bit_tests():
+    p = (asm.Program().be16(asm.R1).jset(asm.R2, 0x6, "x").jeqr(asm.R0, asm.R9, "x").jner(asm.R3, asm.R4, "x")
+         .and_(asm.R5, 0xF).lsh(asm.R5, 2).label("x"))
+    assert insns(p) == [
+        (0xDC, asm.R1, 0, 16),                      # BPF_ALU | BPF_END | BPF_TO_BE, 16 bits
+        (0x45, asm.R2, 4, 6),                       # BPF_JMP | BPF_JSET | BPF_K
+        (0x1D, (asm.R9 << 4) | asm.R0, 3, 0),       # BPF_JMP | BPF_JEQ | BPF_X (64-bit: pointers too)
+        (0x5D, (asm.R4 << 4) | asm.R3, 2, 0),
+        (0x57, asm.R5, 0, 0xF),
+        (0x67, asm.R5, 0, 2),
+    ]

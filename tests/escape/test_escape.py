@@ -4,7 +4,8 @@ Outcomes, read from the wire (and, for refusals, from the errno the program got)
   coerced   packets left, all from a prison address
   refused   the call failed; nothing left
   dropped   the call "worked" but no packet left (the egress filter took it)
-  blocked   a listener in the prison was not reachable on a foreign address
+  blocked   a listener in the prison was not reachable on a foreign address: it held its own
+            address only, or it kept the wildcard and the ingress filter dropped foreign SYNs
   escaped   a packet with a foreign source left, or a foreign address reached the listener
 
 In `kernel` prisons nothing may escape.  In `shim` prisons the suite pins down which attempts
@@ -127,7 +128,12 @@ def inbound(d, prison, argv, port, foreign=("127.0.0.1", "::1")) -> str:
                     except OSError:
                         pass
         synacks = [s for s, _, f in wire.tcp_from(port) if f & 0x12 == 0x12 and s in foreign]
-        return "escaped" if reached or synacks else "blocked"
+        if reached or synacks:
+            return "escaped"
+        # how: a listener on its own address (foreign SYNs are answered with a reset), or one
+        # left on the wildcard whose foreign SYNs the ingress filter drops (clients time out)
+        local = first.split("local=")[1].split()[0].rsplit(":", 1)[0]
+        return "blocked (wildcard, SYNs dropped)" if local in ("0.0.0.0", "[::]") else "blocked (own address)"
     finally:
         proc.kill()
         proc.wait()

@@ -19,6 +19,10 @@
 #include <sys/socket.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <sys/time.h>
+#include <time.h>
+#include <netinet/ip_icmp.h>
+#include <netinet/icmp6.h>
 #include <unistd.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
@@ -88,7 +92,7 @@ static void report(int fd, int with_peer)
 	fflush(stdout);
 }
 
-static int do_bind(const char *host, int port, int listen_too, int v6only)
+static int do_bind(const char *host, int port, int listen_too, int v6only, int reuseport)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -98,6 +102,8 @@ static int do_bind(const char *host, int port, int listen_too, int v6only)
 		return fail("socket");
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
 	if (fam == AF_INET6 && v6only >= 0)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
 	if (bind(fd, (struct sockaddr *)&ss, len) < 0)
@@ -504,6 +510,150 @@ static int do_ifaddrs(void)
 	return 0;
 }
 
+/* socket(FAM, TYPE, PROTO) with the numbers given: which protocols a prison may open */
+static int do_socket3(int fam, int type, int proto)
+{
+	int fd = socket(fam, type, proto);
+	if (fd < 0)
+		return fail("socket");
+	printf("ok fd\n");
+	return 0;
+}
+
+/* a datagram socket of protocol PROTO (UDP-Lite, the ICMP ping sockets, ...): bind LOCAL
+ * (port 0) unless "-", connect DEST:PORT unless DEST is "-", then send one datagram (an echo
+ * request for the ping protocols, whose payload must start with one) */
+static int do_dgram(int proto, const char *local, const char *dest, int port)
+{
+	struct sockaddr_storage l, d;
+	socklen_t ll = 0, dl = 0;
+	int fam = strcmp(local, "-") ? parse(local, 0, &l, &ll, 0) : parse(dest, port, &d, &dl, 0);
+	if (strcmp(dest, "-"))
+		parse(dest, port, &d, &dl, fam);
+	int fd = socket(fam, SOCK_DGRAM, proto);
+	if (fd < 0)
+		return fail("socket");
+	if (strcmp(local, "-") && bind(fd, (struct sockaddr *)&l, ll) < 0)
+		return fail("bind");
+	if (strcmp(dest, "-")) {
+		if (connect(fd, (struct sockaddr *)&d, dl) < 0)
+			return fail("connect");
+		unsigned char msg[16] = "xxxxxxxxprisond";
+		if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+			memset(msg, 0, 8);
+			msg[0] = proto == IPPROTO_ICMP ? ICMP_ECHO : ICMP6_ECHO_REQUEST;
+		}
+		if (send(fd, msg, sizeof msg, 0) < 0)
+			return fail("send");
+	}
+	report(fd, 1);
+	return 0;
+}
+
+/* a UDP socket bound to LOCAL (port 0), then sendto DEST:PORT */
+static int do_udp_bound(const char *local, const char *dest, int port)
+{
+	struct sockaddr_storage l, d;
+	socklen_t ll, dl;
+	int fam = parse(local, 0, &l, &ll, 0);
+	parse(dest, port, &d, &dl, fam);
+	int fd = socket(fam, SOCK_DGRAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	if (bind(fd, (struct sockaddr *)&l, ll) < 0)
+		return fail("bind");
+	if (sendto(fd, "prisond-test", 12, 0, (struct sockaddr *)&d, dl) < 0)
+		return fail("sendto");
+	report(fd, 0);
+	return 0;
+}
+
+/* a UDP socket connected to HOST:PORT, then one send() */
+static int do_udp_connect(const char *host, int port)
+{
+	struct sockaddr_storage d;
+	socklen_t dl;
+	int fam = parse(host, port, &d, &dl, 0);
+	int fd = socket(fam, SOCK_DGRAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	if (connect(fd, (struct sockaddr *)&d, dl) < 0)
+		return fail("connect");
+	if (send(fd, "prisond-test", 12, 0) < 0)
+		return fail("send");
+	report(fd, 1);
+	return 0;
+}
+
+static int set_reuse(int fd, const char *how)
+{
+	int one = 1;
+	if (!strcmp(how, "addr") || !strcmp(how, "both"))
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (!strcmp(how, "port") || !strcmp(how, "both"))
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+	return fd;
+}
+
+static double mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* a UDP socket bound to HOST:PORT with REUSE (none, addr, port, both); prints a "got" line
+ * per datagram for SECONDS, then "done n=N" */
+static int do_udp_recv(const char *host, int port, const char *reuse, double seconds)
+{
+	struct sockaddr_storage ss, from;
+	socklen_t len;
+	int fam = parse(host, port, &ss, &len, 0);
+	int fd = set_reuse(socket(fam, SOCK_DGRAM, 0), reuse);
+	if (fd < 0)
+		return fail("socket");
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0)
+		return fail("bind");
+	report(fd, 0);
+	struct timeval tv = {0, 100000};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	int n = 0;
+	char buf[256], a[80];
+	for (double end = mono() + seconds; mono() < end;) {
+		socklen_t fl = sizeof from;
+		ssize_t r = recvfrom(fd, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &fl);
+		if (r < 0)
+			continue;
+		n++;
+		printf("got from=%s\n", fmt(&from, a, sizeof a));
+	}
+	printf("done n=%d\n", n);
+	return 0;
+}
+
+/* N times: a UDP socket with SO_REUSEADDR bound to HOST:PORT, and whatever it received by
+ * then (a datagram that got into its queue before a refused bind let go of the port counts) */
+static int do_udp_steal(const char *host, int port, int n)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fam = parse(host, port, &ss, &len, 0);
+	int bound = 0, stolen = 0;
+	char buf[256];
+	for (int i = 0; i < n; i++) {
+		int fd = set_reuse(socket(fam, SOCK_DGRAM, 0), "addr");
+		if (fd < 0)
+			return fail("socket");
+		if (bind(fd, (struct sockaddr *)&ss, len) == 0)
+			bound++;
+		while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) >= 0)
+			stolen++;
+		close(fd);
+	}
+	printf("bound=%d stolen=%d\n", bound, stolen);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -513,9 +663,23 @@ int main(int argc, char **argv)
 	const char *m = argv[1];
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (!strcmp(m, "bind") && argc >= 4)
-		return do_bind(argv[2], atoi(argv[3]), 0, argc > 4 ? atoi(argv[4]) : -1);
+		return do_bind(argv[2], atoi(argv[3]), 0, argc > 4 ? atoi(argv[4]) : -1, 0);
 	if (!strcmp(m, "serve") && argc >= 4)
-		return do_bind(argv[2], atoi(argv[3]), 1, argc > 4 ? atoi(argv[4]) : -1);
+		return do_bind(argv[2], atoi(argv[3]), 1, argc > 4 ? atoi(argv[4]) : -1, 0);
+	if (!strcmp(m, "serve-rp") && argc >= 4)
+		return do_bind(argv[2], atoi(argv[3]), 1, argc > 4 ? atoi(argv[4]) : -1, 1);
+	if (!strcmp(m, "socket3") && argc >= 5)
+		return do_socket3(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+	if (!strcmp(m, "dgram") && argc >= 6)
+		return do_dgram(atoi(argv[2]), argv[3], argv[4], atoi(argv[5]));
+	if (!strcmp(m, "udp-bound") && argc >= 5)
+		return do_udp_bound(argv[2], argv[3], atoi(argv[4]));
+	if (!strcmp(m, "udp-connect") && argc >= 4)
+		return do_udp_connect(argv[2], atoi(argv[3]));
+	if (!strcmp(m, "udp-recv") && argc >= 6)
+		return do_udp_recv(argv[2], atoi(argv[3]), argv[4], atof(argv[5]));
+	if (!strcmp(m, "udp-steal") && argc >= 5)
+		return do_udp_steal(argv[2], atoi(argv[3]), atoi(argv[4]));
 	if (!strcmp(m, "bind-unspec"))
 		return do_bind_unspec();
 	if (!strcmp(m, "listen-unbound") && argc >= 3)

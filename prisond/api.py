@@ -198,7 +198,8 @@ class ExecSession:
     """One `prisonctl exec`: the process starts, the client gets the other ends of its stdio
     (the terminal's master, or three pipes) with the first reply, may signal it while it runs
     (exec.signal), and gets its end as the second reply.  If the client goes away first, the
-    process gets SIGHUP, as when a terminal hangs up."""
+    process gets SIGHUP, as when a terminal hangs up: from init, through the lifeline, even if
+    the daemon went away meanwhile."""
 
     def __init__(self, prison, spawn: SpawnRequest):
         self.prison = prison
@@ -206,7 +207,9 @@ class ExecSession:
         self.child = None
 
     async def run(self, started) -> dict:
-        """started(result, fds) sends the first reply with the descriptors (awaitable)."""
+        """started(result, fds) sends the first reply with the descriptors (awaitable): the
+        command's terminal's master, or the other ends of its stdin, stdout and stderr; then a
+        lifeline, whose closing (the client gone, however) makes init hang the command up."""
         mine, theirs = [], []
         try:
             if not self.spawn.tty:
@@ -215,9 +218,14 @@ class ExecSession:
                     mine.append(r)
                     theirs.append(w)
                 mine[0], theirs[0] = theirs[0], mine[0]  # stdin: the client writes, the command reads
+            r, w = os.pipe2(os.O_CLOEXEC)
+            theirs.append(r)
+            life = w
+            mine.append(life)
+            self.spawn.lifeline = True
             self.child, master = await self.prison.exec(self.spawn, theirs)
             if master is not None:
-                mine = [master]
+                mine = [master, life]
             for fd in theirs:
                 os.close(fd)
             theirs = []
@@ -235,8 +243,3 @@ class ExecSession:
                 raise ProtocolError(f"no signal {sig}", "bad_request")
             return {"sent": bool(self.child and self.child.signal(sig))}
         raise ProtocolError(f"{req.method}: not while an exec runs", "bad_request")
-
-    def abandon(self) -> None:
-        if self.child is not None:
-            self.child.signal(signal.SIGHUP)
-            self.child.signal(signal.SIGCONT)

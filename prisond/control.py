@@ -144,7 +144,7 @@ class ControlServer:
             return reply_error(rid, PrisonError(f"internal error: {type(exc).__name__}", "internal"))
         if asyncio.iscoroutine(result):
             return self._finish(rid, result)
-        if hasattr(result, "run") and hasattr(result, "abandon"):
+        if hasattr(result, "run") and hasattr(result, "request"):
             return rid, result
         return reply_ok(rid, result)
 
@@ -203,8 +203,6 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         if self.timer:
             self.timer.cancel()
-        if self.session is not None:
-            self.session.abandon()
 
     def _arm(self) -> None:
         """Drop a connection that sends nothing (or half a request) for idle_timeout: one timer

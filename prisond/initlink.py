@@ -75,6 +75,7 @@ class SpawnRequest:
     rows: int = 0
     cols: int = 0
     stdio: str = "null"  # "fds" (three descriptors sent), "log" (the prison's log pipes), "null"
+    lifeline: bool = False  # the last descriptor sent: its other end closing hangs the process up
 
     def records(self, ident: str) -> list[tuple[str, str]]:
         recs = [("id", ident)] + [("arg", a) for a in self.argv] + [("env", f"{k}={v}") for k, v in self.env.items()]
@@ -86,6 +87,8 @@ class SpawnRequest:
         if self.tty:
             recs += [("tty", "1"), ("rows", str(self.rows)), ("cols", str(self.cols))]
         recs.append(("stdio", self.stdio))
+        if self.lifeline:
+            recs.append(("lifeline", "1"))
         return recs
 
 

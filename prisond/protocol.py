@@ -5,7 +5,8 @@ Reply:    {"v": 1, "id": 7, "ok": true, "result": {...}}
           {"v": 1, "id": 7, "ok": false, "error": {"code": "no_such_prison", "message": "..."}}
 
 prison.exec is answered twice: first {"pid", "tty"} with descriptors attached (SCM_RIGHTS: the
-master of the command's terminal, or the other ends of its stdin, stdout and stderr), then,
+master of the command's terminal, or the other ends of its stdin, stdout and stderr; then a
+lifeline the client keeps open: when it closes, the command is hung up), then,
 when the command ends, {"exit": N} or {"signal": N}.  Meanwhile the client may send
 exec.signal {"signal": N} on the same connection.  Its argv and env values are strings, or
 {"b": BASE64} for bytes that are not UTF-8.  A command that cannot be run is an error

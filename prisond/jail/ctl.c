@@ -395,8 +395,9 @@ static void drain(struct stream *s)
 
 static int relay(struct reader *r, int tty)
 {
-	/* tty: the master; else the command's stdin (write end), stdout and stderr (read ends) */
-	if (r->nfds != (tty ? 1 : 3))
+	/* tty: the master; else the command's stdin (write end), stdout and stderr (read ends);
+	 * last the lifeline, held open as long as this process lives (its end hangs the command up) */
+	if (r->nfds != (tty ? 2 : 4))
 		return say(EX_ERROR, "prisond sent %s%s descriptors", "the wrong number of", "");
 	struct stream out[2] = {{r->fds[0], 1}, {-1, 2}};
 	struct stream in = {0, r->fds[0]};

@@ -22,7 +22,8 @@
  *   hello              -> hello, with init's own pidfd, live=ID (+ a pidfd each) for the
  *                         processes it started and that still run, exited=ID:STATUS for those
  *                         that ended while no daemon was there to hear it
- *   spawn id= arg=... env=... [user= cwd= login=1 nofile= tty=1 rows= cols= stdio=fds|log|null]
+ *   spawn id= arg=... env=... [user= cwd= login=1 nofile= tty=1 rows= cols= stdio=fds|log|null
+ *         lifeline=1]
  *                      -> spawned id= (+ its pidfd, and with tty=1 the terminal's master)
  *                      -> error id= stage= errno=
  *   signal id= sig=    (no answer: init signals the process it started, never a reused pid)
@@ -30,6 +31,9 @@
  *   (later)            -> exit id= status=       (a wait status)
  *                      -> log stream=out|err dropped=N, then the bytes (the last record's value
  *                         runs to the end of the packet: output is not text)
+ * With lifeline=1 the request's last descriptor is the read end of a pipe whose write end the
+ * client holds (prisonctl exec): when the client goes, however it goes and whatever became of
+ * the daemon, the process's group gets SIGHUP and SIGCONT, as when a terminal hangs up.
  * A child's stdio is three descriptors sent with the request (stdio=fds), the prison's log
  * pipes (stdio=log), or /dev/null.  init reads the log pipes itself and passes what comes on
  * as it comes, never blocking: a service never waits on its output, and while no daemon
@@ -95,6 +99,7 @@ static void rename_self(char **argv, int argc)
 struct kid {
 	char id[48];
 	pid_t pid;    /* as init sees it */
+	int lifeline; /* see the header; -1: none */
 	int done;     /* exited; status not yet told to a daemon */
 	int status;
 };
@@ -115,7 +120,20 @@ static struct kid *kid_by_id(const char *id)
 
 static void forget(struct kid *k)
 {
+	if (k->lifeline > 0)
+		close(k->lifeline);
 	memset(k, 0, sizeof *k);
+}
+
+/* The client at the other end of a lifeline is gone: hang its process up. */
+static void hang_up(struct kid *k)
+{
+	close(k->lifeline);
+	k->lifeline = 0;
+	if (!k->done) {
+		kill(-k->pid, SIGHUP);
+		kill(-k->pid, SIGCONT);
+	}
 }
 
 static void tell_exit(struct kid *k)
@@ -144,6 +162,10 @@ static void reap(int sfd)
 			if (kids[i].pid == pid && !kids[i].done) {
 				kids[i].done = 1;
 				kids[i].status = status;
+				if (kids[i].lifeline > 0) {
+					close(kids[i].lifeline);
+					kids[i].lifeline = 0;
+				}
 				tell_exit(&kids[i]);
 			}
 }
@@ -191,13 +213,16 @@ static int parse_spawn(const struct msg *m, struct spawn *s)
 			s->cols = (unsigned short)strtoul(v, NULL, 10);
 		else if (IS("stdio"))
 			s->stdio = !strcmp(v, "fds") ? 0 : !strcmp(v, "log") ? 1 : 2;
+		else if (IS("lifeline"))
+			s->lifeline = !strcmp(v, "1");
 #undef IS
 	}
 	s->argv[s->argc] = NULL;
 	s->envp[s->envc] = NULL;
 	if (!s->id || !*s->id || strlen(s->id) >= sizeof kids[0].id)
 		return -1;
-	return !s->tty && s->stdio == 0 && m->nfds != 3 ? -1 : 0;
+	int want = (!s->tty && s->stdio == 0 ? 3 : 0) + s->lifeline;
+	return m->nfds == want ? 0 : -1;
 }
 
 /* A new pseudo-terminal of this prison (its own devpts when confined): master and slave. */
@@ -282,6 +307,10 @@ static void do_spawn(struct msg *m)
 	}
 	snprintf(k->id, sizeof k->id, "%s", s.id);
 	k->pid = pid;
+	if (s.lifeline) { /* kept: serve_one closes the request's descriptors */
+		k->lifeline = fcntl(m->fds[m->nfds - 1], F_DUPFD_CLOEXEC, 3);
+		fcntl(k->lifeline, F_SETFL, O_NONBLOCK);
+	}
 	struct msg *r = malloc(sizeof *r);
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (r && pidfd >= 0) {
@@ -458,11 +487,21 @@ static void __attribute__((noreturn)) serve(int listen_fd, int confined)
 	if (sfd < 0)
 		fail("signalfd", NULL);
 	for (;;) {
-		struct pollfd p[5] = {{.fd = listen_fd, .events = POLLIN}, {.fd = sfd, .events = POLLIN},
-				      {.fd = log_out[0], .events = POLLIN}, {.fd = log_err[0], .events = POLLIN},
-				      {.fd = conn, .events = POLLIN}};
-		if (poll(p, conn >= 0 ? 5 : 4, -1) < 0)
+		struct pollfd p[5 + MAX_KIDS] = {{.fd = listen_fd, .events = POLLIN}, {.fd = sfd, .events = POLLIN},
+						 {.fd = log_out[0], .events = POLLIN}, {.fd = log_err[0], .events = POLLIN},
+						 {.fd = conn, .events = POLLIN}};
+		struct kid *watched[MAX_KIDS];
+		int n = 5, nw = 0;
+		for (int i = 0; i < MAX_KIDS; i++)
+			if (kids[i].pid && kids[i].lifeline > 0) {
+				watched[nw++] = &kids[i];
+				p[n++] = (struct pollfd){.fd = kids[i].lifeline, .events = POLLIN};
+			}
+		if (poll(p, n, -1) < 0)
 			continue;
+		for (int i = 0; i < nw; i++)
+			if (p[5 + i].revents & (POLLIN | POLLHUP | POLLERR))
+				hang_up(watched[i]);
 		if (p[1].revents)
 			reap(sfd);
 		if (p[2].revents)

@@ -71,6 +71,7 @@ struct spawn {
 	int tty;            /* a new pseudo-terminal, the master handed back */
 	unsigned short rows, cols;
 	int stdio;          /* 0: three descriptors given, 1: init's log pipes, 2: /dev/null */
+	int lifeline;       /* the request's last descriptor: its other end closing hangs the process up */
 };
 
 /* Stages a failed start reports (with the errno) before exec. */

@@ -572,7 +572,7 @@ http {{
 """)
     d = daemon(config(SHARED_PAIR).replace(
         '  sb:', f'    exec:\n      start: [/usr/sbin/nginx, -c, "{conf}", -p, "{tmp_path}"]\n  sb:', 1))
-    wait_for(lambda: d.show("sa")["procs"] == 3, what="nginx's master and two workers")
+    wait_for(lambda: d.show("sa")["procs"] == 4, what="nginx's master and two workers (and the prison's init)")
     wait_for(lambda: any(s["local"] == f"127.0.7.1:{port}" and s["state"] == "listen"
                          for p in d.show("sa")["processes"] for s in p["sockets"]), what="nginx listening")
     for _ in range(8):

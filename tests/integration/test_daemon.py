@@ -420,3 +420,22 @@ def test_a_second_daemon_changes_nothing_and_names_the_first(daemon, tmp_path, s
     assert d.show("a")["state"] == "running" and d.show("a")["service"]["pid"] == pid
     assert os.path.exists(f"/proc/{pid}") and "127.0.2.1" in addresses_on_lo()
     assert not os.path.exists(other / "run")  # nothing made either
+
+
+@pytest.mark.parametrize("daemon_killed", [False, True])
+def test_a_command_is_hung_up_when_its_prisonctl_goes(daemon, daemon_killed):
+    """prisonctl exec relays; when it dies (even SIGKILL, even while no daemon runs), the
+    command gets SIGHUP as from a terminal that hangs up: nothing is left running unseen."""
+    d = daemon("prisons:\n  a: {ip4: [127.0.2.1]}\n")
+    client = subprocess.Popen(d.ctl_argv() + ["exec", "a", "--", "sleep", "600"], stdin=subprocess.DEVNULL)
+    wait_for(lambda: any("sleep 600" in p["command"] for p in d.call("prison.ps", name="a")["processes"]),
+             what="the command")
+    (pid,) = [p["pid"] for p in d.call("prison.ps", name="a")["processes"] if "sleep 600" in p["command"]]
+    if daemon_killed:
+        d.kill9()
+    client.kill()
+    client.wait()
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
+             what="the command to end")
+    if daemon_killed:
+        d.start()

@@ -45,7 +45,7 @@ class Share:
     burst: int
 
 
-HOST = Share(clients=1024, max_line=MAX_LINE, high_water=256 * 1024, max_queued=256, rate=0, burst=0)
+HOST = Share(clients=4096, max_line=MAX_LINE, high_water=256 * 1024, max_queued=256, rate=0, burst=0)
 PRISON = Share(clients=16, max_line=4096, high_water=16 * 1024, max_queued=16, rate=500, burst=500)
 
 

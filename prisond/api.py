@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import procinfo
 from .config import load_file
 from .errors import NoSuchProcess, PermissionDenied, ProtocolError
-from .initlink import SpawnRequest, wait_status
-from .policy import POLICY_VAR, SERVICE_PATH, prison_env
+from .initlink import Child, SpawnRequest, wait_status
+from .policy import SERVICE_PATH, prison_env
 from .protocol import JAILED_OK, READ_ONLY, SESSION_METHODS, VERSION, Request, param
 from .registry import Registry
 
@@ -54,13 +56,12 @@ class Api:
         self.status = status
         self.access = access
         self.public_socket = public_socket  # what the shim of exec'd processes asks
-        self.methods = {
+        self.methods: dict[str, Callable[[Request], Any]] = {
             "daemon.health": self.health, "daemon.reload": self.reload,
             "prison.list": self.list, "prison.show": self.show, "prison.ps": self.ps,
             "prison.which": self.which, "prison.events": self.events,
             "prison.start": self.start, "prison.stop": self.stop, "prison.restart": self.restart,
-            "prison.exec": self.exec, "proc.status": self.proc_status,
-        }
+        }  # proc.status and prison.exec take the caller too (handle)
 
     def handle(self, req: Request, peer: Peer):
         """The result; for a method that waits (start, stop, reload) a coroutine; for exec an
@@ -139,6 +140,8 @@ class Api:
         if name is not None:
             self.registry.get(name)
         log = self.registry.deps.events
+        if log is None:
+            return {"events": [], "last_id": 0}
         return {"events": log.since(after, name), "last_id": log.last_id}
 
     async def start(self, req: Request):
@@ -150,7 +153,7 @@ class Api:
     async def restart(self, req: Request):
         return await self.registry.restart(param(req, "name"))
 
-    def exec(self, req: Request, peer: Peer) -> "ExecSession":
+    def exec(self, req: Request, peer: Peer) -> ExecSession:
         """jexec: a command in the prison, started by its init; see ExecSession."""
         prison = self.registry.get(param(req, "name"))
         if not prison.spec.confined and peer.uid != 0:
@@ -204,7 +207,7 @@ class ExecSession:
     def __init__(self, prison, spawn: SpawnRequest):
         self.prison = prison
         self.spawn = spawn
-        self.child = None
+        self.child: Child | None = None
 
     async def run(self, started) -> dict:
         """started(result, fds) sends the first reply with the descriptors (awaitable): the
@@ -223,17 +226,18 @@ class ExecSession:
             life = w
             mine.append(life)
             self.spawn.lifeline = True
-            self.child, master = await self.prison.exec(self.spawn, theirs)
+            child, master = await self.prison.exec(self.spawn, theirs)
+            self.child = child
             if master is not None:
                 mine = [master, life]
             for fd in theirs:
                 os.close(fd)
             theirs = []
-            await started({"pid": self.child.pid, "tty": self.spawn.tty}, mine)
+            await started({"pid": child.pid, "tty": self.spawn.tty}, mine)
         finally:
             for fd in mine + theirs:
                 os.close(fd)
-        return wait_status(await self.child.exited)
+        return wait_status(await child.exited)
 
     def request(self, req: Request):
         """What the client may ask while the command runs."""

@@ -39,6 +39,8 @@ PID_TTL = 1.0      # seconds a sender's prison is remembered (one /proc read per
 
 
 class AuditSocket:
+    loop: asyncio.AbstractEventLoop  # set by start
+
     def __init__(self, path: str, prison_of, emit, *, budget: int = BUDGET):
         """prison_of(pid) -> name or None; emit(name, kind, text, **data)."""
         self.path = path
@@ -46,7 +48,6 @@ class AuditSocket:
         self.emit = emit
         self.budget = budget
         self.sock: socket.socket | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.window: dict[str, tuple[int, int, int]] = {}  # prison -> (second, sent, suppressed)
         self.senders: dict[int, tuple[float, str | None]] = {}  # pid -> (when, prison)
         self.second, self.read = 0, 0
@@ -80,6 +81,9 @@ class AuditSocket:
         """At most `budget` datagrams a second: beyond it the socket is not read until the next
         second, the kernel's buffer fills and the shims' sends (never waiting) are dropped, so
         a flood costs the daemon a bounded share of a CPU."""
+        sock = self.sock
+        if sock is None:
+            return
         for _ in range(256):  # then let the loop breathe; the rest stays queued
             now_s = int(time.monotonic())
             if now_s != self.second:
@@ -88,7 +92,7 @@ class AuditSocket:
                 self._pause()
                 return
             try:
-                data, anc, _, _ = self.sock.recvmsg(512, socket.CMSG_SPACE(12))
+                data, anc, _, _ = sock.recvmsg(512, socket.CMSG_SPACE(12))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:

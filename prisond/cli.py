@@ -209,7 +209,8 @@ def cmd_show(client: Client, args: list[str]) -> int:
         lines.append(("path", f"{p['path']} (confined; init pid {p.get('init_pid') or '-'})"))
         lines.append(("mounts", mounts or "-"))
     if svc:
-        lines.append(("service", f"{' '.join(svc['argv'])} (pid {svc['pid'] or '-'}, {svc['status'] or 'not started'})"))
+        state = svc["status"] or "not started"
+        lines.append(("service", f"{' '.join(svc['argv'])} (pid {svc['pid'] or '-'}, {state})"))
     lines += usage_lines(p)
     counters = p.get("kernel_counters")
     if counters:
@@ -348,7 +349,7 @@ def print_table(rows) -> None:
     rows = [[clean(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _option(args: list[str], name: str, kind, default):

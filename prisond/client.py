@@ -35,7 +35,7 @@ class Client:
     def __init__(self, path: str, timeout: float | None = 120.0):
         self.path = path
         self.timeout = timeout
-        self._sock = None
+        self._sock: _socket.socket | None = None
         self._buf = b""
         self._next = 1
 
@@ -45,7 +45,7 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def connect(self) -> None:
+    def connect(self) -> _socket.socket:
         s = _socket.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)
         s.settimeout(self.timeout)
         try:
@@ -60,6 +60,7 @@ class Client:
             s.close()
             raise ClientError("broken", f"cannot connect to {self.path}: {exc.strerror}") from None
         self._sock = s
+        return s
 
     def close(self) -> None:
         if self._sock:
@@ -67,14 +68,13 @@ class Client:
             self._sock = None
 
     def call(self, method: str, **params):
-        if self._sock is None:
-            self.connect()
+        sock = self._sock or self.connect()
         rid = self._next
         self._next += 1
         line = leanjson.dumps({"v": VERSION, "id": rid, "method": method, "params": params}).encode() + b"\n"
         try:
-            self._sock.sendall(line)
-            reply = self._read_line()
+            sock.sendall(line)
+            reply = self._read_line(sock)
         except _socket.timeout:
             raise ClientError("broken", "prisond did not answer in time") from None
         except OSError as exc:
@@ -88,9 +88,9 @@ class Client:
             raise DaemonError(err.get("code", "internal"), err.get("message", "unknown error"), err.get("problems"))
         return msg.get("result")
 
-    def _read_line(self) -> bytes:
+    def _read_line(self, sock: _socket.socket) -> bytes:
         while b"\n" not in self._buf:
-            chunk = self._sock.recv(65536)
+            chunk = sock.recv(65536)
             if not chunk:
                 raise ClientError("broken", "prisond closed the connection")
             self._buf += chunk

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ConfigError
 from .yamlsrc import Source, YamlError, load
@@ -46,7 +47,7 @@ class Command:
     argv: tuple[str, ...]
 
     @classmethod
-    def shell(cls, text: str) -> "Command":
+    def shell(cls, text: str) -> Command:
         return cls(("/bin/sh", "-c", text))
 
 
@@ -133,6 +134,13 @@ class Config:
 
     def prison(self, name: str) -> PrisonSpec | None:
         return next((p for p in self.prisons if p.name == name), None)
+
+    def require(self, name: str) -> PrisonSpec:
+        """The prison of that name, which the caller knows is there (a reload's diff)."""
+        spec = self.prison(name)
+        if spec is None:
+            raise KeyError(name)
+        return spec
 
 
 # ---------------------------------------------------------------- loading
@@ -327,7 +335,7 @@ class _Validator:
 
     def limits(self, value, path) -> Limits:
         body = self.mapping(value, path, {"memory", "memory_high", "pids", "cpu", "nofile"})
-        out = {}
+        out: dict[str, Any] = {}
         for key in ("memory", "memory_high"):
             if key in body:
                 n = parse_size(body[key])

@@ -25,6 +25,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import PrisonError, ProtocolError
 from .protocol import JAILED_OK, MAX_LINE, SESSION_METHODS, decode_request, reply_error, reply_ok
@@ -159,16 +160,19 @@ class ControlServer:
 
 
 class _Connection(asyncio.Protocol):
+    # set by connection_made, before anything else is called
+    transport: asyncio.Transport
+    peer: Any  # api.Peer
+    principal: _Principal
+
     def __init__(self, server: ControlServer):
         self.server = server
         self.buf = bytearray()
         self.lines: collections.deque[bytes] = collections.deque()
-        self.transport: asyncio.Transport | None = None
-        self.peer = None
         self.share = server.host_share
-        self.principal: _Principal | None = None
+        self.counted = False  # in its principal's count
         self.waiting = False  # a method that waits is running: later lines queue behind it
-        self.session = None   # a running prison.exec
+        self.session: Any = None  # a running prison.exec (api.ExecSession)
         self.closing = False
         self.write_paused = False
         self.throttled = False
@@ -187,6 +191,7 @@ class _Connection(asyncio.Protocol):
             return
         self.principal = srv.principal(self.peer.prison)
         self.principal.clients += 1
+        self.counted = True
         self.share = self.principal.share
         if self.principal.clients > self.share.clients:
             who = "operators" if self.peer.prison is None else "this prison"
@@ -197,9 +202,9 @@ class _Connection(asyncio.Protocol):
         self._arm()
 
     def connection_lost(self, exc) -> None:
-        if self.principal is not None:
+        if self.counted:
             self.server.release(self.peer.prison)
-            self.principal = None
+            self.counted = False
         self.closing = True
         if self.timer:
             self.timer.cancel()

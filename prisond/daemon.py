@@ -5,6 +5,8 @@ Errors a user can fix are one line on stderr and exit status 2 (configuration) o
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import argparse
 import asyncio
 import logging
@@ -27,7 +29,7 @@ from .launcher import Launcher
 from .lock import DaemonLock, lock_paths
 from .net import AliasBook, Netlink
 from .peer import PeerJudge
-from .prison import RUNNING, Deps
+from .prison import RUNNING, Deps, Prison
 from .registry import Registry
 from .resources import Host as ResourceHost
 from .state import StateStore
@@ -58,7 +60,8 @@ log = logging.getLogger("prisond")
 class _Formatter(logging.Formatter):
     """journald reads "<N>" priority prefixes on stderr; a terminal gets time and level."""
 
-    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+    PRIORITY: ClassVar[dict[int, int]] = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                                          logging.CRITICAL: 2}
 
     def __init__(self, journal: bool):
         super().__init__()
@@ -288,7 +291,7 @@ class Daemon:
             sdnotify.notify("WATCHDOG=1")
             try:
                 await asyncio.wait_for(self.stopping.wait(), interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _watch_counters(self) -> None:
@@ -296,7 +299,7 @@ class Daemon:
         kernel layer's for kernel prisons): what is new becomes an event."""
         watch = CounterWatch()
 
-        def read(p) -> dict:
+        def read(p: Prison) -> dict:
             counters = dict(p.kernel_counters() or {})
             if p.res is not None and p.spec.limits != Limits():
                 counters.update(p.res.stats())
@@ -304,7 +307,7 @@ class Daemon:
 
         while not self.stopping.is_set():
             prisons = [p for p in self.registry.prisons.values() if p.state == RUNNING]
-            stats = await asyncio.to_thread(lambda: [(p, read(p)) for p in prisons])
+            stats = await asyncio.to_thread(lambda: [(p, read(p)) for p in prisons])  # noqa: B023 (awaited here)
             now = time.monotonic()
             for p, counters in stats:
                 for kind, key, n in watch.check(p.spec.name, counters, now):
@@ -314,7 +317,7 @@ class Daemon:
                 watch.forget(name)
             try:
                 await asyncio.wait_for(self.stopping.wait(), LIMIT_WATCH_INTERVAL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _stop(self) -> None:

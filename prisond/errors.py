@@ -16,6 +16,7 @@ from __future__ import annotations
 
 class PrisonError(Exception):
     code = "internal"
+    request_id: object = None  # the request it answers, where one could be read (protocol.py)
 
     def __init__(self, message: str, code: str | None = None):
         super().__init__(message)

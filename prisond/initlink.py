@@ -16,6 +16,8 @@ from __future__ import annotations
 import array
 import asyncio
 import errno
+from collections.abc import Sequence
+from typing import Any
 import logging
 import os
 import socket
@@ -45,13 +47,13 @@ def encode(op: str, records: list[tuple[str, str]]) -> bytes:
     return data
 
 
-def decode(data: bytes) -> tuple[str, list[tuple[str, str]]]:
+def decode(data: bytes) -> tuple[str, list[tuple[str, Any]]]:
     """(op, records) of one message; records without '=' are skipped, as the C side does.
     A log message's last record (data=) runs to the end of the packet: its value is bytes."""
     raw = None
     if data.startswith(b"op=log\0"):
-        data, sep, raw = data.partition(b"\0data=")
-    records = []
+        data, _, raw = data.partition(b"\0data=")
+    records: list[tuple[str, Any]] = []
     for rec in data.split(b"\0"):
         key, eq, value = rec.partition(b"=")
         if eq:
@@ -131,7 +133,7 @@ class Child:
     ident: str
     pid: int
     exited: asyncio.Future = field(repr=False)
-    link: "InitLink | None" = field(default=None, repr=False)
+    link: InitLink | None = field(default=None, repr=False)
 
     def signal(self, sig: int) -> bool:
         if self.exited.done() or self.link is None or not self.link.connected:
@@ -145,13 +147,15 @@ class Child:
 
 @dataclass
 class Hello:
-    init_pid: int
+    init_pid: int | None
     live: dict[str, Child]
     exited: dict[str, int]  # id -> wait status
 
 
 class InitLink:
     """One connection to one prison's init, driven by the event loop."""
+
+    _loop: asyncio.AbstractEventLoop  # set by connect; nothing else runs before it
 
     def __init__(self, path: str, name: str, on_lost=None, on_log=None):
         self.path = path
@@ -166,7 +170,6 @@ class InitLink:
         self._syncs: list[asyncio.Future] = []
         self.lost_status: int | None = None  # set when the prison is being killed: its processes' end
         self._seq = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def connected(self) -> bool:
@@ -178,7 +181,7 @@ class InitLink:
         address, dirfd = short_address(self.path)
         try:
             await asyncio.wait_for(loop.sock_connect(s, address), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             s.close()
             raise SystemLayerError(f"cannot reach the prison's init ({self.path}): "
                                    f"{getattr(exc, 'strerror', None) or 'no answer'}", "init_gone") from None
@@ -191,11 +194,11 @@ class InitLink:
         self._send(encode("hello", []), [])
         try:
             return await asyncio.wait_for(self._hello, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.close()
             raise SystemLayerError("the prison's init did not answer", "init_gone") from None
 
-    async def spawn(self, req: SpawnRequest, fds: list[int] = (), *, prefix: str = "x",
+    async def spawn(self, req: SpawnRequest, fds: Sequence[int] = (), *, prefix: str = "x",
                     timeout: float = 30.0) -> tuple[Child, int | None]:
         """Start a process; (its Child, the terminal's master or None).  The descriptors in fds
         are sent (the caller still closes its copies)."""
@@ -209,7 +212,7 @@ class InitLink:
         try:
             self._send(encode("spawn", req.records(ident)), list(fds))
             op, recs, got = await asyncio.wait_for(fut, timeout)
-        except (asyncio.TimeoutError, ValueError, OSError) as exc:
+        except (TimeoutError, ValueError, OSError) as exc:
             self._pending.pop(ident, None)
             self._exits.pop(ident, None)
             raise SystemLayerError(f"prison {self.name}: cannot start {req.argv[:1]}: {exc}", "exec_failed") from None
@@ -235,7 +238,7 @@ class InitLink:
         try:
             self._send(encode("sync", []), [])
             await asyncio.wait_for(fut, timeout)
-        except (OSError, asyncio.TimeoutError, SystemLayerError):
+        except (TimeoutError, OSError, SystemLayerError):
             pass
 
     def watch(self, ident: str, pidfd: int) -> Child:
@@ -277,7 +280,9 @@ class InitLink:
 
     # ------------------------------------------------------------ I/O
 
-    def _send(self, data: bytes, fds: list[int]) -> None:
+    def _send(self, data: bytes, fds: Sequence[int]) -> None:
+        if self.sock is None:
+            raise OSError(errno.EPIPE, "the prison's init is gone")
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         try:
             self.sock.sendmsg([data], anc)
@@ -289,7 +294,7 @@ class InitLink:
     def _readable(self) -> None:
         while self.sock is not None:
             try:
-                data, anc, flags, _ = self.sock.recvmsg(MSG_MAX, socket.CMSG_SPACE(4 * MAX_FDS),
+                data, anc, _, _ = self.sock.recvmsg(MSG_MAX, socket.CMSG_SPACE(4 * MAX_FDS),
                                                         socket.MSG_CMSG_CLOEXEC)
             except (BlockingIOError, InterruptedError):
                 return
@@ -324,7 +329,7 @@ class InitLink:
                     fut.set_result(None)
                     break
         if op in ("spawned", "error"):
-            fut = self._pending.pop(rec.get("id", ""), None)
+            fut = self._pending.pop(rec.get("id", ""), self._loop.create_future())
             if fut and not fut.done():
                 fut.set_result((op, recs, fds))
                 return

@@ -42,7 +42,7 @@ def init_argv(jail: str, control_fd: int, spec: PrisonSpec, procs_files: list[st
         argv.append("--ipc")
     if landlock_abi:
         argv += ["--landlock-abi", str(landlock_abi)]
-    if spec.confined:
+    if spec.path is not None:  # confined
         argv += ["--root", spec.path]
         for m in spec.mounts:
             argv += ["--bind", m.source, m.target, "ro" if m.readonly else "rw"]
@@ -90,7 +90,7 @@ class Launcher:
         starts notice (fork would copy the daemon's page tables each time)."""
         if not self.jail_path:
             raise SystemLayerError("prisonjail is missing: was prisond installed with 'pip install'?", "internal")
-        if spec.confined and not os.path.isdir(spec.path):
+        if spec.path is not None and not os.path.isdir(spec.path):
             raise SystemLayerError(f"path {spec.path}: not a directory", "exec_failed")
         os.makedirs(self.init_dir, mode=0o700, exist_ok=True)
         path = self.init_socket(spec.name)
@@ -165,7 +165,7 @@ class Launcher:
         """The exit status, or None after killing a command that outlived its timeout."""
         try:
             return await asyncio.wait_for(proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             try:
                 proc.kill()
             except ProcessLookupError:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import _json
 
+TYPE_CHECKING = False  # not typing's: importing typing is what this module avoids
+if TYPE_CHECKING:
+    from typing import ClassVar
+
 
 class _Context:
     strict = True
@@ -16,10 +20,10 @@ class _Context:
     parse_float = float
     parse_int = int
     parse_constant = float  # NaN, Infinity, -Infinity
-    memo: dict = {}
+    memo: ClassVar[dict] = {}
 
 
-_scan = _json.make_scanner(_Context())
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # the scanner takes any object with its attributes
 _WS = " \t\n\r"
 
 

@@ -34,7 +34,7 @@ class DaemonLock:
         self.paths = paths
         self.fds: list[int] = []
 
-    def take(self) -> "DaemonLock":
+    def take(self) -> DaemonLock:
         """All the locks, or none (Busy names the daemon that holds one)."""
         try:
             for what, path in self.paths.items():

@@ -421,7 +421,7 @@ def _host_etc_names(host: str) -> dict[str, list[str]]:
 def fill_etc(root_fd: int, root: str, host: str) -> None:
     with open(os.path.join(host, "etc/passwd")) as p, open(os.path.join(host, "etc/group")) as g:
         passwd, group = system_accounts(p.read(), g.read())
-    wanted = [("etc/passwd", passwd.encode()), ("etc/group", group.encode())]
+    wanted: list[tuple[str, bytes | None]] = [("etc/passwd", passwd.encode()), ("etc/group", group.encode())]
     wanted += [(rel, None) for rel in COPIED if os.path.isfile(os.path.join(host, rel))]
     if not os.path.isfile(os.path.join(host, "etc/hosts")) and not _present(root_fd, "etc/hosts"):
         wanted.append(("etc/hosts", b"127.0.0.1\tlocalhost\n::1\tlocalhost\n"))

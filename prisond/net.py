@@ -91,7 +91,7 @@ class Netlink:
 
 
 def _why(exc: Exception) -> str:
-    args = getattr(exc, "args", ())
+    args: tuple = getattr(exc, "args", ())
     if len(args) >= 2 and isinstance(args[1], str):
         return args[1]
     return str(exc) or type(exc).__name__

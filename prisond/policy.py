@@ -2,7 +2,8 @@
 
 The policy travels in PRISOND_POLICY and is parsed once by the shim at load:
 ``1;n=NAME;h=HOSTNAME;4=A,B;6=A,B;f=FLAGS[;s=SOCKET]`` (flags: r raw sockets, a any socket
-family, k kernel layer in force; s: the daemon's control socket, for /proc/PID/status).  The shim restores it, with LD_PRELOAD, across exec.
+family, k kernel layer in force; s: the daemon's socket for prisons, for /proc/PID/status).
+The shim restores it, with LD_PRELOAD, across exec.
 """
 from __future__ import annotations
 

@@ -15,11 +15,11 @@ import signal
 import time
 from dataclasses import dataclass
 
-from . import procinfo
+from . import procinfo, seams
 from .cgroup import Cgroup, CgroupTree
 from .config import Command, PrisonSpec
 from .errors import PrisonError, StateConflict, SystemLayerError
-from .initlink import Child, InitLink, SpawnRequest, status_text
+from .initlink import Child, Hello, InitLink, SpawnRequest, status_text
 from .launcher import Launcher
 from .net import AliasBook
 from .servicelog import ServiceLog
@@ -39,10 +39,10 @@ class Deps:
     cgroups: CgroupTree
     aliases: AliasBook
     launcher: Launcher
-    kernel: object | None = None  # bpf.enforce.KernelLayer where the host can enforce
-    kernel_why: str = ""          # why it can, or why not
-    resources: object | None = None  # resources.Host: limits and accounting (None: neither)
-    events: object | None = None     # events.EventLog
+    kernel: seams.KernelLayer | None = None  # where the host can enforce (bpf/)
+    kernel_why: str = ""                      # why it can, or why not
+    resources: seams.Resources | None = None  # limits and accounting (None: neither)
+    events: seams.Events | None = None
 
     def enforcement(self, spec: PrisonSpec) -> tuple[str, str]:
         """The level a prison gets, and why: asked for, or the host's default."""
@@ -76,9 +76,11 @@ class Prison:
         self._addr_cache: tuple = (None, [], [])
         self.init_pid: int | None = None  # the prison's init (host pid; PID 1 of a confined prison)
         self.res = deps.resources.for_prison(spec.name, self.cgroup.path) if deps.resources else None
-        self._brief, self._brief_at = {}, -BRIEF_TTL - 1.0
+        self._brief: dict = {}
+        self._brief_at = -BRIEF_TTL - 1.0
         self._procs, self._procs_at = 0, -BRIEF_TTL - 1.0
-        self._fig, self._fig_at = (None, None), -FIGURES_TTL - 1.0
+        self._fig: tuple[dict | None, dict | None] = (None, None)
+        self._fig_at = -FIGURES_TTL - 1.0
         self._static: tuple = (None, {})
 
     # ------------------------------------------------------------ start
@@ -131,8 +133,7 @@ class Prison:
                 raise SystemLayerError(f"enforce: kernel was asked for, but this host cannot: {self.deps.kernel_why}",
                                        "kernel_unavailable")
             self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
-        self.link = await self.deps.launcher.start_init(spec, self.procs_files())
-        await self._connect()
+        await self._connect(await self.deps.launcher.start_init(spec, self.procs_files()))
         if spec.confined:
             self.log.info("confined in %s (init: pid %d)", spec.path, self.init_pid)
         if spec.exec.start:
@@ -142,13 +143,15 @@ class Prison:
             spawn(self._watch_service(self.service), f"service:{spec.name}")
         await self._host_hook("poststart", spec.exec.poststart)
 
-    async def _connect(self):
-        """Talk to the prison's init: its pid, its log pipes, what it started that still runs."""
+    async def _connect(self, link: InitLink) -> Hello:
+        """Talk to the prison's init: its pid, what it started that still runs, its services'
+        output from now on."""
+        self.link = link
         self.logs = ServiceLog(self.spec.name)
-        self.link.on_log = self.logs.feed
-        hello = await self.link.connect()
+        link.on_log = self.logs.feed
+        hello = await link.connect()
         self.init_pid = hello.init_pid
-        self.link.on_lost = self._init_lost
+        link.on_lost = self._init_lost
         return hello
 
     def _init_lost(self) -> None:
@@ -171,6 +174,8 @@ class Prison:
             self.deps.events.add(self.spec.name, kind, text, **data)
 
     async def _spawn(self, cmd: Command) -> Child:
+        if self.link is None:
+            raise StateConflict(f"prison {self.spec.name} has no init", "not_running")
         return await self.deps.launcher.spawn_in(self.link, self.spec, cmd, self.enforcement == "kernel")
 
     async def _watch_service(self, child: Child) -> None:
@@ -215,8 +220,7 @@ class Prison:
                     raise SystemLayerError("its kernel enforcement cannot be re-established: "
                                            f"{self.deps.kernel_why}", "kernel_unavailable")
                 self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
-            self.link = InitLink(self.deps.launcher.init_socket(spec.name), spec.name)
-            hello = await self._connect()
+            hello = await self._connect(InitLink(self.deps.launcher.init_socket(spec.name), spec.name))
             self.state, self.reason = RUNNING, None
             self.started_at = rec.get("started_at")
             ident = rec.get("service_id")
@@ -236,13 +240,13 @@ class Prison:
         (written to its cgroups).  The processes stay."""
         async with self.lock:
             old = self.spec
-            if new.limits != old.limits:
+            if new.limits != old.limits and self.res is not None:  # changes_in_place made sure of it
                 await asyncio.to_thread(self.res.apply, new.limits)
                 if new.limits.nofile != old.limits.nofile:
                     await asyncio.to_thread(self._set_nofile, new.limits.nofile)
                 self.spec = dataclasses.replace(self.spec, limits=new.limits)
                 self.log.info("limits now %s (processes kept)", _limits_text(new.limits))
-            if new.addresses != old.addresses:
+            if new.addresses != old.addresses and self.deps.kernel is not None:  # the same
                 await asyncio.to_thread(self.deps.aliases.acquire, new.name, new.addresses, new.interface)
                 await asyncio.to_thread(self.deps.kernel.update, self.cgroup.path, new)
                 kept = {a.ip for a in new.addresses}
@@ -312,7 +316,7 @@ class Prison:
                     child = await self._spawn(spec.exec.stop)
                     try:
                         await asyncio.wait_for(asyncio.shield(child.exited), spec.stop_timeout)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         child.signal(signal.SIGKILL)
                         errors.append("exec.stop timed out")
                 except PrisonError as exc:
@@ -377,7 +381,7 @@ class Prison:
         if init:
             reap(init)
 
-    async def _wait_empty(self, timeout: float, ignore: set = frozenset()) -> bool:
+    async def _wait_empty(self, timeout: float, ignore: set | frozenset = frozenset()) -> bool:
         deadline = time.monotonic() + timeout
         while set(self.cgroup.procs()) - ignore:
             if time.monotonic() >= deadline:

@@ -27,10 +27,8 @@ def parse_net_table(text: str, proto: str, v6: bool) -> dict[int, dict]:
             continue
         raw = bytes.fromhex(addr_hex)
         if v6:
-            ip = ipaddress.IPv6Address(b"".join(struct.pack("<I", w) for w in struct.unpack(">4I", raw)))
-            if ip.ipv4_mapped:
-                ip = ip.ipv4_mapped
-            local = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+            ip6 = ipaddress.IPv6Address(b"".join(struct.pack("<I", w) for w in struct.unpack(">4I", raw)))
+            local = f"{ip6.ipv4_mapped}:{port}" if ip6.ipv4_mapped else f"[{ip6}]:{port}"
         else:
             ip = ipaddress.IPv4Address(struct.pack("<I", int(addr_hex, 16)))
             local = f"{ip}:{port}"

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-
-try:  # several times faster both ways; the stdlib's where it is missing
-    import orjson
-except ImportError:  # pragma: no cover
-    orjson = None
+from typing import Any
 
 from .errors import PrisonError, ProtocolError
+
+orjson: Any
+try:  # several times faster both ways; the stdlib's where it is missing
+    import orjson
+except ImportError:  # pragma: no cover (Debian 12 has no python3-orjson)
+    orjson = None
 
 VERSION = 1
 MAX_LINE = 64 * 1024
@@ -60,8 +62,8 @@ def decode_request(line: bytes) -> Request:
     if not isinstance(msg, dict):
         raise ProtocolError("request must be a JSON object", "bad_request")
     rid = msg.get("id")
-    if not isinstance(rid, (int, str)) and rid is not None or isinstance(rid, bool) or \
-            isinstance(rid, int) and not -2**63 <= rid < 2**63:
+    if (not isinstance(rid, (int, str)) and rid is not None) or isinstance(rid, bool) or \
+            (isinstance(rid, int) and not -2**63 <= rid < 2**63):
         rid = None
     err = None
     if msg.get("v") != VERSION:
@@ -108,6 +110,6 @@ def param(req: Request, key: str, kind=str, required: bool = True):
     value = req.params.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ProtocolError(f"parameter {key!r} must be a {kind.__name__}", "bad_request")
     return value

@@ -205,9 +205,9 @@ class Registry:
             if self.deps.kernel is not None:
                 self.deps.kernel.share(new.prisons)
             # a running prison whose limits or (kernel prisons) addresses alone changed keeps its processes
-            in_place = [n for n in d.changed if self.prisons[n].changes_in_place(new.prison(n))]
+            in_place = [n for n in d.changed if self.prisons[n].changes_in_place(new.require(n))]
             for name in in_place:
-                await self.prisons[name].change_in_place(new.prison(name))
+                await self.prisons[name].change_in_place(new.require(name))
                 self.save(self.prisons[name])
             changed = [n for n in d.changed if n not in in_place]
             # a changed prison comes back if it was up (or had failed: the new spec may fix it)
@@ -218,9 +218,9 @@ class Registry:
                 self.store.drop_prison(name)
             for name in changed:
                 # the same JID, as jail -m keeps it; a fresh runtime for the new spec
-                self.prisons[name] = Prison(new.prison(name), self.prisons[name].jid, self.deps)
+                self.prisons[name] = Prison(new.require(name), self.prisons[name].jid, self.deps)
             for name in d.added:
-                self._add(new.prison(name))
+                self._add(new.require(name))
             self.prisons = {s.name: self.prisons[s.name] for s in new.prisons}  # config order
             self.config = new
             await self.start_all(restart + list(d.added))

@@ -141,7 +141,7 @@ class Host:
             return "cgroup v2: " + (", ".join(sorted(self.v2)) or "no controllers")
         return "cgroup v1: " + (", ".join(sorted(self.v1)) or "no controllers")
 
-    def for_prison(self, name: str, v2_dir: str) -> "Resources":
+    def for_prison(self, name: str, v2_dir: str) -> Resources:
         v1_dirs = {c: os.path.join(mnt, self.parent, name) for c, mnt in self.v1.items()}
         return Resources(self, v2_dir, v1_dirs)
 
@@ -224,7 +224,8 @@ class Resources:
             cpu = _keyed(_read(os.path.join(self.v2_dir, "cpu.stat"))).get("usage_usec")
             mem = _int(_read(os.path.join(self.v2_dir, "memory.current")))
         else:
-            ns = _int(_read(os.path.join(self.v1_dirs["cpuacct"], "cpuacct.usage"))) if "cpuacct" in self.v1_dirs else None
+            acct = self.v1_dirs.get("cpuacct")
+            ns = _int(_read(os.path.join(acct, "cpuacct.usage"))) if acct else None
             cpu = ns // 1000 if ns is not None else None
             mem = _int(_read(os.path.join(self.v1_dirs["memory"], "memory.usage_in_bytes"))) \
                 if "memory" in self.v1_dirs else None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-_UNSAFE = re.compile(r"[^\t -~\u00a0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(r"[^\t -~\u00a0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"  # C0, DEL, C1, lone surrogates
+                     r"|[\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")  # separators, bidi controls
 
 
 def _escape(m: re.Match) -> str:

@@ -62,4 +62,4 @@ def pytest_sessionfinish(session, exitstatus):
         os.unlink(lock)
 
 
-from support.fixtures import *  # noqa: E402,F401,F403  (fixtures shared by all suites)
+from support.fixtures import *  # noqa: E402, F403  (fixtures shared by all suites)

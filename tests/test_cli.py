@@ -18,7 +18,6 @@ def test_daemon_not_running(tmp_path):
 
 
 def test_socket_from_the_environment(tmp_path):
-    import os
     r = ctl("list", env=dict(os.environ, PRISOND_SOCKET=str(tmp_path / "env.sock")))
     assert r.returncode == 69 and "env.sock" in r.stderr
 

@@ -6,6 +6,7 @@ Encoding (include/uapi/linux/bpf.h): struct bpf_insn { u8 code; u8 dst:4, src:4;
 from __future__ import annotations
 
 import struct
+from typing import Self
 
 # instruction classes
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
@@ -31,11 +32,11 @@ class Program:
         self.insns: list[list] = []  # [code, dst, src, off, imm]; off may be a label name
         self.labels: dict[str, int] = {}
 
-    def _emit(self, code, dst=0, src=0, off=0, imm=0) -> "Program":
+    def _emit(self, code, dst=0, src=0, off=0, imm=0) -> Self:
         self.insns.append([code, dst, src, off, imm])
         return self
 
-    def label(self, name: str) -> "Program":
+    def label(self, name: str) -> Self:
         if name in self.labels:
             raise ValueError(f"label {name} defined twice")
         self.labels[name] = len(self.insns)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Sequence
 import os
 import struct
 
@@ -77,7 +78,8 @@ def _key(cgid: int) -> bytes:
 def shared_addresses(prisons) -> frozenset:
     """The addresses more than one prison of the configuration holds (config allows it when
     each has exactly one address of that family)."""
-    seen, shared = set(), set()
+    seen: set = set()
+    shared: set = set()
     for p in prisons:
         for a in list(p.ip4) + list(p.ip6):
             (shared if a.ip in seen else seen).add(a.ip)
@@ -126,7 +128,7 @@ class KernelLayer:
     # ------------------------------------------------------------ set-up
 
     @classmethod
-    def open(cls, existing_cgroups: list[str] = ()) -> "KernelLayer":
+    def open(cls, existing_cgroups: Sequence[str] = ()) -> KernelLayer:
         layer = None
         for path in existing_cgroups:
             layer = cls._adopt(path, existing_cgroups)
@@ -138,7 +140,7 @@ class KernelLayer:
         return layer
 
     @classmethod
-    def _load(cls) -> "KernelLayer":
+    def _load(cls) -> KernelLayer:
         fds: dict[str, int] = {}
         made: list[int] = []
         try:
@@ -160,7 +162,7 @@ class KernelLayer:
         return cls(maps, fds, adopted=False)
 
     @classmethod
-    def _adopt(cls, path: str, others=()) -> "KernelLayer | None":
+    def _adopt(cls, path: str, others=()) -> KernelLayer | None:
         """The core programs and their maps from `path`; the claim programs (and the socket
         storage only they use) from whichever prison cgroup has them, else freshly loaded: no
         prison holds a claim then."""

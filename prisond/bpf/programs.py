@@ -147,7 +147,7 @@ def decode_counters(raw: bytes, ncpus: int = 1) -> dict:
     for cpu in range(ncpus):
         for i, v in enumerate(struct.unpack_from("<8Q", raw, cpu * COUNTER_SIZE)):
             totals[i] += v
-    return dict(zip(COUNTERS, totals))
+    return dict(zip(COUNTERS, totals, strict=True))
 
 
 def claims_btf() -> bytes:
@@ -172,21 +172,21 @@ class _Gen(Program):
     def uniq(self, stem: str) -> str:
         return f"{stem}_{next(self._ids)}"
 
-    def prologue(self) -> "_Gen":
+    def prologue(self) -> _Gen:
         """r6 = ctx, r7 = the policy: the cgroup storage of the prison cgroup the program is
         attached to (never NULL; all zero, which refuses everything, until the daemon writes it)."""
         self.movr(R6, R1)
         return self.policy()
 
-    def policy(self) -> "_Gen":
+    def policy(self) -> _Gen:
         self.ld_map_fd(R1, self.maps.policy).mov(R2, 0).call(GET_LOCAL_STORAGE).movr(R7, R0)
         return self
 
-    def _counters(self) -> "_Gen":
+    def _counters(self) -> _Gen:
         """r0 = this CPU's counters (per-CPU cgroup storage: plain adds, never NULL); clobbers r0-r5."""
         return self.ld_map_fd(R1, self.maps.counters).mov(R2, 0).call(GET_LOCAL_STORAGE)
 
-    def _bump(self, off: int, src: int | None = None) -> "_Gen":
+    def _bump(self, off: int, src: int | None = None) -> _Gen:
         self.ldx(8, R1, R0, off)
         if src is None:
             self.add(R1, 1)
@@ -194,22 +194,22 @@ class _Gen(Program):
             self.addr(R1, src)
         return self.stx(8, R0, off, R1)
 
-    def count(self, off: int) -> "_Gen":
+    def count(self, off: int) -> _Gen:
         """Count one event; looked up only on the paths that count (clobbers r0-r5)."""
         return self._counters()._bump(off)
 
-    def count_bytes(self, pkts_off: int, bytes_off: int) -> "_Gen":
+    def count_bytes(self, pkts_off: int, bytes_off: int) -> _Gen:
         self._counters()._bump(pkts_off)
         return self.ldx(4, R2, R6, SKB_LEN)._bump(bytes_off, R2)
 
-    def in4(self, addr_reg: int, found: str, notfound: str) -> "_Gen":
+    def in4(self, addr_reg: int, found: str, notfound: str) -> _Gen:
         """Jump to found if the u32 in addr_reg is a prison IPv4 address (clobbers r0, r1)."""
         self.ldx(4, R0, R7, N4)
         for i in range(MAX_ADDRS):
             self.jeq(R0, i, notfound).ldx(4, R1, R7, IP4 + 4 * i).jeq32r(addr_reg, R1, found)
         return self.jmp(notfound)
 
-    def in6(self, found: str, notfound: str) -> "_Gen":
+    def in6(self, found: str, notfound: str) -> _Gen:
         """Jump to found if r2..r5 (the four words) are a prison IPv6 address (clobbers r0, r1)."""
         self.ldx(4, R0, R7, N6)
         for i in range(MAX_ADDRS):
@@ -221,18 +221,18 @@ class _Gen(Program):
             self.jmp(found).label(nxt)
         return self.jmp(notfound)
 
-    def load_words(self, base_reg: int, off: int) -> "_Gen":
+    def load_words(self, base_reg: int, off: int) -> _Gen:
         for w, reg in enumerate((R2, R3, R4, R5)):
             self.ldx(4, reg, base_reg, off + 4 * w)
         return self
 
-    def copy_words(self, dst_off: int, src_off: int) -> "_Gen":
+    def copy_words(self, dst_off: int, src_off: int) -> _Gen:
         """ctx[dst_off..+16] = policy[src_off..+16], a register at a time (no BPF_ST into ctx)."""
         for w in range(4):
             self.ldx(4, R1, R7, src_off + 4 * w).stx(4, R6, dst_off + 4 * w, R1)
         return self
 
-    def refuse(self, errno: int, with_retval: bool = True) -> "_Gen":
+    def refuse(self, errno: int, with_retval: bool = True) -> _Gen:
         """Count a denied call and return 0 with this errno (bpf_set_retval; else EPERM)."""
         self.count(C_DENIED)
         if with_retval:

@@ -36,7 +36,8 @@ class KernelLayerError(SystemLayerError):
     code = "kernel_error"
 
 
-def _bpf(cmd: int, attr: bytes, what: str) -> int:
+def _bpf(cmd: int, attr: bytes, what: str) -> tuple[int, ctypes.Array[ctypes.c_char]]:
+    """The call's result and the attribute buffer (some commands answer in it)."""
     buf = ctypes.create_string_buffer(attr, max(len(attr), 128))
     r = _libc.syscall(_NR_BPF, cmd, buf, ctypes.c_uint(len(buf)))
     if r < 0:
@@ -182,7 +183,7 @@ def prog_info(fd: int) -> dict:
 def map_info(fd: int) -> dict:
     info = ctypes.create_string_buffer(128)
     _bpf(OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", fd, 128, ctypes.addressof(info)), "obj_get_info")
-    mtype, mid, ksz, vsz, maxe, flags = struct.unpack_from("<IIIIII", info.raw, 0)
+    mtype, mid, ksz, vsz = struct.unpack_from("<IIII", info.raw, 0)
     name = info.raw[24:40].split(b"\0")[0].decode()
     return {"type": mtype, "id": mid, "key_size": ksz, "value_size": vsz, "name": name}
 

@@ -213,12 +213,11 @@ def test_a_host_client_on_loopback_still_gets_answers(jail, tool, client):
     srv = Service(jail, "k", tool, "serve", addr, port)
     try:
         assert srv.ok, srv.first
-        with Wire() as wire:
-            with socket.socket(socket.AF_INET6 if ":" in client else socket.AF_INET) as c:
-                c.settimeout(5)
-                c.bind((client, 0))
-                c.connect((addr, port))
-                assert c.recv(10) == b"hello\n"
+        with Wire() as wire, socket.socket(socket.AF_INET6 if ":" in client else socket.AF_INET) as c:
+            c.settimeout(5)
+            c.bind((client, 0))
+            c.connect((addr, port))
+            assert c.recv(10) == b"hello\n"
         assert (addr, client, 0x12) in wire.tcp_from(port)
     finally:
         srv.stop()

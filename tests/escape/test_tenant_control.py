@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support.daemon import Daemon, let_others_reach, run_cli_as
+from support.daemon import let_others_reach, run_cli_as
 from support.fixtures import confined
 from support.tenant import (public_cell, NOBODY, NOGROUP, call_as, names, public_daemon, public_dir, remove_public_dir,  # noqa: F401
                             request, run_probe, tenant_static)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from support.daemon import Daemon, let_others_reach, wait_for
+from support.daemon import wait_for
 from support.fixtures import confined
 from support.tenant import public_cell, probe_path, public_dir, remove_public_dir, run_probe, tenant_static  # noqa: F401
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from support.daemon import Daemon, let_others_reach, wait_for
+from support.daemon import wait_for
 from support.fixtures import confined
 from support.tenant import (public_cell, Pty, probe_path, public_dir, public_tmp, remove_public_dir, run_probe,  # noqa: F401
                             tenant_static, wait_proc, writable_dir)

@@ -67,7 +67,7 @@ def test_proc_status_names_the_prison_and_hides_the_others(daemon, confined_root
     d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1") +
                "  b:\n    hostname: b.example.test\n    ip4: [127.0.3.1]\n    exec: {start: sleep 600}\n")
     out = d.exec("a", "sh", "-c", "tail -n 3 /proc/self/status; tail -n 3 /proc/1/status").stdout.decode()
-    lines = [f"Prison:\ta", f"JID:\t{d.show('a')['jid']}", "Hostname:\ta.example.test"]
+    lines = ["Prison:\ta", f"JID:\t{d.show('a')['jid']}", "Hostname:\ta.example.test"]
     assert out.splitlines() == lines * 2
     py = d.exec("a", "python3", "-c", "print(open('/proc/self/status').read().splitlines()[-1])")
     assert py.stdout == b"Hostname:\ta.example.test\n"

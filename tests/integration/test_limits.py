@@ -132,7 +132,7 @@ def test_network_bytes_match_what_was_sent(daemon):
             data, peer = sink.recvfrom(65536)
             assert peer[0] == "127.0.2.1"
             got += len(data)
-    except socket.timeout:
+    except TimeoutError:
         pass
     sink.close()
     after = d.show("net")["usage"]

@@ -45,7 +45,7 @@ def _messages(sock: socket.socket, want: str, timeout: float = 30) -> list[str]:
         sock.settimeout(max(0.05, deadline - time.monotonic()))
         try:
             data = sock.recv(4096).decode()
-        except socket.timeout:
+        except TimeoutError:
             break
         seen += data.split("\n")
         if want in seen:
@@ -63,6 +63,7 @@ def test_the_unit_runs_with_the_notify_protocol(tmp_path):
     paths = {"--config": str(cfg), "--socket": str(tmp_path / "run" / "control.sock"),
              "--state-dir": str(tmp_path / "state")}
     argv = [paths.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
+    argv += ["--runtime-dir", str(tmp_path / "run")]  # not the host's /run/prisond
     assert os.access(argv[0], os.X_OK), f"{argv[0]} is not installed (scripts/setup links it)"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
@@ -96,7 +97,7 @@ def test_watchdog_pings_when_systemd_asks(tmp_path):
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(10)
     proc = subprocess.Popen(["/usr/local/bin/prisond", "--config", str(cfg), "--socket", str(tmp_path / "s.sock"),
-                             "--state-dir", str(tmp_path / "state")],
+                             "--state-dir", str(tmp_path / "state"), "--runtime-dir", str(tmp_path / "run")],
                             env=dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="400000"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -55,7 +55,7 @@ class Daemon:
         with open(self.config_path, "w") as fh:
             fh.write(text)
 
-    def start(self, wait: bool = True) -> "Daemon":
+    def start(self, wait: bool = True) -> Daemon:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             prisond_cmd() + ["--config", self.config_path, "--runtime-dir", self.run_dir, "--socket", self.socket,

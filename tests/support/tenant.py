@@ -71,7 +71,7 @@ def call_as(uid: int, gid: int, groups: list[int], path: str, method: str, **par
             os.setuid(uid)
             try:
                 out = raw_call(path, method, **params)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 out = {"exception": repr(exc)}
             os.write(w, json.dumps(out).encode())
         finally:
@@ -130,7 +130,7 @@ def list_latencies(path: str, seconds: float, timeout: float = 10.0) -> tuple[li
             reply = raw_call(path, "prison.list", timeout=timeout)
             if not reply.get("ok"):
                 errors.append(str(reply.get("error")))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(repr(exc))
         lat.append(time.monotonic() - t0)
         time.sleep(0.02)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 import time
 
-from scapy.all import IP, TCP, UDP, AsyncSniffer, IPv6, conf  # noqa: F401
+from scapy.all import IP, TCP, UDP, AsyncSniffer, IPv6, conf
 
 conf.verb = 0
 MARKER = b"prisond-wire-marker"
@@ -19,7 +19,7 @@ class Wire:
         self.packets = []  # filled as packets arrive: AsyncSniffer.results appears only at stop
         self.sniffer = AsyncSniffer(iface=iface, store=False, promisc=False, prn=self.packets.append)
 
-    def __enter__(self) -> "Wire":
+    def __enter__(self) -> Wire:
         self.sniffer.start()
         deadline = time.monotonic() + 10
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

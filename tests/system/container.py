@@ -80,7 +80,7 @@ def cached_root(packages: list[str], log) -> tuple[str, bool]:
     os.makedirs(CACHE, exist_ok=True)
     for old in os.listdir(CACHE):  # other recipes' roots, and what dead runs half made
         builder = old.rsplit("-", 1)[-1]
-        if old.startswith(f"{SUITE}-root-") or old.startswith(".build-") and not _alive(builder):
+        if old.startswith(f"{SUITE}-root-") or (old.startswith(".build-") and not _alive(builder)):
             shutil.rmtree(os.path.join(CACHE, old), ignore_errors=True)
     tmp = os.path.join(CACHE, f".build-{key}-{os.getpid()}")
     t0 = time.monotonic()

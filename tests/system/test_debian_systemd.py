@@ -311,8 +311,8 @@ def test_2_start_waits_for_ready_with_two_prisons(box: Container):
     refused = c.sh("curl -sS -m 3 http://127.0.0.1:8080/", check=False)
     assert refused.returncode == 7, refused  # bound to 0.0.0.0, coerced onto the prison's address
     assert c.out("prisonctl exec web1 -- hostname") == "web1.example.test"
-    say(f"   curl 127.0.2.1:8080 and 127.0.3.1:8080 answer (kernel enforcement); 127.0.0.1:8080 refused; "
-        f"prisonctl exec web1 -- hostname: web1.example.test")
+    say("   curl 127.0.2.1:8080 and 127.0.3.1:8080 answer (kernel enforcement); 127.0.0.1:8080 refused; "
+        "prisonctl exec web1 -- hostname: web1.example.test")
     STATE["pids"] = service_pids(c, ["web1", "web2"])
 
 

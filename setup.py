@@ -20,6 +20,19 @@ SHIM_FLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra",
               "-fvisibility=hidden", "-D_FORTIFY_SOURCE=2"]
 
 
+def sanitizers(jail: bool) -> list[str]:
+    """PRISOND_SANITIZE=address,undefined: a build for CI's sanitizer run (.ci/run).  prisonjail
+    then links dynamically (the sanitizers' runtimes are shared); the shim gets what a library
+    preloaded into any program can carry, UBSan (ASan must be a program's first library).  Every
+    finding aborts (-fno-sanitize-recover), so a test sees it."""
+    wanted = [s for s in os.environ.get("PRISOND_SANITIZE", "").split(",") if s]
+    if not jail:
+        wanted = [s for s in wanted if s != "address"]
+    if not wanted:
+        return []
+    return [f"-fsanitize={','.join(wanted)}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+
+
 def env_flags() -> list[str]:
     """$CPPFLAGS $CFLAGS $LDFLAGS, after the project's own flags, as make's rules take them: what
     a distribution's build passes (Debian's dpkg-buildflags: hardening, relro, debug prefix maps)
@@ -40,9 +53,13 @@ class BuildShim(build_ext):
         os.makedirs(os.path.dirname(out), exist_ok=True)
         cc = shlex.split(os.environ.get("CC", "cc"))
         if ext.name.endswith("prisonjail"):
-            cmd = cc + JAIL_FLAGS + env_flags() + ["-o", out, *JAIL_SRC]
+            flags = JAIL_FLAGS + sanitizers(jail=True)
+            if os.environ.get("PRISOND_SANITIZE"):
+                flags = [f for f in flags if f != "-static"]
+            cmd = cc + flags + env_flags() + ["-o", out, *JAIL_SRC]
         else:
-            cmd = cc + SHIM_FLAGS + env_flags() + [f"-Wl,--version-script={SHIM_MAP}", "-o", out, SHIM_SRC, "-ldl", "-lpthread"]
+            cmd = cc + SHIM_FLAGS + sanitizers(jail=False) + env_flags() + [
+                f"-Wl,--version-script={SHIM_MAP}", "-o", out, SHIM_SRC, "-ldl", "-lpthread"]
         print(" ".join(cmd))
         subprocess.check_call(cmd)
 

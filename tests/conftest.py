@@ -3,6 +3,11 @@
 The pytest process leaves the host's network namespace before any test runs, so every
 address, alias and packet of the suite (and of the daemons it starts, which inherit the
 namespace) stays in a namespace that vanishes with the process.
+
+Tests that need root (namespaces, cgroups, BPF, the daemon) are marked `root`: those under
+integration/, escape/ and system/ all are, and the others say so.  Without root, a contributor
+gets fast feedback from the rest (`python3 -m pytest -m "not root"`); a `root` test run
+without root fails, it never skips.
 """
 import ctypes
 import os
@@ -14,7 +19,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 CLONE_NEWNET = 0x40000000
 
 
+ROOT_FOLDERS = ("integration", "escape", "system")
+
+
 def pytest_configure(config):
+    config.addinivalue_line("markers", "root: needs root (namespaces, cgroups, BPF, the daemon)")
+    if os.geteuid() != 0:
+        return  # only the tests that need no root can pass: the others fail, each saying why
     if os.environ.get("PRISOND_TEST_NETNS") == str(os.getpid()):
         return
     libc = ctypes.CDLL(None, use_errno=True)
@@ -32,8 +43,24 @@ def pytest_configure(config):
     subprocess.run(["ip", "-6", "addr", "add", "fd00:ff::9/128", "dev", "lo", "nodad"], check=True)
 
 
+def pytest_collection_modifyitems(config, items):
+    import pytest
+    for item in items:
+        if any(part in ROOT_FOLDERS for part in item.path.relative_to(os.path.dirname(__file__)).parts[:-1]):
+            item.add_marker(pytest.mark.root)
+
+
+def pytest_runtest_setup(item):
+    import pytest
+    if item.get_closest_marker("root") and os.geteuid() != 0:
+        pytest.fail("this test needs root (namespaces, cgroups, BPF, the daemon): run the suite as root",
+                    pytrace=False)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Last safety net: no cgroup of this run outlives it (a daemon killed mid-test leaves some)."""
+    if os.geteuid() != 0:
+        return
     from prisond.cgroup import detect_host
     layout = detect_host()
     if layout is None:

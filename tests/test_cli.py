@@ -48,6 +48,7 @@ def test_exec_import_path_is_lean():
     assert r.stdout.strip() == "[]"
 
 
+@pytest.mark.root  # runuser
 def test_every_user_can_run_the_installed_prisonctl(tmp_path):
     """/usr/local/bin/prisonctl is the C front end; the Python prisonctl it hands over to runs a
     Python every user may run (scripts/setup), whatever Python installed prisond for root."""
@@ -63,6 +64,7 @@ def test_every_user_can_run_the_installed_prisonctl(tmp_path):
     assert r.returncode == 69 and "prisond is not running" in r.stderr
 
 
+@pytest.mark.root  # runuser
 def test_a_prisonctl_that_cannot_run_says_why(tmp_path):
     """The C front end names the real cause when the Python prisonctl cannot be run."""
     launcher = tmp_path / "prisonctl.py"

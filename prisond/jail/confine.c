@@ -126,16 +126,28 @@ static void proc_ro(int root, const char *path)
 	set_attr(root, path, RO | MOUNT_ATTR_NOEXEC);
 }
 
+/* A kernel file hidden under the prison's own /dev/null (never the host's: a chmod through the
+ * masked name would change the host's node), read-only. */
 static void mask(int root, const char *path)
 {
-	int fd = open_beneath(root, path);
-	if (fd < 0)
-		return;
-	char p[64];
+	int fd = open_beneath(root, path), null = open_beneath(root, "dev/null");
+	if (fd < 0 || null < 0) {
+		if (fd >= 0)
+			close(fd);
+		if (null >= 0)
+			close(null);
+		if (fd < 0)
+			return; /* the kernel has no such file: nothing to hide */
+		fail("cannot find the prison's", "/dev/null");
+	}
+	char p[64], src[64];
 	fdpath(p, sizeof p, fd);
-	if (mount("/dev/null", p, NULL, MS_BIND, NULL) < 0)
+	fdpath(src, sizeof src, null);
+	if (mount(src, p, NULL, MS_BIND, NULL) < 0)
 		fail("cannot mask", path);
 	close(fd);
+	close(null);
+	set_attr(root, path, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
 }
 
 /* /dev: a tmpfs with device nodes of its own.  Bind mounts of the host's nodes would share
@@ -219,8 +231,8 @@ void confine(const char *root, const struct mnt *mounts, int n)
 	/* device nodes left in the root's tree (a debootstrap root has some in its /dev) are
 	 * inert: /dev is mounted over, and nothing else in the root may be a device */
 	set_attr(rfd, "/", MOUNT_ATTR_NODEV);
+	make_dev(rfd); /* before /proc: its masks are the prison's own /dev/null */
 	make_proc(rfd);
-	make_dev(rfd);
 	for (int i = 0; i < n; i++)
 		bind_mount(rfd, &mounts[i]);
 	/* tmpfs mounts hold only what was bound on them: read-only now */

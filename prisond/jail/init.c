@@ -588,14 +588,17 @@ int init_main(int argc, char **argv)
 		close(p[1]);
 		char msg[PATH_MAX + 256];
 		ssize_t n = read(p[0], msg, sizeof msg - 1);
+		/* _exit: nothing of the process's at-exit work (a sanitizer's leak check would trace
+		 * this process from a child, which lands in the new PID namespace and cannot) */
 		if (n > 0) {
 			msg[n] = 0;
 			fprintf(stderr, "%s: %s", prog, msg);
 			waitpid(pid, NULL, 0);
-			return 1;
+			_exit(1);
 		}
 		printf("%d\n", (int)pid);
-		return 0;
+		fflush(stdout);
+		_exit(0);
 	}
 	/* init */
 	close(p[0]);

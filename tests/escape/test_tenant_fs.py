@@ -85,6 +85,29 @@ def test_the_jailed_root_cannot_change_the_hosts_device_nodes(daemon, confined_r
     assert b"wrote" in r.stdout, "writing /dev/null inside the prison failed"
 
 
+MASKED = ["/proc/keys", "/proc/timer_list", "/proc/kallsyms", "/proc/sched_debug", "/proc/kcore"]
+
+
+def test_the_jailed_root_cannot_change_the_hosts_device_nodes_through_masked_files(daemon, confined_root):
+    """/proc files the prison may not read are hidden under a /dev/null: the prison's own, read-only
+    (found by a reviewer: they were binds of the host's /dev/null, which a chmod through
+    /proc/keys changed for every host user)."""
+    d = daemon("prisons:\n" + confined(confined_root, "c", "127.0.2.1"))
+    before = modes(["/dev/null"])
+    try:
+        r = d.exec("c", "sh", "-c", "for f in " + " ".join(MASKED) + "; do chmod 0600 $f; chown 1:1 $f; done; "
+                   "cat /proc/keys; echo read-$?")
+        after = modes(["/dev/null"])
+        owner = os.stat("/dev/null").st_uid
+    finally:
+        restore(before)
+        os.chown("/dev/null", 0, 0)
+    print("in the prison:", r.stdout, r.stderr)
+    assert after == before and owner == 0, f"the host's /dev/null changed: {before} -> {after}, owner {owner}"
+    assert b"read-0" in r.stdout  # still readable (empty) inside
+    assert r.stderr.count(b"Read-only file system") >= 2
+
+
 # ------------------------------------------------------------------ 4b: a submount under a read-only mount
 
 

@@ -93,7 +93,7 @@ class Api:
             prison = prisons.get(self.registry.deps.cgroups.prison_of(pid) or "")
         else:
             prison = prisons.get(jail)
-            if prison is None or procinfo.host_pid(prison.pids(), pid, confined=prison.spec.confined) is None:
+            if prison is None or prison.host_pid(pid) is None:
                 raise NoSuchProcess(f"no process {pid} in this prison")
         if prison is None:
             return {"text": "Prison:\t-\n"}

@@ -242,6 +242,7 @@ class _Validator:
             if spec:
                 prisons.append(spec)
         self.overlaps(prisons)
+        self.inside_roots(prisons)
         return Config(source=self.src.filename, prisons=tuple(prisons), daemon=daemon)
 
     def daemon(self, value, path) -> DaemonSpec:
@@ -484,6 +485,22 @@ class _Validator:
             self.bad(path, f"{ip} {reason}")
             return None
         return Address(ip=ip, prefix=prefix, iface=iface or None)
+
+    def inside_roots(self, prisons: list[PrisonSpec]) -> None:
+        """No host path the daemon opens or mounts may lie inside a confined prison's root: the
+        prison's root user owns everything there and can turn any directory on the way into a
+        symlink to a host directory (consolelog: the daemon would write where the prison says)
+        or a fifo (the daemon would hang opening it), or change a neighbour's mount under it."""
+        roots = [(p.name, p.path) for p in prisons if p.path]
+        for p in prisons:
+            paths: list[tuple[tuple, str]] = [(("exec", "consolelog"), p.exec.consolelog)] if p.exec.consolelog else []
+            paths += [(("mounts", i, "source"), m.source) for i, m in enumerate(p.mounts)]
+            for key, path in paths:
+                owner = next((n for n, root in roots if path == root or path.startswith(root.rstrip("/") + "/")),
+                             None)
+                if owner is not None:
+                    self.bad(("prisons", p.name) + key, f"{path} is inside the root of prison {owner!r} "
+                             "(its root user could aim it anywhere on the host): put it outside every prison's path")
 
     def overlaps(self, prisons: list[PrisonSpec]) -> None:
         """An address may be in two prisons only when both have exactly one of that family (FreeBSD)."""

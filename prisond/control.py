@@ -232,24 +232,41 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        max_line = self.share.max_line
         self.buf += data
-        end = self.buf.find(b"\n")
-        while 0 <= end <= max_line:
-            line = bytes(self.buf[:end + 1])
-            del self.buf[:end + 1]
-            if line.strip() and not self._session_line(line):
-                self.lines.append(line)
-            end = self.buf.find(b"\n")
-        self._flush()
-        if len(self.lines) > self.share.max_queued:  # behind a start or a reload: read more when it is done
-            self.transport.pause_reading()
-        if end > max_line or (end < 0 and len(self.buf) > max_line):
-            self.transport.write(reply_error(None, ProtocolError(f"request longer than {max_line} bytes",
-                                                                 "too_large")))
-            self._close()
+        self._serve()
+        if self.closing:
             return
+        if self.buf.find(b"\n") >= 0:  # lines it cannot take now: nothing more is read meanwhile
+            self.transport.pause_reading()
         self._arm()
+
+    def _serve(self) -> None:
+        """Lines from the buffer into the queue, at most max_queued at a time (what a client
+        pipelines waits in the socket, not in the daemon's memory), and answered."""
+        max_line = self.share.max_line
+        while not self.closing:
+            taken = False
+            while len(self.lines) < self.share.max_queued:
+                end = self.buf.find(b"\n", 0, max_line + 1)
+                if end < 0:
+                    break
+                line = bytes(self.buf[:end + 1])
+                del self.buf[:end + 1]
+                taken = True
+                if line.strip() and not self._session_line(line):
+                    self.lines.append(line)
+            if self.buf.find(b"\n", 0, max_line + 1) < 0 and len(self.buf) > max_line:
+                self._write(reply_error(None, ProtocolError(f"request longer than {max_line} bytes", "too_large")))
+                self._close()
+                return
+            self._flush()
+            if not taken or self.waiting or self.throttled or self.write_paused or self.lines:
+                return
+
+    def _write(self, data: bytes) -> None:
+        """Nothing to a connection that is gone (asyncio would log each such write)."""
+        if not self.closing and not self.transport.is_closing():
+            self.transport.write(data)
 
     def _session_line(self, line: bytes) -> bool:
         """A line for the running exec (exec.signal) is answered now, ahead of the queue."""
@@ -265,18 +282,18 @@ class _Connection(asyncio.Protocol):
             reply = reply_ok(req.id, self.session.request(req))
         except PrisonError as exc:
             reply = reply_error(req.id, exc)
-        self.transport.write(reply)
+        self._write(reply)
         return True
 
     def _flush(self) -> None:
         """Answer queued lines in order, until one needs to wait (or the principal's rate)."""
-        while self.lines and not self.waiting and not self.closing:
+        while self.lines and not self.waiting and not self.closing and not self.write_paused:
             if not self.principal.take():
                 self._throttle()
                 return
             reply = self.server.answer(self.lines.popleft(), self.peer)
             if isinstance(reply, bytes):
-                self.transport.write(reply)
+                self._write(reply)
             elif isinstance(reply, tuple):
                 self.waiting = True
                 rid, self.session = reply
@@ -299,21 +316,25 @@ class _Connection(asyncio.Protocol):
 
     def _unthrottle(self) -> None:
         self.throttled = False
-        if self.closing:
-            return
-        self._flush()
-        if not self.throttled and not self.waiting and not self.write_paused:
-            self.transport.resume_reading()
+        self._go_on()
 
     def _resume(self, task: asyncio.Task) -> None:
         self.waiting = False
         self.session = None
         if self.closing or task.cancelled():
             return
-        self.transport.write(task.result())
+        self._write(task.result())
         self._arm()
-        self._flush()
-        if not self.waiting and not self.closing and not self.write_paused and not self.throttled:
+        self._go_on()
+
+    def _go_on(self) -> None:
+        """After a wait (a method, the rate, the client's reading): what is queued and buffered,
+        then more from the socket if nothing holds it back."""
+        if self.closing:
+            return
+        self._serve()
+        if (not self.closing and not self.waiting and not self.throttled and not self.write_paused
+                and not self.lines and self.buf.find(b"\n") < 0):
             self.transport.resume_reading()
 
     async def _run_session(self, rid, session) -> bytes:
@@ -361,8 +382,7 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if not self.waiting and not self.throttled:
-            self.transport.resume_reading()
+        self._go_on()
 
 
 def _remove_stale(path: str) -> None:

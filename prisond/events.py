@@ -3,8 +3,9 @@
 Each event: {"id", "time", "prison", "kind", "text", ...}.  Kinds: started, stopped, failed;
 the limit hits oom_kill, pids_max, cpu_throttled; what the kernel layer and the shim coerced,
 refused or dropped: coerced, refused, dropped (with "count": how many since the last one of
-the kind, and "source": kernel or shim).  A bounded ring: a slow reader misses the oldest, the
-daemon's memory stays flat.
+the kind, and "source": kernel or shim).  Bounded: each prison keeps its last PER_PRISON
+events, so a slow reader misses the oldest, the daemon's memory stays flat, and a prison that
+floods evicts only its own.
 """
 from __future__ import annotations
 
@@ -17,22 +18,39 @@ AUDIT_KINDS = ("coerced", "refused", "dropped")
 log = logging.getLogger("prisond.prison")
 
 
+PER_PRISON = 128
+
+
 class EventLog:
-    def __init__(self, keep: int = 4096):
-        self.items: deque[dict] = deque(maxlen=keep)
+    def __init__(self, per_prison: int = PER_PRISON):
+        self.per_prison = per_prison
+        self.by_prison: dict[str, deque[dict]] = {}
         self.last_id = 0
 
     def add(self, prison: str, kind: str, text: str, **data) -> dict:
         self.last_id += 1
         ev = {"id": self.last_id, "time": time.time(), "prison": prison, "kind": kind, "text": text, **data}
-        self.items.append(ev)
+        kept = self.by_prison.get(prison)
+        if kept is None:
+            kept = self.by_prison[prison] = deque(maxlen=self.per_prison)
+        kept.append(ev)
         level = logging.WARNING if kind in LIMIT_KINDS or kind == "failed" else \
             logging.INFO if kind in AUDIT_KINDS else logging.DEBUG
         log.log(level, "%s: %s", kind, text, extra={"prison": prison})
         return ev
 
     def since(self, after: int = 0, prison: str | None = None, limit: int = 1000) -> list[dict]:
-        out = [e for e in self.items if e["id"] > after and (prison is None or e["prison"] == prison)]
+        """Events after id `after`, oldest first: only the prisons with newer ones are looked at,
+        each from its newest back (what `events --follow` asks twice a second)."""
+        shares = [self.by_prison.get(prison, deque())] if prison is not None else list(self.by_prison.values())
+        out = []
+        for kept in shares:
+            if kept and kept[-1]["id"] > after:
+                for ev in reversed(kept):
+                    if ev["id"] <= after:
+                        break
+                    out.append(ev)
+        out.sort(key=lambda e: e["id"])
         return out[:limit]
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 
@@ -48,6 +49,19 @@ def init_argv(jail: str, control_fd: int, spec: PrisonSpec, procs_files: list[st
             argv += ["--bind", m.source, m.target, "ro" if m.readonly else "rw"]
         argv += ["--bind", public_dir, public_dir, "ro"]
     return argv
+
+
+def hidden_from_users(path: str, stat_of=os.stat) -> bool:
+    """Can no user but root reach into path?  True when a directory on its way (not path itself,
+    which the prison sees as its /) is root's and closed to group and others.  What a confined
+    prison's root writes there (a set-uid program) is then out of every host user's reach: the
+    prison's own mounts are nosuid, the host's view of the directory is not."""
+    parts = os.path.normpath(path).split("/")[1:-1]
+    for i in range(len(parts) + 1):
+        st = stat_of("/" + "/".join(parts[:i]))
+        if st.st_uid == 0 and not st.st_mode & 0o011:
+            return True
+    return False
 
 
 def listen_seqpacket(path: str) -> socket.socket:
@@ -92,6 +106,12 @@ class Launcher:
             raise SystemLayerError("prisonjail is missing: was prisond installed with 'pip install'?", "internal")
         if spec.path is not None and not os.path.isdir(spec.path):
             raise SystemLayerError(f"path {spec.path}: not a directory", "exec_failed")
+        for what, where in ([("path", spec.path)] if spec.path else []) + [
+                (f"mounts: {m.source} (read-write)", m.source) for m in spec.mounts if not m.readonly]:
+            if not hidden_from_users(where):
+                raise SystemLayerError(
+                    f"{what}: every host user can reach it; make a directory on its way root's alone (0700), "
+                    "or a host user could run a set-uid program the prison's root leaves there", "exec_failed")
         os.makedirs(self.init_dir, mode=0o700, exist_ok=True)
         path = self.init_socket(spec.name)
         listener = listen_seqpacket(path)
@@ -138,12 +158,17 @@ class Launcher:
         """exec.consolelog, opened by the daemon (never through a symlink at its end)."""
         if not spec.exec.consolelog:
             return None
-        try:
-            return os.open(spec.exec.consolelog, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                           0o640)
+        try:  # never a fifo to hang on, never through a link at its end
+            fd = os.open(spec.exec.consolelog, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK, 0o640)
         except OSError as exc:
             raise SystemLayerError(f"cannot open exec.consolelog {spec.exec.consolelog}: {exc.strerror}",
                                    "exec_failed") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise SystemLayerError(f"exec.consolelog {spec.exec.consolelog}: not a regular file", "exec_failed")
+        os.set_blocking(fd, True)
+        return fd
 
     async def spawn_host(self, spec: PrisonSpec, cmd: Command) -> asyncio.subprocess.Process:
         env = dict(os.environ, PRISOND_PRISON=spec.name, PRISOND_HOSTNAME=spec.hostname,

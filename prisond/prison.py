@@ -30,6 +30,7 @@ KILL_WAIT = 5.0  # after SIGKILL, how long the last processes get to vanish
 HOOK_TIMEOUT = 60.0  # exec.prestart / poststart / prestop / poststop
 BRIEF_TTL = 1.0  # seconds `prisonctl list`'s CPU and memory figures may be old
 FIGURES_TTL = 0.25  # seconds show's and top's figures may be old
+PIDS_TTL = 0.5  # seconds the map of a prison's pids (as it sees them) may be old
 LIMIT_KEYS = ("memory", "memory_high", "pids", "cpu", "nofile")
 
 
@@ -82,6 +83,8 @@ class Prison:
         self._fig: tuple[dict | None, dict | None] = (None, None)
         self._fig_at = -FIGURES_TTL - 1.0
         self._static: tuple = (None, {})
+        self._pidmap: dict[int, int] = {}
+        self._pidmap_at = -PIDS_TTL - 1.0
 
     # ------------------------------------------------------------ start
 
@@ -390,6 +393,17 @@ class Prison:
         return True
 
     # ------------------------------------------------------------ views
+
+    def host_pid(self, inner: int) -> int | None:
+        """The host pid of the process the prison calls `inner` (proc.status): from a map made at
+        most once a PIDS_TTL, so that a prison asking as fast as it can costs a dict lookup, not
+        a read of every process's status."""
+        now = time.monotonic()
+        if now - self._pidmap_at > PIDS_TTL:
+            pids = self.pids()
+            self._pidmap = procinfo.inner_pids(pids) if self.spec.confined else {p: p for p in pids}
+            self._pidmap_at = now
+        return self._pidmap.get(inner)
 
     def pids(self) -> list[int]:
         if self.state in (STOPPED, FAILED):

@@ -122,21 +122,11 @@ def nspids(pid: int) -> list[int]:
     return []
 
 
-def find_init(pids: list[int]) -> int | None:
-    """Of a confined prison's processes, the one that is PID 1 in its own PID namespace."""
+def inner_pids(pids: list[int]) -> dict[int, int]:
+    """{the pid a confined prison's processes see: the host's} (NSpid's last and first)."""
+    out = {}
     for pid in pids:
         ns = nspids(pid)
-        if len(ns) >= 2 and ns[-1] == 1:
-            return pid
-    return None
-
-
-def host_pid(pids: list[int], inner: int, *, confined: bool) -> int | None:
-    """The host pid of the prison's process that its members call `inner`, or None."""
-    if not confined:
-        return inner if inner in pids else None
-    for pid in pids:
-        ns = nspids(pid)
-        if len(ns) >= 2 and ns[-1] == inner:
-            return pid
-    return None
+        if len(ns) >= 2:
+            out[ns[-1]] = pid
+    return out

@@ -175,3 +175,21 @@ def test_limits():
         "x.yaml:4: prisons.a.limits.cpu: must be a share of CPUs such as 50% or 1.5 (at least 1%), not '0%'",
         "x.yaml:7: prisons.b.limits.memory_high: is above memory (the hard limit)",
     ]
+
+
+def test_paths_the_daemon_opens_or_mounts_are_not_inside_a_prisons_root():
+    text = """prisons:
+  a:
+    path: /srv/prisons/a
+    exec: {consolelog: /srv/prisons/a/var/log/a.log}
+  b:
+    path: /srv/prisons/b
+    mounts: [{source: /srv/prisons/a/data, target: /data}]
+"""
+    with pytest.raises(ConfigError) as err:
+        parse(text, "p.yaml")
+    assert err.value.problems == [
+        "p.yaml:4: prisons.a.exec.consolelog: /srv/prisons/a/var/log/a.log is inside the root of prison 'a' "
+        "(its root user could aim it anywhere on the host): put it outside every prison's path",
+        "p.yaml:7: prisons.b.mounts[0].source: /srv/prisons/a/data is inside the root of prison 'a' "
+        "(its root user could aim it anywhere on the host): put it outside every prison's path"]

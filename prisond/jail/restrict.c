@@ -99,7 +99,7 @@ void restrict_caps(int allow)
 #define MAX_LABELS 32
 
 enum { L_ALLOW, L_EPERM, L_ENOSYS, L_EAFNOSUPPORT, L_SOCKET_INET, L_SOCKET_NETLINK, L_NOT_IOCTL,
-       L_NOT_UNSHARE, L_NOT_CLONE };
+       L_NOT_UNSHARE, L_NOT_CLONE, L_NOT_PRLIMIT, L_NOT_SETPRIORITY, L_NOT_IOPRIO };
 
 struct filter {
 	struct sock_filter f[MAX_FILTER];
@@ -216,6 +216,22 @@ static void build(struct filter *p, int allow, int confined)
 	jeq(p, TIOCSTI, L_EPERM, -1);
 	jeq(p, TIOCLINUX, L_EPERM, L_ALLOW);
 	label(p, L_NOT_IOCTL);
+	/* Another process's limits, or the priorities of a whole group or user: Landlock scopes
+	 * signals and ptrace, not these, so a prison could throttle or starve (RLIMIT_CPU kills)
+	 * processes of another prison or of the host that share its uid.  prlimit only on itself
+	 * (pid 0); setpriority and ioprio_set only by process (a thread of its own, say). */
+	jeq(p, __NR_prlimit64, -1, L_NOT_PRLIMIT);
+	LOAD_ARG(0);
+	jeq(p, 0, L_ALLOW, L_EPERM);
+	label(p, L_NOT_PRLIMIT);
+	jeq(p, __NR_setpriority, -1, L_NOT_SETPRIORITY);
+	LOAD_ARG(0);
+	jeq(p, 0 /* PRIO_PROCESS */, L_ALLOW, L_EPERM);
+	label(p, L_NOT_SETPRIORITY);
+	jeq(p, __NR_ioprio_set, -1, L_NOT_IOPRIO);
+	LOAD_ARG(0);
+	jeq(p, 1 /* IOPRIO_WHO_PROCESS */, L_ALLOW, L_EPERM);
+	label(p, L_NOT_IOPRIO);
 	if (confined) {
 		/* unshare(flags) / clone(flags, ...): no new user namespace (flags are the first
 		 * argument on x86_64 and arm64) */

@@ -21,8 +21,9 @@ import time
 
 import pytest
 
-from support.daemon import Daemon, let_others_reach
-from support.tenant import (cpu_seconds, list_latencies, percentile, public_dir, remove_public_dir,  # noqa: F401
+from support.daemon import Daemon, let_others_reach, wait_for
+from support.fixtures import confined
+from support.tenant import (probe_path, public_cell, cpu_seconds, list_latencies, percentile, public_dir, remove_public_dir,  # noqa: F401
                             rss_kib, tenant_static)
 
 
@@ -128,6 +129,25 @@ def test_pipelined_requests_never_read_cost_bounded_memory(cell, tenant_static):
     assert p99 < 3.0
 
 
+def test_tiny_pipelined_requests_never_read_cost_bounded_memory(cell, tenant_static):
+    """The same with the most requests per byte (found by a reviewer: 16 connections of tiny
+    lines grew the daemon by 112 MB: every line of a read was queued, and answered, at once)."""
+    d = cell
+    pid = d.proc.pid
+    rss0 = rss_kib(pid)
+    att = Attacker(d, tenant_static, "pipeline-tiny", 16, 4_000_000, 20, timeout=90)
+    try:
+        rss1 = rss_kib(pid)
+        lat, errors = list_latencies(d.socket, 2.0, timeout=10)
+        rss1 = max(rss1, rss_kib(pid))
+    finally:
+        att.stop()
+    figures("5b' 16 connections of tiny requests", lat, errors, rss0, rss1)
+    grew = (rss1 - rss0) / 1024
+    assert grew < 30, f"the daemon's RSS grew by {grew:.0f} MB"
+    assert not errors
+
+
 def test_an_events_flood_costs_the_daemon_bounded_cpu(cell, tenant_static):
     d = cell
     pid = d.proc.pid
@@ -221,3 +241,24 @@ def test_a_prison_with_300000_descriptors_does_not_stall_the_daemon(many_fds_cel
     print("prisonctl show att (exit, seconds):", shows)
     assert not result["errors"], result["errors"][:3]
     assert p99 < 1.0, f"the operator's list p99 was {p99:.2f} s while `show` looked at a prison with 300,000 fds"
+
+
+def test_a_proc_status_flood_does_not_stall_the_daemon(confined_root, tenant_static):
+    """A prison with many processes asking proc.status (what its shims ask for /proc/PID/status)
+    as fast as it can, on 16 connections: each answer is a lookup, not a read of every process's
+    status (found by a reviewer: a 20 s flood froze the daemon for three minutes)."""
+    body = "prisons:\n" + confined(confined_root, "att", "127.0.3.1", extra=(
+        "    exec:\n      start: [sh, -c, 'for i in $(seq 400); do sleep 600 & done; wait']\n"))
+    with public_cell(body) as d:
+        wait_for(lambda: d.show("att")["procs"] >= 400, 30, "the attacker's processes")
+        pid = d.proc.pid
+        rss0 = rss_kib(pid)
+        att = Attacker(d, probe_path(tenant_static, True), "status-flood", 16, 8, 99999)  # none: every one looked at
+        try:
+            lat, errors = list_latencies(d.socket, 6.0, timeout=30)
+            rss1 = rss_kib(pid)
+        finally:
+            att.stop()
+        p50, p99 = figures("proc.status flood, 400 processes", lat, errors, rss0, rss1)
+        assert not errors, errors[:3]
+        assert p99 < 1.0, f"the operator's list p99 was {p99:.2f} s during a proc.status flood"

@@ -286,3 +286,33 @@ def test_a_service_without_consolelog_does_not_write_the_daemons_log(public_daem
     if unprefixed:
         problems.append(f"lines the service forged appear in the daemon's log without its name: {unprefixed}")
     assert not problems, "; ".join(problems)
+
+
+# ------------------------------------------------------------------ set-uid programs for host users
+
+
+def test_a_writable_mount_host_users_can_reach_is_refused(daemon, confined_root, tmp_path):
+    """A confined prison's root may make set-uid programs in a read-write mount (nosuid inside
+    the prison, not on the host): if a host user can reach the directory, they run one and are
+    root (a reviewer did, as a non-root member of the control group).  So such a mount, and a
+    root host users can reach, keep the prison from starting."""
+    open_dir = f"/tmp/prisond-test-rw-{os.getpid()}-{os.urandom(3).hex()}"
+    os.mkdir(open_dir, 0o755)
+    os.chmod(open_dir, 0o755)
+    try:
+        d = daemon("prisons:\n" + confined(confined_root, "c", "127.0.2.1",
+                                           mounts=f", {{source: {open_dir}, target: /srv/w, readonly: false}}"))
+        shown = d.show("c")
+        assert shown["state"] == "failed"
+        assert shown["reason"] == (f"mounts: {open_dir} (read-write): every host user can reach it; make a directory "
+                                   "on its way root's alone (0700), or a host user could run a set-uid program the "
+                                   "prison's root leaves there")
+        # the same, from behind a directory only root may enter, is fine
+        hidden = tmp_path / "hidden" / "w"
+        hidden.mkdir(parents=True)
+        os.chmod(tmp_path / "hidden", 0o700)
+        d2 = daemon("prisons:\n" + confined(confined_root, "c2", "127.0.3.1",
+                                            mounts=f", {{source: {hidden}, target: /srv/w, readonly: false}}"))
+        assert d2.show("c2")["state"] == "running"
+    finally:
+        shutil.rmtree(open_dir, ignore_errors=True)

@@ -145,13 +145,14 @@ def state_of(pid: int) -> str:
         return fh.read().rsplit(")", 1)[1].split()[0]
 
 
-@pytest.mark.parametrize("what", ["environ", "kill-0", "kill-STOP", "ptrace"])
+@pytest.mark.parametrize("what", ["environ", "kill-0", "kill-STOP", "ptrace", "prlimit", "renice-user"])
 def test_a_prison_cannot_touch_a_same_uid_process_of_another_prison(cell, tenant_static, what):
     d = cell
     pid = service_pid(d, "u2")
     assert os.stat(f"/proc/{pid}").st_uid == 33  # www-data, as the attacker
     args = {"environ": ("read-file", f"/proc/{pid}/environ"), "kill-0": ("kill", pid, 0),
-            "kill-STOP": ("kill", pid, int(signal.SIGSTOP)), "ptrace": ("ptrace", pid)}[what]
+            "kill-STOP": ("kill", pid, int(signal.SIGSTOP)), "ptrace": ("ptrace", pid),
+            "prlimit": ("prlimit", pid), "renice-user": ("renice-user", 33)}[what]
     try:
         got = attempt(d, tenant_static, "u1", *args, user="www-data")
         time.sleep(0.2)
@@ -164,6 +165,8 @@ def test_a_prison_cannot_touch_a_same_uid_process_of_another_prison(cell, tenant
     assert st not in ("T", "t") and os.path.exists(f"/proc/{pid}")
     with open(f"/proc/{pid}/status") as fh:
         assert "TracerPid:\t0" in fh.read()
+    with open(f"/proc/{pid}/limits") as fh:
+        assert [line.split()[3] for line in fh if line.startswith("Max cpu time")] == ["unlimited"]
 
 
 def test_within_a_prison_same_uid_processes_may_signal_each_other(cell, tenant_static):

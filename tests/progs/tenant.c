@@ -430,15 +430,60 @@ static int hold_conns(int n, int seconds)
 	return 0;
 }
 
+/* CONNS connections asking proc.status about PID as fast as the daemon answers, for SECONDS;
+ * prints how many answers came. */
+static int status_flood(int conns, int seconds, int pid)
+{
+	raise_nofile();
+	signal(SIGPIPE, SIG_IGN);
+	char req[160];
+	int rl = snprintf(req, sizeof req, "{\"v\":1,\"id\":1,\"method\":\"proc.status\",\"params\":{\"pid\":%d}}\n", pid);
+	static char batch[64 * 160];
+	size_t bl = 0;
+	while (bl + (size_t)rl < sizeof batch) {
+		memcpy(batch + bl, req, (size_t)rl);
+		bl += (size_t)rl;
+	}
+	int *fds = calloc(conns, sizeof *fds);
+	for (int i = 0; i < conns; i++) {
+		fds[i] = unix_connect(control_path(), 0);
+		if (fds[i] >= 0)
+			fcntl(fds[i], F_SETFL, O_NONBLOCK);
+	}
+	printf("flooding\n");
+	fflush(stdout);
+	long answers = 0;
+	double end = now() + seconds;
+	char buf[65536];
+	while (now() < end) {
+		for (int i = 0; i < conns; i++) {
+			if (fds[i] < 0)
+				continue;
+			if (write(fds[i], batch, bl) < 0 && errno != EAGAIN) {
+				close(fds[i]);
+				fds[i] = -1;
+				continue;
+			}
+			ssize_t n;
+			while ((n = read(fds[i], buf, sizeof buf)) > 0)
+				for (ssize_t k = 0; k < n; k++)
+					answers += buf[k] == '\n';
+		}
+		usleep(1000);
+	}
+	printf("answers %ld\n", answers);
+	return 0;
+}
+
 /* CONNS connections, each sending BYTES of health requests and reading no reply; held for
  * SECONDS. */
-static int pipeline(int conns, long bytes, int seconds)
+static int pipeline(int conns, long bytes, int seconds, int tiny)
 {
 	raise_nofile();
 	signal(SIGPIPE, SIG_IGN); /* a connection the daemon refuses or drops is not the attacker's end */
 	static char chunk[64 * 1024];
 	size_t len = 0;
-	const char *req = "{\"v\":1,\"id\":1,\"method\":\"daemon.health\",\"params\":{}}\n";
+	const char *req = tiny ? "{}\n" : "{\"v\":1,\"id\":1,\"method\":\"daemon.health\",\"params\":{}}\n";
 	size_t rl = strlen(req);
 	while (len + rl < sizeof chunk) {
 		memcpy(chunk + len, req, rl);
@@ -591,6 +636,12 @@ int main(int argc, char **argv)
 		return abstract_connect(arg);
 	if (!strcmp(a, "read-file"))
 		return read_file(arg);
+	if (!strcmp(a, "prlimit")) { /* another process's CPU limit: 1 second, which kills it */
+		struct rlimit cpu = {.rlim_cur = 1, .rlim_max = RLIM_INFINITY};
+		return report(prlimit(atoi(arg), RLIMIT_CPU, &cpu, NULL));
+	}
+	if (!strcmp(a, "renice-user")) /* every process of a uid, the host's included */
+		return report(setpriority(PRIO_USER, atoi(arg), 19));
 	if (!strcmp(a, "kill"))
 		return report(kill(atoi(arg), atoi(arg3)));
 	if (!strcmp(a, "ptrace"))
@@ -601,10 +652,14 @@ int main(int argc, char **argv)
 		sleep(atoi(arg));
 		return 0;
 	}
+	if (!strcmp(a, "status-flood"))
+		return status_flood(atoi(arg), atoi(arg3), argc > 4 ? atoi(argv[4]) : 1);
 	if (!strcmp(a, "hold-conns"))
 		return hold_conns(atoi(arg), atoi(arg3));
 	if (!strcmp(a, "pipeline"))
-		return pipeline(atoi(arg), atol(arg3), argc > 4 ? atoi(argv[4]) : 10);
+		return pipeline(atoi(arg), atol(arg3), argc > 4 ? atoi(argv[4]) : 10, 0);
+	if (!strcmp(a, "pipeline-tiny")) /* the most lines per byte: "{}" */
+		return pipeline(atoi(arg), atol(arg3), argc > 4 ? atoi(argv[4]) : 10, 1);
 	if (!strcmp(a, "flood-events"))
 		return flood_events(atoi(arg), arg3);
 	if (!strcmp(a, "send-event"))

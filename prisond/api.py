@@ -166,15 +166,32 @@ class Api:
         if not all(k and "=" not in k and "\0" not in k + v for k, v in env.items()):
             raise ProtocolError("'env' must map names to strings", "bad_request")
         login = bool(param(req, "login", bool, required=False))
+        keep = bool(param(req, "keep_env", bool, required=False)) and not login
         tty = bool(param(req, "tty", bool, required=False))
-        if login:  # jexec -l: a clean environment, but for the terminal's type
-            env = {"PATH": SERVICE_PATH, **({"TERM": env["TERM"]} if "TERM" in env else {})}
+        user = param(req, "user", str, required=False)
+        env = exec_env(env, keep=keep, login=login)
         env = prison_env(prison.spec, self.shim_path, env, kernel=prison.enforcement == "kernel",
                          socket=self.public_socket)
-        spawn = SpawnRequest(argv=argv, env=env, user=param(req, "user", str, required=False), login=login,
+        spawn = SpawnRequest(argv=argv, env=env, user=user, login=login, identity=not keep or user is not None,
                              nofile=prison.spec.limits.nofile, tty=tty, stdio="null" if tty else "fds",
                              rows=_dim(req, "rows"), cols=_dim(req, "cols"))
         return ExecSession(prison, spawn)
+
+
+KEPT_ENV = ("TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ")  # and LC_*
+
+
+def exec_env(caller: dict[str, str], *, keep: bool, login: bool) -> dict[str, str]:
+    """What of the caller's environment an exec'd command gets.  By default the terminal's type
+    and the locale only (with the service PATH): an operator's environment (tokens, keys, the
+    paths of its own tools) is not the prison's to read; -E keeps it all, as jexec does;
+    -l (jexec -l) keeps only TERM.  Pure."""
+    if keep:
+        return dict(caller)
+    names = ("TERM",) if login else KEPT_ENV
+    env = {k: v for k, v in caller.items() if k in names or (not login and k.startswith("LC_"))}
+    env["PATH"] = SERVICE_PATH
+    return env
 
 
 def _text(value) -> str:

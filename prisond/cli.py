@@ -3,7 +3,7 @@
     prisonctl [--socket PATH] list [--json]
     prisonctl [--socket PATH] show NAME [--json]
     prisonctl [--socket PATH] start|stop|restart NAME...
-    prisonctl [--socket PATH] exec [-l] [-u USER] [-t|-T] NAME [--] [CMD [ARGS...]]
+    prisonctl [--socket PATH] exec [-l|-E] [-u USER] [-t|-T] NAME [--] [CMD [ARGS...]]
     prisonctl [--socket PATH] ps NAME [--json]
     prisonctl [--socket PATH] which PID [--json]
     prisonctl [--socket PATH] reload [--dry-run] [--json]
@@ -35,9 +35,10 @@ commands:
   list [--json]                       prisons, like jls
   show NAME [--json]                  one prison: addresses, processes, what they bound
   start NAME... | stop NAME... | restart NAME...
-  exec [-l] [-u USER] [-t|-T] NAME [--] [CMD [ARGS...]]
+  exec [-l|-E] [-u USER] [-t|-T] NAME [--] [CMD [ARGS...]]
                                       run CMD in the prison (default: a shell), like jexec;
-                                      -u: as USER, -l: in a clean environment, in USER's home;
+                                      -u: as USER, -l: in USER's home with TERM only,
+                                      -E: with the whole environment (default: TERM, locale);
                                       -t/-T: a terminal of its own (default when stdin and
                                       stdout are terminals) / none
   ps NAME [--json]                    the prison's processes and what each one bound

@@ -78,6 +78,7 @@ class SpawnRequest:
     cols: int = 0
     stdio: str = "null"  # "fds" (three descriptors sent), "log" (the prison's log pipes), "null"
     lifeline: bool = False  # the last descriptor sent: its other end closing hangs the process up
+    identity: bool = False  # HOME, USER, LOGNAME of the user it runs as (from the prison's passwd)
 
     def records(self, ident: str) -> list[tuple[str, str]]:
         recs = [("id", ident)] + [("arg", a) for a in self.argv] + [("env", f"{k}={v}") for k, v in self.env.items()]
@@ -86,6 +87,8 @@ class SpawnRequest:
                 recs.append((key, str(value)))
         if self.login:
             recs.append(("login", "1"))
+        if self.identity:
+            recs.append(("identity", "1"))
         if self.tty:
             recs += [("tty", "1"), ("rows", str(self.rows)), ("cols", str(self.cols))]
         recs.append(("stdio", self.stdio))

@@ -395,14 +395,17 @@ class Prison:
     # ------------------------------------------------------------ views
 
     def host_pid(self, inner: int) -> int | None:
-        """The host pid of the process the prison calls `inner` (proc.status): from a map made at
-        most once a PIDS_TTL, so that a prison asking as fast as it can costs a dict lookup, not
-        a read of every process's status."""
-        now = time.monotonic()
-        if now - self._pidmap_at > PIDS_TTL:
-            pids = self.pids()
-            self._pidmap = procinfo.inner_pids(pids) if self.spec.confined else {p: p for p in pids}
-            self._pidmap_at = now
+        """The host pid of the process the prison calls `inner` (proc.status).  A prison may
+        ask as fast as it can: a known pid is a lookup; any other costs one read of the
+        cgroup's process list, and a look at the processes that are new since the last one
+        (never a read of every process's status)."""
+        if inner in self._pidmap and time.monotonic() - self._pidmap_at < PIDS_TTL:
+            return self._pidmap[inner]
+        pids = set(self.pids())
+        new = pids - set(self._pidmap.values())
+        found = procinfo.inner_pids(sorted(new)) if self.spec.confined else {p: p for p in new}
+        self._pidmap = {i: h for i, h in self._pidmap.items() if h in pids} | found
+        self._pidmap_at = time.monotonic()
         return self._pidmap.get(inner)
 
     def pids(self) -> list[int]:

@@ -3,7 +3,7 @@
  * anything of the caller's.  scripts/setup installs this binary as /usr/local/bin/prisonctl;
  * the Python prisonctl runs it for `exec`; every other command goes on to the Python one.
  *
- *   prisonctl [--socket PATH] exec [-l] [-u USER] [-t|-T] NAME [--] [COMMAND [ARG...]]
+ *   prisonctl [--socket PATH] exec [-l|-E] [-u USER] [-t|-T] NAME [--] [COMMAND [ARG...]]
  *
  * The daemon has the prison's init start the command (the one way into a prison) and hands
  * back, with its first reply, the other ends of what the command got: the master of a new
@@ -149,10 +149,21 @@ static int put_bytes_or_text(struct buf *b, const char *s)
 
 struct opts {
 	const char *sock, *name, *user;
-	int login, tty;
+	int login, tty, keep_env;
 	char **cmd;
 	int ncmd;
 };
+
+/* What the daemon keeps of the caller's environment without -E (api.exec_env). */
+static int kept_env(const char *kv, int login)
+{
+	static const char *kept[] = {"TERM=", "COLORTERM=", "LANG=", "LANGUAGE=", "TZ=", "LC_"};
+	size_t n = login ? 1 : sizeof kept / sizeof *kept;
+	for (size_t i = 0; i < n; i++)
+		if (!strncmp(kv, kept[i], strlen(kept[i])))
+			return 1;
+	return 0;
+}
 
 static int build_request(struct buf *b, const struct opts *o)
 {
@@ -171,6 +182,7 @@ static int build_request(struct buf *b, const struct opts *o)
 		r |= put_json(b, o->user);
 	}
 	r |= puts_(b, o->login ? ",\"login\":true" : ",\"login\":false");
+	r |= puts_(b, o->keep_env ? ",\"keep_env\":true" : ",\"keep_env\":false");
 	r |= puts_(b, o->tty ? ",\"tty\":true" : ",\"tty\":false");
 	if (o->tty) {
 		struct winsize ws;
@@ -180,12 +192,13 @@ static int build_request(struct buf *b, const struct opts *o)
 			r |= puts_(b, n);
 		}
 	}
-	/* the caller's environment, as jexec keeps it; with -l only TERM (the daemon sets PATH) */
+	/* with -E the caller's environment, as jexec keeps it; else the daemon keeps only the
+	 * terminal's type and the locale (-l: TERM alone), and what it would drop is not sent */
 	r |= puts_(b, ",\"env\":{");
 	int first = 1;
 	for (char **e = environ; *e; e++) {
 		const char *eq = strchr(*e, '=');
-		if (!eq || eq == *e || (o->login && strncmp(*e, "TERM=", 5)))
+		if (!eq || eq == *e || (!o->keep_env && !kept_env(*e, o->login)))
 			continue;
 		char *key = strndup(*e, (size_t)(eq - *e));
 		if (!key)
@@ -509,6 +522,8 @@ int ctl_main(int argc, char **argv)
 			o.login = 1;
 		else if (!strcmp(argv[i], "-t"))
 			o.tty = 1;
+		else if (!strcmp(argv[i], "-E"))
+			o.keep_env = 1;
 		else if (!strcmp(argv[i], "-T"))
 			o.tty = 0;
 		else if (!strcmp(argv[i], "-u") && i + 1 < argc)
@@ -516,7 +531,7 @@ int ctl_main(int argc, char **argv)
 		else if (!strncmp(argv[i], "-u", 2) && argv[i][2])
 			o.user = argv[i] + 2;
 		else
-			return say(EX_USAGE, "unknown exec option %s%s (exec [-l] [-u USER] [-t|-T] NAME [--] [CMD...])",
+			return say(EX_USAGE, "unknown exec option %s%s (exec [-l|-E] [-u USER] [-t|-T] NAME [--] [CMD...])",
 				   argv[i], "");
 	}
 	if (i >= argc)

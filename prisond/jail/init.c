@@ -203,6 +203,8 @@ static int parse_spawn(const struct msg *m, struct spawn *s)
 			s->cwd = v;
 		else if (IS("login"))
 			s->login = !strcmp(v, "1");
+		else if (IS("identity"))
+			s->identity = !strcmp(v, "1");
 		else if (IS("nofile"))
 			s->nofile = strtol(v, NULL, 10);
 		else if (IS("tty"))

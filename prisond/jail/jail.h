@@ -67,6 +67,7 @@ struct spawn {
 	const char *user;   /* NULL: root */
 	const char *cwd;    /* NULL: "/" (or the user's home with login) */
 	int login;          /* jexec -l: the user's home, HOME/SHELL/USER/LOGNAME set */
+	int identity;       /* HOME/USER/LOGNAME of the user it runs as */
 	long nofile;        /* RLIMIT_NOFILE, 0: unchanged */
 	int tty;            /* a new pseudo-terminal, the master handed back */
 	unsigned short rows, cols;

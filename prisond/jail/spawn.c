@@ -157,7 +157,7 @@ void spawn_child(struct spawn *s, int in, int out, int err, int report)
 	}
 	if (!s->user)
 		find_user("0", &u); /* root's home and shell, where the prison says */
-	if (s->user || s->login) {
+	if (s->user || s->login || s->identity) {
 		set_env(s, "HOME", u.home);
 		set_env(s, "USER", u.name);
 		set_env(s, "LOGNAME", u.name);

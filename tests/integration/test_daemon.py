@@ -439,3 +439,18 @@ def test_a_command_is_hung_up_when_its_prisonctl_goes(daemon, daemon_killed):
              what="the command to end")
     if daemon_killed:
         d.start()
+
+
+def test_exec_keeps_the_operators_environment_out_unless_asked(daemon):
+    """An operator's environment (tokens, keys) is not the prison's to read: exec passes the
+    terminal's type and the locale (and PATH, HOME, USER, LOGNAME of the user it runs as);
+    -E passes it all, as jexec does."""
+    d = daemon("prisons:\n  a: {ip4: [127.0.2.1]}\n")
+    env = dict(os.environ, OPERATOR_TOKEN="s3cret", TERM="vt100", LANG="C.UTF-8", LC_TIME="C", PATH="/opt/op:/usr/bin:/bin")
+    names = {line.split("=", 1)[0]: line.split("=", 1)[1]
+             for line in d.exec("a", "env", env=env).stdout.decode().splitlines()}
+    assert "OPERATOR_TOKEN" not in names and names["TERM"] == "vt100" and names["LC_TIME"] == "C"
+    assert names["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert (names["HOME"], names["USER"]) == ("/root", "root")
+    kept = d.ctl("exec", "-E", "a", "--", "env", env=env).stdout.decode()
+    assert "OPERATOR_TOKEN=s3cret" in kept.splitlines() and "PATH=/opt/op:/usr/bin:/bin" in kept.splitlines()

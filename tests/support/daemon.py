@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -15,22 +16,30 @@ from prisond.client import Client
 _counter = itertools.count(1)
 
 
-def prisond_cmd() -> list[str]:
-    exe = shutil.which("prisond")
+def installed(command: str) -> str:
+    """The command of the install the suite runs with (the venv of sys.executable: scripts/setup's,
+    or a developer's), else the one on PATH."""
+    exe = os.path.join(os.path.dirname(sys.executable), command)
+    if os.access(exe, os.X_OK):
+        return exe
+    exe = shutil.which(command)
     if not exe:
-        raise RuntimeError("prisond is not installed (run scripts/setup)")
-    return [exe]
+        raise RuntimeError(f"{command} is not installed (run scripts/setup)")
+    return exe
+
+
+def prisond_cmd() -> list[str]:
+    return [installed("prisond")]
 
 
 def prisonctl_cmd() -> list[str]:
-    exe = shutil.which("prisonctl")
-    if not exe:
-        raise RuntimeError("prisonctl is not installed (run scripts/setup)")
-    return [exe]
+    return [installed("prisonctl")]
 
 
 class Daemon:
-    def __init__(self, workdir: str, config: str, *, extra_args=(), env=None):
+    def __init__(self, workdir: str, config: str, *, extra_args=(), env=None, bindir: str | None = None):
+        """bindir: where prisond and prisonctl are (another install than the suite's)."""
+        self.bindir = bindir
         self.dir = workdir
         self.run_dir = os.path.join(workdir, "run")
         self.socket = os.path.join(self.run_dir, "control.sock")
@@ -58,7 +67,7 @@ class Daemon:
     def start(self, wait: bool = True) -> Daemon:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            prisond_cmd() + ["--config", self.config_path, "--runtime-dir", self.run_dir, "--socket", self.socket,
+            self._cmd("prisond") + ["--config", self.config_path, "--runtime-dir", self.run_dir, "--socket", self.socket,
                              "--state-dir", self.state_dir, "--log-level", "debug"] + self.extra_args,
             stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         if wait:
@@ -84,11 +93,14 @@ class Daemon:
             return c.call(method, **params)
 
     def ctl(self, *args, check: bool = False, input: bytes | None = None, timeout: float = 60, **kw):
-        return subprocess.run(prisonctl_cmd() + ["--socket", self.socket, *map(str, args)], input=input,
+        return subprocess.run(self._cmd("prisonctl") + ["--socket", self.socket, *map(str, args)], input=input,
                               capture_output=True, timeout=timeout, check=check, **kw)
 
     def ctl_argv(self) -> list[str]:
-        return prisonctl_cmd() + ["--socket", self.socket]
+        return self._cmd("prisonctl") + ["--socket", self.socket]
+
+    def _cmd(self, command: str) -> list[str]:
+        return [os.path.join(self.bindir, command)] if self.bindir else [installed(command)]
 
     def exec(self, prison: str, *argv, **kw):
         return self.ctl("exec", prison, "--", *argv, **kw)

@@ -65,9 +65,10 @@ def fail(message: str, status: int) -> int:
 
 
 def clean(text) -> str:
-    """Text that came from the daemon (and may come from a prison) made safe for a terminal."""
+    """Text that came from the daemon (and may come from a prison) made safe for a terminal,
+    line by line (its newlines are its own)."""
     from .text import printable  # only here: exec's path imports nothing it does not need
-    return printable(str(text))
+    return "\n".join(printable(line) for line in str(text).split("\n"))
 
 
 def main(argv=None) -> int:

@@ -122,7 +122,7 @@ def test_a_process_left_behind_cannot_read_what_the_operator_types(cell, tenant_
     tag = os.urandom(4).hex()
     inside, stolen = out_path(confined_root, shared_dir, is_confined, f"stolen-{tag}")
     result = tmp_path / "operator-read"
-    op = tmp_path / "operator.py"
+    op = tmp_path / "operator_shell.py"
     op.write_text(OPERATOR)
     argv = exec_argv(d, prison, user, probe_path(tenant_static, is_confined), "steal-tty", inside, "500", "4")
     secret = f"operator-secret-{tag}"

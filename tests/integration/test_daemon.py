@@ -129,7 +129,7 @@ def test_exec_passes_status_stdin_and_signals(daemon):
     r = d.exec("a", "no-such-command-here")
     assert r.returncode == 127 and b"command not found" in r.stderr
     p = subprocess.Popen(prisonctl_cmd() + ["--socket", d.socket, "exec", "a", "--", "sleep", "60"])
-    wait_for(lambda: d.show("a")["procs"] == 1, what="sleep in the prison")
+    wait_for(lambda: d.show("a")["procs"] == 2, what="sleep in the prison (with its init)")
     p.send_signal(signal.SIGINT)  # the signal reaches the command itself: prisonctl became it
     assert p.wait(5) == -signal.SIGINT
     # no command: the shell

@@ -202,7 +202,8 @@ class Daemon:
         jail = os.path.join(os.path.dirname(os.path.abspath(__file__)), JAIL_NAME)
         public = os.path.dirname(shim_path)
         self.events = EventLog()
-        self.deps = Deps(cgroups=tree, aliases=AliasBook(Netlink(), record=self.store),
+        self.netlink = Netlink()
+        self.deps = Deps(cgroups=tree, aliases=AliasBook(self.netlink, record=self.store),
                          launcher=Launcher(shim_path, jail if os.access(jail, os.X_OK) else None,
                                            os.path.join(public, PRISON_SOCKET), init_dir, args.landlock_abi),
                          kernel=kernel, kernel_why=why,
@@ -277,6 +278,7 @@ class Daemon:
         self.deps.cgroups.remove_parent()
         if self.deps.resources:
             self.deps.resources.remove_parents()
+        self.netlink.close()
         log.info("stopped")
         return 0
 

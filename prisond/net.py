@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from .config import Address
 from .errors import SystemLayerError
@@ -32,19 +33,42 @@ def interface_for(addr: Address, prison_iface: str | None) -> str | None:
 
 
 class Netlink:
-    """The few netlink calls prisond needs, on one socket per worker thread."""
+    """The few netlink calls prisond needs, on one socket owned by one thread of its own
+    (pyroute2 keeps an event loop per thread that only that thread can close)."""
 
     def __init__(self):
-        self._local = threading.local()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self._sock = None  # touched on self._thread only
+
+    def _on_thread(self, fn, *args):
+        return self._thread.submit(fn, *args).result()
 
     def _ipr(self):
-        ipr = getattr(self._local, "ipr", None)
-        if ipr is None:
+        if self._sock is None:
             from pyroute2 import IPRoute
-            ipr = self._local.ipr = IPRoute()
-        return ipr
+            self._sock = IPRoute()
+        return self._sock
+
+    def close(self) -> None:
+        def close_sock():
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+        try:
+            self._on_thread(close_sock)
+        finally:
+            self._thread.shutdown()
 
     def has_address(self, ip) -> bool:
+        return self._on_thread(self._has_address, ip)
+
+    def add(self, ip, prefix: int, iface: str) -> bool:
+        return self._on_thread(self._add, ip, prefix, iface)
+
+    def remove(self, ip, prefix: int, iface: str) -> None:
+        self._on_thread(self._remove, ip, prefix, iface)
+
+    def _has_address(self, ip) -> bool:
         """Is ip on any interface?  A full dump: used only for addresses with no interface named."""
         family = 2 if ip.version == 4 else 10
         for msg in self._ipr().get_addr(family=family):
@@ -52,7 +76,7 @@ class Netlink:
                 return True
         return False
 
-    def add(self, ip, prefix: int, iface: str) -> bool:
+    def _add(self, ip, prefix: int, iface: str) -> bool:
         """Add ip/prefix to iface; False if it was there already (then it is not ours)."""
         ipr = self._ipr()
         idx = self._index(ipr, iface)
@@ -67,7 +91,7 @@ class Netlink:
                 return False
             raise SystemLayerError(f"cannot add {ip}/{prefix} to {iface}: {_why(exc)}", "net_error") from None
 
-    def remove(self, ip, prefix: int, iface: str) -> None:
+    def _remove(self, ip, prefix: int, iface: str) -> None:
         ipr = self._ipr()
         try:
             idx = self._index(ipr, iface)

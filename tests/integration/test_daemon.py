@@ -274,6 +274,16 @@ def test_leftovers_of_a_killed_daemon_are_cleaned_up_on_start(daemon):
     assert "127.0.2.1" not in addresses_on_lo()
 
 
+def test_a_daemon_that_adopted_prisons_stops_without_a_traceback(daemon):
+    d = daemon(f"prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      {SERVICE}\n  b: {{ip4: [127.0.3.1]}}\n")
+    pid = d.show("a")["service"]["pid"]
+    d.kill9()
+    d.start()
+    assert d.show("a")["service"]["pid"] == pid  # adopted, not restarted
+    assert d.stop() == 0
+    assert "Traceback" not in d.log() and "Exception ignored" not in d.log(), d.log()[-3000:]
+
+
 @pytest.mark.parametrize("args,code,message", [
     (["--config", "/nonexistent.yaml"], 2, "cannot read"),
 ])

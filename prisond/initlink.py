@@ -120,12 +120,14 @@ class SpawnError(SystemLayerError):
         return 1
 
 
-def pid_of(pidfd: int) -> int:
-    """The pid (in the daemon's namespace) of the process a pidfd refers to."""
+def pid_of(pidfd: int) -> int | None:
+    """The pid (in the daemon's namespace) of the process a pidfd refers to; None if it was
+    already reaped (a service that exits at once: init may reap it before this looks)."""
     with open(f"/proc/self/fdinfo/{pidfd}") as fh:
         for line in fh:
             if line.startswith("Pid:"):
-                return int(line.split()[1])
+                pid = int(line.split()[1])
+                return pid if pid > 0 else None
     raise SystemLayerError("cannot read a pidfd's pid", "exec_failed")
 
 
@@ -134,7 +136,7 @@ class Child:
     """A process init started: its pid here, and its wait status when it ends.  Signals go
     through init, whose child it is: until init reaps it, its pid cannot be anyone else's."""
     ident: str
-    pid: int
+    pid: int | None  # None: it ended before its pid was read
     exited: asyncio.Future = field(repr=False)
     link: InitLink | None = field(default=None, repr=False)
 

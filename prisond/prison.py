@@ -142,7 +142,7 @@ class Prison:
         if spec.exec.start:
             self.service = await self._spawn(spec.exec.start)
             self.service_status = "running"
-            self.log.info("exec.start: pid %d: %s", self.service.pid, " ".join(spec.exec.start.argv))
+            self.log.info("exec.start: pid %s: %s", self.service.pid or "-", " ".join(spec.exec.start.argv))
             spawn(self._watch_service(self.service), f"service:{spec.name}")
         await self._host_hook("poststart", spec.exec.poststart)
 
@@ -189,7 +189,7 @@ class Prison:
         if self.service is child:
             self.service_status = status
         if self.state == RUNNING:
-            self.log.warning("exec.start service (pid %d) %s", child.pid, status)
+            self.log.warning("exec.start service (pid %s) %s", child.pid or "-", status)
 
     async def _host_hook(self, hook: str, cmd: Command | None) -> None:
         if cmd is None:

@@ -274,6 +274,17 @@ def test_leftovers_of_a_killed_daemon_are_cleaned_up_on_start(daemon):
     assert "127.0.2.1" not in addresses_on_lo()
 
 
+def test_a_service_that_exits_at_once_shows_its_exit_and_no_false_pid(daemon):
+    d = daemon("prisons:\n" + "".join(f"  q{i}: {{ip4: [127.0.2.{i + 1}], exec: {{start: [\"true\"]}}}}\n"
+                                      for i in range(8)))
+    for i in range(8):
+        wait_for(lambda: d.show(f"q{i}")["service"]["status"] != "running", what="true to exit")  # noqa: B023
+        svc = d.show(f"q{i}")["service"]
+        assert svc["pid"] is None or svc["pid"] > 0, svc
+        text = d.ctl("show", f"q{i}").stdout.decode()
+        assert "exited with status 0" in text and "pid -1" not in text, text
+
+
 def test_a_daemon_that_adopted_prisons_stops_without_a_traceback(daemon):
     d = daemon(f"prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      {SERVICE}\n  b: {{ip4: [127.0.3.1]}}\n")
     pid = d.show("a")["service"]["pid"]

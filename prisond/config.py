@@ -16,7 +16,7 @@ from .yamlsrc import Source, YamlError, load
 DEFAULT_STOP_TIMEOUT = 10.0
 ENFORCE_LEVELS = ("shim", "kernel")
 MAX_ADDRESSES = 16  # per family: what the kernel layer's policy holds
-ALLOW_FLAGS = ("raw_sockets", "socket_af", "set_hostname", "sysvipc")
+ALLOW_FLAGS = ("raw_sockets", "socket_af", "set_hostname", "sysvipc", "io_uring")
 EXEC_HOOKS = ("prestart", "start", "poststart", "prestop", "stop", "poststop")
 IN_PRISON_HOOKS = ("start", "stop")  # the others run on the host, as in jail(8)
 

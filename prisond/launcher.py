@@ -176,9 +176,10 @@ class Launcher:
                    PRISOND_IP6=" ".join(str(a.ip) for a in spec.ip6))
         env.pop("NOTIFY_SOCKET", None)
         out = self._consolelog(spec)
+        pipe = subprocess.PIPE if out is None else out  # no consolelog: the daemon logs the lines
         try:
             return await asyncio.create_subprocess_exec(
-                *cmd.argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+                *cmd.argv, env=env, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, start_new_session=True)
         except OSError as exc:
             raise SystemLayerError(f"cannot run {cmd.argv[0]}: {exc.strerror}", "exec_failed") from None
         finally:

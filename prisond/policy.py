@@ -58,5 +58,6 @@ def service_env(spec: PrisonSpec, shim_path: str, *, kernel: bool = False,
 
 
 def jail_flags(spec: PrisonSpec) -> str:
-    """prisonjail init --allow: r raw sockets, a any socket family."""
-    return ("r" if "raw_sockets" in spec.allow else "") + ("a" if "socket_af" in spec.allow else "") or "-"
+    """prisonjail init --allow: r raw sockets, a any socket family, u io_uring."""
+    letters = {"raw_sockets": "r", "socket_af": "a", "io_uring": "u"}
+    return "".join(letter for flag, letter in letters.items() if flag in spec.allow) or "-"

@@ -195,7 +195,17 @@ class Prison:
         if cmd is None:
             return
         proc = await self.deps.launcher.spawn_host(self.spec, cmd)
-        rc = await Launcher.wait(proc, HOOK_TIMEOUT)
+        lines = ServiceLog(self.spec.name, label=f"exec.{hook}")  # without consolelog: in the daemon's log
+        streams = {"out": proc.stdout, "err": proc.stderr}
+        readers = [asyncio.ensure_future(_relay(s, lines, name)) for name, s in streams.items() if s is not None]
+        try:
+            rc = await Launcher.wait(proc, HOOK_TIMEOUT)
+            if readers:  # what it wrote before it ended (a child of its holding the pipe: cut short)
+                await asyncio.wait(readers, timeout=1)
+        finally:
+            for reader in readers:
+                reader.cancel()
+            lines.close()
         if rc != 0:
             why = "timed out" if rc is None else f"exited with status {rc}"
             raise SystemLayerError(f"exec.{hook} {why}", "exec_failed")
@@ -548,3 +558,8 @@ def reap(pid: int) -> None:
         if done:
             return
         time.sleep(0.01)
+
+
+async def _relay(stream: asyncio.StreamReader, lines: ServiceLog, name: str) -> None:
+    while data := await stream.read(65536):
+        lines.feed(name, data)

@@ -21,8 +21,9 @@ log = logging.getLogger("prisond.service")
 
 
 class ServiceLog:
-    def __init__(self, name: str, *, rate: int = RATE, clock=time.monotonic):
+    def __init__(self, name: str, *, label: str = "", rate: int = RATE, clock=time.monotonic):
         self.name = name
+        self.label = f"{label}: " if label else ""  # a host hook's lines: "exec.prestart: ..."
         self.rate = rate
         self.clock = clock
         self.partial = {"out": b"", "err": b""}
@@ -60,7 +61,7 @@ class ServiceLog:
             return
         self.logged += 1
         text = printable(raw.rstrip(b"\r").decode("utf-8", "replace"))
-        log.info("%s", text, extra={"prison": self.name, "stream": stream})
+        log.info("%s%s", self.label, text, extra={"prison": self.name, "stream": stream})
 
     def _report_dropped(self) -> None:
         if self.dropped:

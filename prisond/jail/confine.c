@@ -1,4 +1,4 @@
-/* A confined prison's file system: its root, a fresh /proc with the kernel's knobs read-only,
+/* A confined prison's file system: its root, a fresh /proc, read-only,
  * a /dev of its own, the configured mounts, then pivot_root into the root.  Runs in init, in
  * the prison's new mount namespace, before anything of the prison runs.
  *
@@ -112,20 +112,6 @@ static void set_attr(int root, const char *path, unsigned long long attr)
 
 #define RO (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
 
-/* A kernel knob under /proc bound on itself, then made read-only. */
-static void proc_ro(int root, const char *path)
-{
-	int fd = open_beneath(root, path);
-	if (fd < 0)
-		return; /* the kernel has no such knob: nothing to protect */
-	char p[64];
-	fdpath(p, sizeof p, fd);
-	if (mount(p, p, NULL, MS_BIND | MS_REC, NULL) < 0)
-		fail("cannot bind", path);
-	close(fd);
-	set_attr(root, path, RO | MOUNT_ATTR_NOEXEC);
-}
-
 /* A kernel file hidden under the prison's own /dev/null (never the host's: a chmod through the
  * masked name would change the host's node), read-only. */
 static void mask(int root, const char *path)
@@ -186,14 +172,15 @@ static void make_dev(int root)
 	close(dev);
 }
 
+/* The prison's /proc, read-only as a whole: its kernel knobs (sys, sysrq-trigger, ...) and
+ * the shared network stack's files under /proc/PID/net, which are the host's (iptables'
+ * xt_recent lists, the NFS server's caches: written by whoever owns them, and the prison's
+ * root is uid 0).  Writes through /proc/PID/fd/N reach their file, whose mount decides. */
 static void make_proc(int root)
 {
-	static const char *ro[] = {"proc/sys", "proc/sysrq-trigger", "proc/bus", "proc/fs", "proc/irq"};
 	static const char *masked[] = {"proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug",
 				       "proc/latency_stats", "proc/kallsyms"};
-	mount_in(root, "proc", 0, "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-	for (size_t i = 0; i < sizeof ro / sizeof *ro; i++)
-		proc_ro(root, ro[i]);
+	mount_in(root, "proc", 0, "proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	for (size_t i = 0; i < sizeof masked / sizeof *masked; i++)
 		mask(root, masked[i]);
 }

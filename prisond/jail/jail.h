@@ -26,6 +26,7 @@ void usage(const char *msg) __attribute__((noreturn));
 
 #define ALLOW_RAW 0x1   /* allow.raw_sockets: CAP_NET_RAW kept, raw IP sockets */
 #define ALLOW_ANYAF 0x2 /* allow.socket_af: socket families beyond unix, inet, inet6, route netlink */
+#define ALLOW_URING 0x4 /* allow.io_uring: its sockets are made behind the socket() filter's back */
 
 int parse_allow(const char *flags);
 /* The bounding set and the process's own sets cut to what a jail's root may do. */

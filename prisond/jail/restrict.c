@@ -40,7 +40,7 @@ int parse_allow(const char *flags)
 {
 	int allow = 0;
 	for (; flags && *flags; flags++)
-		allow |= *flags == 'r' ? ALLOW_RAW : *flags == 'a' ? ALLOW_ANYAF : 0;
+		allow |= *flags == 'r' ? ALLOW_RAW : *flags == 'a' ? ALLOW_ANYAF : *flags == 'u' ? ALLOW_URING : 0;
 	return allow;
 }
 
@@ -184,8 +184,6 @@ static const int denied[] = {
 #endif
 	__NR_lookup_dcookie, __NR_userfaultfd, __NR_syslog, __NR_vhangup,
 	__NR_sethostname, __NR_setdomainname, /* the hostname is the configuration's */
-	/* io_uring would make sockets behind this filter's back (the kernel layer still sees them) */
-	__NR_io_uring_setup, __NR_io_uring_enter, __NR_io_uring_register,
 #ifdef __NR_iopl
 	__NR_iopl, __NR_ioperm,
 #endif
@@ -209,6 +207,13 @@ static void build(struct filter *p, int allow, int confined)
 		for (size_t i = 0; i < sizeof denied / sizeof *denied; i++)
 			jeq(p, denied[i], L_EPERM, -1);
 		jeq(p, __NR_clone3, L_ENOSYS, -1); /* flags behind a pointer: libc falls back to clone */
+	}
+	/* io_uring, in every prison unless allow.io_uring: IORING_OP_SOCKET makes sockets without
+	 * the socket() call judged below (the kernel layer still sees their addresses) */
+	if (!(allow & ALLOW_URING)) {
+		jeq(p, __NR_io_uring_setup, L_EPERM, -1);
+		jeq(p, __NR_io_uring_enter, L_EPERM, -1);
+		jeq(p, __NR_io_uring_register, L_EPERM, -1);
 	}
 	/* the terminal: no typing into it (TIOCSTI) and no console tricks (TIOCLINUX) */
 	jeq(p, __NR_ioctl, -1, L_NOT_IOCTL);

@@ -6,6 +6,8 @@
 4c. The control socket's directory: the daemon does not change its mode, and a confined
     prison sees none of its other files (nor the host's /tmp when the socket is there).
 4d. A service's stdout/stderr without exec.consolelog: not the daemon's log itself.
+4e. The shared network stack's files under /proc/net (iptables' xt_recent lists): the jailed
+    root, uid 0 like their owner, cannot write them.
 
 Anything the old code may change on the host (/dev node modes, /tmp's mode) is put back in a
 finally block, as soon as it is seen."""
@@ -316,3 +318,32 @@ def test_a_writable_mount_host_users_can_reach_is_refused(daemon, confined_root,
         assert d2.show("c2")["state"] == "running"
     finally:
         shutil.rmtree(open_dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ 4e: /proc/net
+
+
+def recent_sources(path: str) -> set[str]:
+    with open(path) as fh:
+        return {f.split("=", 1)[1] for line in fh for f in line.split() if f.startswith("src=")}
+
+
+def test_the_jailed_root_cannot_change_the_hosts_firewall_lists(daemon, confined_root):
+    """An operator's xt_recent list (a ban list, a port knock) is a file under /proc/net, which a
+    confined prison shares with the host (one network stack); its owner, uid 0, may write it."""
+    name = f"prisond-{os.getpid()}"
+    rule = ["INPUT", "-p", "tcp", "--dport", "2222", "-m", "recent", "--name", name, "--set"]
+    subprocess.run(["iptables", "-A", *rule], check=True)  # the suite's own network namespace
+    try:
+        path = f"/proc/self/net/xt_recent/{name}"
+        with open(path, "w") as fh:
+            fh.write("+127.0.0.42\n")  # the operator bans an address
+        d = daemon("prisons:\n" + confined(confined_root, "c", "127.0.2.1"))
+        r = d.exec("c", "sh", "-c", f"echo / > /proc/net/xt_recent/{name}; echo +127.0.0.1 > /proc/net/xt_recent/{name};"
+                   " echo through-proc-fd > /dev/stdout")
+        after = recent_sources(path)
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True)
+    print("in the prison:", r.stdout, r.stderr, "the list after:", after)
+    assert after == {"127.0.0.42"}, f"the jailed root changed the host's xt_recent list: {after}"
+    assert b"through-proc-fd" in r.stdout, "writing /dev/stdout (a /proc/self/fd link) failed"

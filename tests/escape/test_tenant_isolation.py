@@ -6,7 +6,9 @@ processes.
 3b. Abstract unix sockets: the host's and another prison's are out of reach; a prison's own
     are not.
 3c. Two prisons whose processes run as the same user: neither can read, signal or trace the
-    other's; within one prison, signals work as in a jail."""
+    other's; within one prison, signals work as in a jail.
+3d. io_uring (IORING_OP_SOCKET) makes no socket of a family socket() is refused, unless the
+    prison has allow.io_uring."""
 import os
 import select
 import signal
@@ -31,6 +33,7 @@ def cell(tmp_path_factory, confined_root):
             + confined(confined_root, "c2", "127.0.2.2")
             + confined(confined_root, "craw", "127.0.2.3", extra="    allow: {raw_sockets: true}\n")
             + "  u1:\n    ip4: [127.0.3.1]\n"
+            + "  u3:\n    ip4: [127.0.3.3]\n    allow: {io_uring: true}\n"
             + "  u2:\n    ip4: [127.0.3.2]\n    exec:\n      jail_user: www-data\n"
             + f"      env: {{SECRET: {SECRET}}}\n      start: [sleep, '600']\n")
     with public_cell(body) as d:
@@ -55,6 +58,28 @@ def test_no_sock_packet_in_a_confined_prison(cell, tenant_static, prison):
     print(prison, "socket(AF_INET, SOCK_PACKET, ETH_P_ALL):", got)
     assert got.startswith("err "), \
         f"{prison}: socket(AF_INET, SOCK_PACKET) worked: the prison can sniff and forge frames (EAFNOSUPPORT expected)"
+
+
+# socket families behind the filter's back: io_uring's IORING_OP_SOCKET makes a socket without
+# the socket() system call the seccomp filter judges
+VSOCK = ("40", "1", "0")         # AF_VSOCK, SOCK_STREAM: the hypervisor's services
+SOCK_DIAG = ("16", "2", "4")     # AF_NETLINK, SOCK_DGRAM, NETLINK_SOCK_DIAG: every socket of the host
+
+
+@pytest.mark.parametrize("family", [VSOCK, SOCK_DIAG], ids=["vsock", "sock_diag"])
+@pytest.mark.parametrize("prison,user", [("u1", "www-data"), ("u1", None), ("c1", None)])
+def test_io_uring_makes_no_socket_of_a_refused_family(cell, uring_static, prison, user, family):
+    host = subprocess.run([uring_static, "socket", *family], capture_output=True, text=True).stdout.strip()
+    assert host == "ok socket", f"the probe does not work on this host: {host}"
+    plain = attempt(cell, uring_static, prison, "socket", *family, user=user)
+    print(prison, user, family, "through io_uring:", plain)
+    assert not plain.startswith("ok"), \
+        f"{prison}: io_uring made a socket of family {family[0]} that socket() refuses (allow.io_uring is not set)"
+
+
+def test_allow_io_uring_lets_a_prison_use_it(cell, uring_static):
+    got = attempt(cell, uring_static, "u3", "socket", "2", "1", "0")  # AF_INET, SOCK_STREAM
+    assert got == "ok socket", got
 
 
 # ------------------------------------------------------------------ 3b: abstract unix sockets

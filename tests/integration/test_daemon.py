@@ -82,7 +82,7 @@ prisons:
   badhook:
     ip4: [127.0.4.1]
     exec:
-      prestart: "exit 3"
+      prestart: "echo checking the host; echo no disk left >&2; exit 3"
   badiface:
     ip4: ["nosuchif0|10.99.0.1/32"]
 """)
@@ -90,6 +90,9 @@ prisons:
     assert listed["good"]["state"] == "running"
     assert listed["badcmd"]["state"] == "failed" and "nonexistent" in listed["badcmd"]["reason"]
     assert listed["badhook"]["state"] == "failed" and "exec.prestart exited with status 3" in listed["badhook"]["reason"]
+    # a hook's output: in the daemon's log, each line with its prison and hook
+    assert "prison badhook: exec.prestart: checking the host" in d.log()
+    assert "prison badhook: exec.prestart: no disk left" in d.log()
     assert listed["badiface"]["state"] == "failed" and "nosuchif0" in listed["badiface"]["reason"]
     assert addresses_on_lo() - before == {"127.0.2.1"}
     assert sorted(os.listdir(d.cgroup_dir())) == ["good"] or \

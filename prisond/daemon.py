@@ -190,7 +190,9 @@ class Daemon:
     def __init__(self, config: Config, args: argparse.Namespace, shim_path: str, init_dir: str):
         layout = detect_host()
         if layout is None:
-            raise PrisonError("no cgroup hierarchy is mounted; prisond needs one to track prison processes",
+            raise PrisonError("no cgroup hierarchy is mounted at /sys/fs/cgroup; prisond needs one to track "
+                              "prison processes (`ip netns exec` mounts a /sys without it: use "
+                              "`nsenter --net=/run/netns/NAME` to run prisond in a network namespace)",
                               "cgroup_error")
         self.config = config
         self.args = args

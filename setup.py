@@ -12,9 +12,9 @@ import subprocess
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SHIM_SRC = "prisond/shim/prisonshim.c"
-SHIM_MAP = "prisond/shim/prisonshim.map"
-JAIL_SRC = sorted(glob.glob("prisond/jail/*.c"))
+SHIM_SRC = "prisond/native/shim/prisonshim.c"
+SHIM_MAP = "prisond/native/shim/prisonshim.map"
+JAIL_SRC = sorted(glob.glob("prisond/native/jail/*.c"))
 JAIL_FLAGS = ["-std=gnu11", "-O2", "-g", "-static", "-Wall", "-Wextra", "-Werror"]
 SHIM_FLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
               "-fvisibility=hidden", "-D_FORTIFY_SOURCE=2"]

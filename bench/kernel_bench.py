@@ -51,7 +51,7 @@ def program_costs(d: Daemon, static: str) -> None:
     """The programs' own run time per call, as the kernel accounts it (kernel.bpf_stats_enabled,
     switched on for this measurement only and restored): no wall-clock noise."""
     sys.path.insert(0, os.path.dirname(HERE))
-    from prisond.bpf import syscall as S
+    from prisond.kernel import syscall as S
     path = "/proc/sys/kernel/bpf_stats_enabled"
     with open(path) as fh:
         before = fh.read().strip()

@@ -1,4 +1,14 @@
-"""prisond: FreeBSD-style prisons for Linux services."""
+"""prisond: FreeBSD-style prisons for Linux services.
+
+Layers, each a folder: model (what prisond is told and says), host (the host's interfaces),
+kernel (the BPF layer), engine (prisons' lifecycles), service (the daemon), client (prisonctl),
+native (the C side: prisonjail and the shim, built by pip install next to this file)."""
+import os
+
+
+def built(name: str) -> str:
+    """Where `pip install` put one of the C programs (prisonjail, libprisonshim.so): here."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
 
 
 def version() -> str:

@@ -1,6 +1,6 @@
 """`python3 -m prisond`: the daemon, as the `prisond` command runs it."""
 import sys
 
-from .daemon import main
+from prisond.service.daemon import main
 
 sys.exit(main())

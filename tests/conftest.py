@@ -61,7 +61,7 @@ def pytest_sessionfinish(session, exitstatus):
     """Last safety net: no cgroup of this run outlives it (a daemon killed mid-test leaves some)."""
     if os.geteuid() != 0:
         return
-    from prisond.cgroup import detect_host
+    from prisond.host.cgroup import detect_host
     layout = detect_host()
     if layout is None:
         return
@@ -84,7 +84,7 @@ def pytest_sessionfinish(session, exitstatus):
     from support.daemon import remove_v1_cgroups
     for top in glob.glob(f"/sys/fs/cgroup/*/prisond-test-{os.getpid()}-*"):
         remove_v1_cgroups(os.path.basename(top))
-    from prisond.lock import CGROUP_LOCKS
+    from prisond.host.lock import CGROUP_LOCKS
     for lock in glob.glob(os.path.join(CGROUP_LOCKS, f"prisond-test-{os.getpid()}-*.lock")):
         os.unlink(lock)
 

@@ -1,5 +1,5 @@
 """Layout detection over recorded /proc/self/mountinfo of the three kinds of host."""
-from prisond.cgroup import detect
+from prisond.host.cgroup import detect
 
 PURE_V2 = """\
 24 1 0:22 / / rw - ext4 /dev/vda rw
@@ -43,12 +43,12 @@ def test_no_cgroups():
 
 
 def test_this_host_is_detected():
-    from prisond.cgroup import detect_host
+    from prisond.host.cgroup import detect_host
     assert detect_host() is not None
 
 
 def test_v2_path_of_a_process():
-    from prisond.cgroup import v2_path_of
+    from prisond.host.cgroup import v2_path_of
     text = "12:pids:/user.slice\n1:name=systemd:/user.slice\n0::/prisond/web1\n"
     assert v2_path_of(text) == "/prisond/web1"
     assert v2_path_of("5:memory:/x\n") is None

@@ -41,7 +41,7 @@ def test_exec_import_path_is_lean():
     Run as the installed launcher runs it: python -S with the module path given."""
     import json
     import sys
-    code = (f"import sys; sys.path[1:1] = {json.dumps([p for p in sys.path if p])}; import prisond.cli; "
+    code = (f"import sys; sys.path[1:1] = {json.dumps([p for p in sys.path if p])}; import prisond.client.cli; "
             "print(sorted(m for m in ('yaml','asyncio','pyroute2','argparse','json','socket','re','enum') "
             "if m in sys.modules))")
     r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True)

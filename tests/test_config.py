@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from prisond.config import Command, ConfigError, parse
+from prisond.model.config import Command, ConfigError, parse
 from support.daemon import prisonctl_cmd
 
 
@@ -124,7 +124,7 @@ def test_the_example_configs_are_valid():
     files = glob.glob(os.path.join(root, "config", "*.yaml"))
     assert files
     for f in files:
-        from prisond.config import load_file
+        from prisond.model.config import load_file
         assert load_file(f).prisons
 
 
@@ -156,7 +156,7 @@ def test_bad_path_and_mounts_are_named():
 
 
 def test_limits():
-    from prisond.config import Limits
+    from prisond.model.config import Limits
     c = parse("defaults:\n  limits: {pids: 100}\nprisons:\n"
               "  a: {ip4: [127.0.2.1], limits: {memory: 1.5G, memory_high: 512M, cpu: 150%, nofile: 4096}}\n"
               "  b: {ip4: [127.0.3.1], limits: {cpu: 0.25, pids: 10}}\n", "x.yaml")

@@ -3,8 +3,8 @@ method that waits keeps the replies in request order."""
 import asyncio
 import json
 
-from prisond.api import Peer
-from prisond.control import ControlServer
+from prisond.service.api import Peer
+from prisond.service.control import ControlServer
 
 
 def host_peer(sock) -> Peer:

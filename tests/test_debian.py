@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from prisond.cli import USAGE
-from prisond.config import parse
-from prisond.errors import ConfigError
+from prisond.client.cli import USAGE
+from prisond.model.config import parse
+from prisond.model.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAN = os.path.join(ROOT, "man")

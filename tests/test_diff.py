@@ -1,5 +1,5 @@
-from prisond.config import parse
-from prisond.diff import diff
+from prisond.model.config import parse
+from prisond.model.diff import diff
 
 
 def test_diff_names_added_changed_removed_unchanged():

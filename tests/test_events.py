@@ -1,5 +1,5 @@
 """The event log: each prison's share, and reading after an id."""
-from prisond.events import EventLog
+from prisond.engine.events import EventLog
 
 
 def test_a_prison_that_floods_evicts_only_its_own():

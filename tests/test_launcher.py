@@ -2,7 +2,7 @@
 import os
 import stat
 
-from prisond.launcher import hidden_from_users
+from prisond.host.launcher import hidden_from_users
 
 
 def fake(modes: dict[str, tuple[int, int]]):

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from prisond import mkroot
+from prisond.client import mkroot
 
 PASSWD = """root:x:0:0:root:/root:/bin/bash
 www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin

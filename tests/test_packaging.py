@@ -23,7 +23,7 @@ def test_the_wheel_carries_the_built_shim_and_the_commands(tmp_path):
         assert zf.read("prisond/prisonjail")[:4] == b"\x7fELF"
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         text = zf.read(entry).decode()
-        assert "prisond = prisond.daemon:main" in text and "prisonctl = prisond.cli:main" in text
+        assert "prisond = prisond.service.daemon:main" in text and "prisonctl = prisond.client.cli:main" in text
         zf.extract("prisond/libprisonshim.so", tmp_path)
     out = subprocess.run(["nm", "-D", "--defined-only", str(tmp_path / "prisond" / "libprisonshim.so")],
                          capture_output=True, text=True, check=True).stdout

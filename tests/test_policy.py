@@ -1,7 +1,7 @@
 import dataclasses
 
-from prisond.config import Mount, parse
-from prisond.policy import service_env, shim_policy, with_preload
+from prisond.model.config import Mount, parse
+from prisond.model.policy import service_env, shim_policy, with_preload
 
 
 def spec(body="ip4: [127.0.2.1, 127.0.2.2]\n    ip6: [\"lo|fd00::1\"]"):
@@ -29,8 +29,8 @@ def test_policy_names_the_socket_for_status_lines():
 
 
 def test_init_argv_for_prisonjail():
-    from prisond.launcher import init_argv
-    from prisond.policy import jail_flags
+    from prisond.host.launcher import init_argv
+    from prisond.model.policy import jail_flags
     s = dataclasses.replace(spec(), allow=frozenset({"raw_sockets"}))
     assert jail_flags(spec()) == "-" and jail_flags(s) == "r"
     assert init_argv("/j", 0, s, ["/cg/a/cgroup.procs"], "/run/prisond/public") == [

@@ -1,4 +1,4 @@
-from prisond.procinfo import parse_net_table
+from prisond.host.procinfo import parse_net_table
 
 TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from prisond import client, protocol
-from prisond.errors import NoSuchPrison, ProtocolError
+from prisond.client import connection as client
+from prisond.model import protocol
+from prisond.model.errors import NoSuchPrison, ProtocolError
 
 
 def test_round_trip():

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from prisond.cgroup import Layout
-from prisond.config import Limits
-from prisond.errors import SystemLayerError
-from prisond.resources import Host, v1_settings, v2_settings
+from prisond.host.cgroup import Layout
+from prisond.model.config import Limits
+from prisond.model.errors import SystemLayerError
+from prisond.host.resources import Host, v1_settings, v2_settings
 
 LIMITS = Limits(memory=512 << 20, memory_high=400 << 20, pids=50, cpu=0.25, nofile=100)
 
@@ -109,7 +109,7 @@ def test_v1_limits_and_figures(tmp_path):
 
 
 def test_counter_watch_turns_counters_into_events():
-    from prisond.events import CounterWatch
+    from prisond.engine.events import CounterWatch
     w = CounterWatch()
     base = {"oom_kills": 0, "pids_refused": 0, "cpu_throttled": 0, "rewritten": 4, "denied": 0}
     assert w.check("a", base, 0.0) == []  # first sight: the past is not news

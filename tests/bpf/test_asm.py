@@ -2,7 +2,7 @@ import struct
 
 import pytest
 
-from prisond.bpf import asm
+from prisond.kernel import asm
 
 
 def insns(prog):

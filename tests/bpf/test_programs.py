@@ -1,9 +1,9 @@
 import ipaddress
 import struct
 
-from prisond.bpf import programs as P
-from prisond.bpf.enforce import policy_value, shared_addresses
-from prisond.config import parse
+from prisond.kernel import programs as P
+from prisond.kernel.enforce import policy_value, shared_addresses
+from prisond.model.config import parse
 
 
 def test_policy_layout():

@@ -479,7 +479,7 @@ SHARED_PAIR = {"sa": PRISONS["sa"], "sb": PRISONS["sb"]}
 
 def claim_programs(d, prison) -> list[str]:
     """The names of the claim programs attached to a prison's cgroup."""
-    from prisond.bpf import syscall as S
+    from prisond.kernel import syscall as S
     cg = os.open(os.path.join(d.cgroup_dir(), prison), os.O_RDONLY)
     try:
         return [name for name in ("post_bind4", "post_bind6", "sock_release") if S.prog_query(cg, S.ATTACH[name])]
@@ -503,8 +503,8 @@ def test_claims_survive_a_killed_daemon(daemon, tool):
         assert refused(d, "sb", tool, "127.0.7.1", port) == ""
         assert (claim_programs(d, "a"), len(claim_programs(d, "sa"))) == ([], 3)
         # from either end: the core programs of one prison, the claim programs of another
-        from prisond.bpf import syscall as S
-        from prisond.bpf.enforce import KernelLayer
+        from prisond.kernel import syscall as S
+        from prisond.kernel.enforce import KernelLayer
         paths = [os.path.join(d.cgroup_dir(), p) for p in ("a", "sa", "sb", "z")]
         cg = os.open(paths[1], os.O_RDONLY)
         attached = S.prog_query(cg, S.ATTACH["post_bind4"])

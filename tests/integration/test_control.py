@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from prisond.protocol import MAX_LINE
+from prisond.model.protocol import MAX_LINE
 from support.daemon import let_others_reach, run_cli_as
 
 NOBODY, NOGROUP = 65534, 65534

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 
-from prisond.client import Client
+from prisond.client.connection import Client
 
 UNIT = os.path.join(os.path.dirname(__file__), "..", "..", "systemd", "prisond.service")
 
@@ -114,7 +114,7 @@ def test_watchdog_pings_when_systemd_asks(tmp_path):
 
 
 def test_watchdog_interval_is_half_the_timeout(monkeypatch):
-    from prisond.sdnotify import watchdog_interval
+    from prisond.host.sdnotify import watchdog_interval
     monkeypatch.setenv("WATCHDOG_USEC", "400000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     assert watchdog_interval() == 0.2

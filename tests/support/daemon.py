@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 
-from prisond.client import Client
+from prisond.client.connection import Client
 
 _counter = itertools.count(1)
 
@@ -109,7 +109,7 @@ class Daemon:
         return self.call("prison.show", name=prison)
 
     def cgroup_dir(self) -> str:
-        from prisond.cgroup import detect_host
+        from prisond.host.cgroup import detect_host
         return os.path.join(detect_host().root, self.cgroup_parent)
 
     def stop(self, timeout: float = 60) -> int:
@@ -192,7 +192,7 @@ def run_cli_as(uid: int, gid: int, argv: list[str], groups: list[int] = ()) -> t
     (Exec'ing the prisonctl script would need the interpreter to be readable by that user,
     which a Python installed under /root is not; the code path is the same.)"""
     import io
-    from prisond import cli
+    from prisond.client import cli
     out_r, out_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
@@ -242,7 +242,7 @@ def rmdir_when_empty(path: str, tries: int = 100) -> None:
 
 def remove_lock(parent: str) -> None:
     """The daemon's lock file for its cgroup parent (kept by the daemon: unlinking races)."""
-    from prisond.lock import CGROUP_LOCKS
+    from prisond.host.lock import CGROUP_LOCKS
     try:
         os.unlink(os.path.join(CGROUP_LOCKS, parent + ".lock"))
     except FileNotFoundError:

@@ -274,7 +274,7 @@ def test_1_apt_install_enables_and_starts_the_unit(box: Container):
         c.out(f"test -s {f}")
     assert c.out("cat /var/lib/dpkg/info/prisond.conffiles") == "/etc/prisond/prisond.yaml"
     # Debian 12 has no python3-orjson: the daemon's protocol runs on the standard json
-    assert c.out("python3 -c 'import prisond.protocol as p; print(p.orjson)'") == "None"
+    assert c.out("python3 -c 'import prisond.model.protocol as p; print(p.orjson)'") == "None"
     pyroute2 = c.out("dpkg-query -W -f='${Version}' python3-pyroute2")
     uvloop = c.out("dpkg-query -W -f='${Version}' python3-uvloop")
     say(f"   python3 {c.out('python3 -V')}, python3-pyroute2 {pyroute2}, python3-uvloop {uvloop}")
@@ -444,7 +444,7 @@ def test_7_stop_leaves_nothing(box: Container):
     c.out("systemctl stop prisond", timeout=150)
     say(f"   stopped in {time.monotonic() - t:.1f}s: {c.sh('systemctl is-active prisond', check=False).stdout.strip()}")
     assert leftovers(c) == []
-    assert c.out("ls -A /var/lib/prisond") == "prisond.lock"  # kept: unlinking a lock file races
+    assert c.out("ls -A /var/lib/prisond") == "prisond.host.lock"  # kept: unlinking a lock file races
     say("   no http.server, prisonjail or prisond process; no /sys/fs/cgroup/prisond; lo holds 127.0.0.1 "
         "and ::1 only; /run/prisond gone; /var/lib/prisond holds its lock file only")
 

@@ -26,7 +26,7 @@ def venv(tmp_path_factory):
     (wheel,) = glob.glob(str(tmp / "dist" / "prisond-*.whl"))
     with zipfile.ZipFile(wheel) as zf:  # every subpackage, found
         names = zf.namelist()
-    assert {"prisond/bpf/enforce.py", "prisond/jail/init.c", "prisond/prisonjail", "prisond/libprisonshim.so"} <= set(names)
+    assert {"prisond/kernel/enforce.py", "prisond/native/jail/init.c", "prisond/prisonjail", "prisond/libprisonshim.so"} <= set(names)
     subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True)
     subprocess.run([str(tmp / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                     "--no-index", "--find-links", WHEELS, wheel], check=True, capture_output=True)

@@ -1,0 +1,1 @@
+"""prisonctl: the CLI, its client of the control socket, and mkroot."""

@@ -1,0 +1,98 @@
+"""What happened to prisons, kept for `prisonctl events` and written to the log.
+
+Each event: {"id", "time", "prison", "kind", "text", ...}.  Kinds: started, stopped, failed;
+the limit hits oom_kill, pids_max, cpu_throttled; what the kernel layer and the shim coerced,
+refused or dropped: coerced, refused, dropped (with "count": how many since the last one of
+the kind, and "source": kernel or shim).  Bounded: each prison keeps its last PER_PRISON
+events, so a slow reader misses the oldest, the daemon's memory stays flat, and a prison that
+floods evicts only its own.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+LIMIT_KINDS = ("oom_kill", "pids_max", "cpu_throttled")
+AUDIT_KINDS = ("coerced", "refused", "dropped")
+log = logging.getLogger("prisond.engine.prison")
+
+
+PER_PRISON = 128
+
+
+class EventLog:
+    def __init__(self, per_prison: int = PER_PRISON):
+        self.per_prison = per_prison
+        self.by_prison: dict[str, deque[dict]] = {}
+        self.last_id = 0
+
+    def add(self, prison: str, kind: str, text: str, **data) -> dict:
+        self.last_id += 1
+        ev = {"id": self.last_id, "time": time.time(), "prison": prison, "kind": kind, "text": text, **data}
+        kept = self.by_prison.get(prison)
+        if kept is None:
+            kept = self.by_prison[prison] = deque(maxlen=self.per_prison)
+        kept.append(ev)
+        level = logging.WARNING if kind in LIMIT_KINDS or kind == "failed" else \
+            logging.INFO if kind in AUDIT_KINDS else logging.DEBUG
+        log.log(level, "%s: %s", kind, text, extra={"prison": prison})
+        return ev
+
+    def since(self, after: int = 0, prison: str | None = None, limit: int = 1000) -> list[dict]:
+        """Events after id `after`, oldest first: only the prisons with newer ones are looked at,
+        each from its newest back (what `events --follow` asks twice a second)."""
+        shares = [self.by_prison.get(prison, deque())] if prison is not None else list(self.by_prison.values())
+        out = []
+        for kept in shares:
+            if kept and kept[-1]["id"] > after:
+                for ev in reversed(kept):
+                    if ev["id"] <= after:
+                        break
+                    out.append(ev)
+        out.sort(key=lambda e: e["id"])
+        return out[:limit]
+
+
+# counter -> (event kind, seconds between two events of that kind for one prison: 0 = each)
+WATCHED = {
+    "oom_kills": ("oom_kill", 0),
+    "pids_refused": ("pids_max", 0),
+    "cpu_throttled": ("cpu_throttled", 60.0),  # goes on while a CPU hog runs
+    "rewritten": ("coerced", 10.0),            # the kernel layer's counters
+    "denied": ("refused", 10.0),
+    "egress_dropped": ("dropped", 10.0),
+    "ingress_dropped": ("dropped", 10.0),
+}
+
+
+class CounterWatch:
+    """Turns a prison's cumulative counters into events: an increase is reported at once, then
+    at most once per the kind's period, with how many since the last report.  Pure: counters
+    in, (kind, counter, count) out."""
+
+    def __init__(self, watched: dict = WATCHED):
+        self.watched = watched
+        self.reported: dict[str, dict[str, tuple[float | None, int]]] = {}
+
+    def check(self, prison: str, counters: dict, now: float) -> list[tuple[str, str, int]]:
+        seen = self.reported.get(prison)
+        if seen is None:  # first sight: what happened before is not news
+            self.reported[prison] = {k: (None, counters.get(k) or 0) for k in self.watched}
+            return []
+        hits = []
+        for key, (kind, every) in self.watched.items():
+            value = counters.get(key)
+            if value is None:
+                continue
+            last, count = seen[key]
+            n = value - count
+            if n > 0 and (last is None or every == 0 or now - last >= every):
+                hits.append((kind, key, n))
+                seen[key] = (now, value)
+            elif n < 0:  # counters started again (a new cgroup)
+                seen[key] = (last, value)
+        return hits
+
+    def forget(self, prison: str) -> None:
+        self.reported.pop(prison, None)

@@ -1,0 +1,566 @@
+"""One prison at run time: its JID and state, and the start and stop sequences of jail(8).
+
+Start: exec.prestart (host), addresses, cgroup, exec.start (inside), exec.poststart (host).
+Stop:  exec.prestop (host), exec.stop (inside), SIGTERM to all, wait stop.timeout, SIGKILL
+       the rest, remove the cgroup, exec.poststop (host), remove the addresses it added.
+A start that fails anywhere undoes what it did, so a failed prison holds nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from prisond.host import procinfo
+from prisond.engine import seams
+from prisond.host.cgroup import Cgroup, CgroupTree
+from prisond.model.config import Command, PrisonSpec
+from prisond.model.errors import PrisonError, StateConflict, SystemLayerError
+from prisond.host.initlink import Child, Hello, InitLink, SpawnRequest, status_text
+from prisond.host.launcher import Launcher
+from prisond.host.net import AliasBook
+from prisond.engine.servicelog import ServiceLog
+from prisond.engine.tasks import spawn
+
+STOPPED, STARTING, RUNNING, STOPPING, FAILED = "stopped", "starting", "running", "stopping", "failed"
+KILL_WAIT = 5.0  # after SIGKILL, how long the last processes get to vanish
+HOOK_TIMEOUT = 60.0  # exec.prestart / poststart / prestop / poststop
+BRIEF_TTL = 1.0  # seconds `prisonctl list`'s CPU and memory figures may be old
+FIGURES_TTL = 0.25  # seconds show's and top's figures may be old
+PIDS_TTL = 0.5  # seconds the map of a prison's pids (as it sees them) may be old
+LIMIT_KEYS = ("memory", "memory_high", "pids", "cpu", "nofile")
+
+
+@dataclass
+class Deps:
+    """What a prison needs from the daemon, passed in."""
+    cgroups: CgroupTree
+    aliases: AliasBook
+    launcher: Launcher
+    kernel: seams.KernelLayer | None = None  # where the host can enforce (bpf/)
+    kernel_why: str = ""                      # why it can, or why not
+    resources: seams.Resources | None = None  # limits and accounting (None: neither)
+    events: seams.Events | None = None
+
+    def enforcement(self, spec: PrisonSpec) -> tuple[str, str]:
+        """The level a prison gets, and why: asked for, or the host's default."""
+        if spec.enforce == "shim":
+            return "shim", "asked for in the configuration"
+        if spec.enforce == "kernel":
+            return "kernel", "asked for in the configuration"
+        if self.kernel is not None:
+            return "kernel", f"default: {self.kernel_why}"
+        return "shim", f"default: kernel enforcement unavailable ({self.kernel_why})"
+
+
+class Prison:
+    def __init__(self, spec: PrisonSpec, jid: int, deps: Deps):
+        self.spec = spec
+        self.jid = jid
+        self.deps = deps
+        self.state = STOPPED
+        self.reason: str | None = None
+        self.started_at: float | None = None
+        self.cgroup: Cgroup = deps.cgroups.for_prison(spec.name)
+        self.service: Child | None = None
+        self.service_status: str | None = None
+        self.link: InitLink | None = None  # the prison's init: the way in
+        self.logs: ServiceLog | None = None
+        self.lock = asyncio.Lock()
+        self.log = logging.LoggerAdapter(logging.getLogger("prisond.engine.prison"), {"prison": spec.name})
+        self._holds_aliases = False
+        self.enforcement, self.enforcement_why = deps.enforcement(spec)
+        self.cgroup_id: int | None = None  # set while the kernel layer enforces this prison
+        self._addr_cache: tuple = (None, [], [])
+        self.init_pid: int | None = None  # the prison's init (host pid; PID 1 of a confined prison)
+        self.res = deps.resources.for_prison(spec.name, self.cgroup.path) if deps.resources else None
+        self._brief: dict = {}
+        self._brief_at = -BRIEF_TTL - 1.0
+        self._procs, self._procs_at = 0, -BRIEF_TTL - 1.0
+        self._fig: tuple[dict | None, dict | None] = (None, None)
+        self._fig_at = -FIGURES_TTL - 1.0
+        self._static: tuple = (None, {})
+        self._pidmap: dict[int, int] = {}
+        self._pidmap_at = -PIDS_TTL - 1.0
+
+    # ------------------------------------------------------------ start
+
+    async def start(self) -> None:
+        async with self.lock:
+            if self.state in (RUNNING, STARTING):
+                raise StateConflict(f"prison {self.spec.name} is already running", "already_running")
+            self.state, self.reason = STARTING, None
+            self.log.info("starting (jid %d, %s)", self.jid, ", ".join(map(str, self.spec.addresses)) or "no addresses")
+            try:
+                await self._start()
+            except PrisonError as exc:
+                await self._teardown(graceful=False)
+                self.state, self.reason = FAILED, exc.message
+                self.log.error("failed to start: %s", exc.message)
+                self.event("failed", exc.message)
+                raise
+            except Exception as exc:  # a bug must still leave nothing half-made
+                await self._teardown(graceful=False)
+                self.state, self.reason = FAILED, f"internal error: {exc}"
+                self.log.exception("failed to start")
+                raise PrisonError(f"prison {self.spec.name} failed to start: {exc}") from exc
+            self.state, self.started_at = RUNNING, time.time()
+            self._procs_at = self._brief_at = self._fig_at = -BRIEF_TTL - 1.0  # figures: fresh from now
+            self.log.info("running")
+            self.event("started", f"jid {self.jid}")
+
+    async def _start(self) -> None:
+        spec = self.spec
+        await self._host_hook("prestart", spec.exec.prestart)
+        await asyncio.to_thread(self.deps.aliases.acquire, spec.name, spec.addresses, spec.interface)
+        self._holds_aliases = True
+        if self.cgroup.exists() and self.cgroup.procs():
+            raise SystemLayerError(f"cgroup {self.cgroup.path} already holds processes", "cgroup_error")
+        if spec.limits.nofile:
+            import resource
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            if hard != resource.RLIM_INFINITY and spec.limits.nofile > hard:
+                raise SystemLayerError(f"limits.nofile {spec.limits.nofile} is above the daemon's own hard limit "
+                                       f"{hard} (LimitNOFILE= in its unit)", "limit_unavailable")
+        await asyncio.to_thread(self.cgroup.create)
+        if self.res:
+            await asyncio.to_thread(self.res.create)
+            await asyncio.to_thread(self.res.apply, spec.limits)
+        elif spec.limits.controllers():
+            raise SystemLayerError("limits: this daemon has no cgroup controllers to enforce them", "limit_unavailable")
+        if self.enforcement == "kernel":
+            if self.deps.kernel is None:
+                raise SystemLayerError(f"enforce: kernel was asked for, but this host cannot: {self.deps.kernel_why}",
+                                       "kernel_unavailable")
+            self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
+        await self._connect(await self.deps.launcher.start_init(spec, self.procs_files()))
+        if spec.confined:
+            self.log.info("confined in %s (init: pid %d)", spec.path, self.init_pid)
+        if spec.exec.start:
+            self.service = await self._spawn(spec.exec.start)
+            self.service_status = "running"
+            self.log.info("exec.start: pid %s: %s", self.service.pid or "-", " ".join(spec.exec.start.argv))
+            spawn(self._watch_service(self.service), f"service:{spec.name}")
+        await self._host_hook("poststart", spec.exec.poststart)
+
+    async def _connect(self, link: InitLink) -> Hello:
+        """Talk to the prison's init: its pid, what it started that still runs, its services'
+        output from now on."""
+        self.link = link
+        self.logs = ServiceLog(self.spec.name)
+        link.on_log = self.logs.feed
+        hello = await link.connect()
+        self.init_pid = hello.init_pid
+        link.on_lost = self._init_lost
+        return hello
+
+    def _init_lost(self) -> None:
+        if self.state == RUNNING:
+            self.log.error("the prison's init is gone: nothing more can be started in it")
+            self.reason = "its init is gone"
+
+    async def exec(self, req: SpawnRequest, fds: list[int]) -> tuple[Child, int | None]:
+        """A process in the running prison, started by its init (prisonctl exec)."""
+        if self.state != RUNNING or self.link is None:
+            raise StateConflict(f"prison {self.spec.name} is not running", "not_running")
+        return await self.link.spawn(req, fds)
+
+    def procs_files(self) -> list[str]:
+        """Where a process joins the prison: its cgroup, and on v1 hosts its controllers'."""
+        return [self.cgroup.procs_file] + (self.res.procs_files() if self.res else [])
+
+    def event(self, kind: str, text: str, **data) -> None:
+        if self.deps.events is not None:
+            self.deps.events.add(self.spec.name, kind, text, **data)
+
+    async def _spawn(self, cmd: Command) -> Child:
+        if self.link is None:
+            raise StateConflict(f"prison {self.spec.name} has no init", "not_running")
+        return await self.deps.launcher.spawn_in(self.link, self.spec, cmd, self.enforcement == "kernel")
+
+    async def _watch_service(self, child: Child) -> None:
+        try:
+            status = status_text(await child.exited)
+        except PrisonError:
+            status = "gone with the prison's init"
+        if self.service is child:
+            self.service_status = status
+        if self.state == RUNNING:
+            self.log.warning("exec.start service (pid %s) %s", child.pid or "-", status)
+
+    async def _host_hook(self, hook: str, cmd: Command | None) -> None:
+        if cmd is None:
+            return
+        proc = await self.deps.launcher.spawn_host(self.spec, cmd)
+        lines = ServiceLog(self.spec.name, label=f"exec.{hook}")  # without consolelog: in the daemon's log
+        streams = {"out": proc.stdout, "err": proc.stderr}
+        readers = [asyncio.ensure_future(_relay(s, lines, name)) for name, s in streams.items() if s is not None]
+        try:
+            rc = await Launcher.wait(proc, HOOK_TIMEOUT)
+            if readers:  # what it wrote before it ended (a child of its holding the pipe: cut short)
+                await asyncio.wait(readers, timeout=1)
+        finally:
+            for reader in readers:
+                reader.cancel()
+            lines.close()
+        if rc != 0:
+            why = "timed out" if rc is None else f"exited with status {rc}"
+            raise SystemLayerError(f"exec.{hook} {why}", "exec_failed")
+
+    # ------------------------------------------------------------ adopt, change in place
+
+    def record(self) -> dict:
+        """What a later daemon needs to adopt this prison."""
+        svc = self.service if self.state == RUNNING else None
+        return {"jid": self.jid, "state": self.state, "started_at": self.started_at,
+                "service_id": svc.ident if svc else None, "service_pid": svc.pid if svc else None,
+                "enforcement": self.enforcement}
+
+    async def adopt(self, rec: dict) -> None:
+        """Take over a prison a previous daemon left running: its processes stay as they are."""
+        async with self.lock:
+            spec = self.spec
+            await asyncio.to_thread(self.deps.aliases.acquire, spec.name, spec.addresses, spec.interface)
+            self._holds_aliases = True
+            if self.res:
+                await asyncio.to_thread(self.res.create)
+                await asyncio.to_thread(self.res.apply, spec.limits)
+            if self.enforcement == "kernel":
+                if self.deps.kernel is None:
+                    raise SystemLayerError("its kernel enforcement cannot be re-established: "
+                                           f"{self.deps.kernel_why}", "kernel_unavailable")
+                self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
+            hello = await self._connect(InitLink(self.deps.launcher.init_socket(spec.name), spec.name))
+            self.state, self.reason = RUNNING, None
+            self.started_at = rec.get("started_at")
+            ident = rec.get("service_id")
+            if spec.exec.start and ident in hello.live:
+                self.service, self.service_status = hello.live.pop(ident), "running (adopted)"
+                spawn(self._watch_service(self.service), f"service:{spec.name}")
+            elif spec.exec.start and ident in hello.exited:
+                self.service_status = f"{status_text(hello.exited[ident])} (while no daemon watched)"
+            elif spec.exec.start:
+                self.service_status = "exited (while no daemon watched)"
+            self.log.info("adopted (jid %d, %d processes, %s enforcement)", self.jid, len(self.pids()),
+                          self.enforcement)
+
+    async def change_in_place(self, new: PrisonSpec) -> None:
+        """A reload that changed only what a running prison can take without a restart: the
+        addresses of a kernel prison (aliases and the kernel policy change) and the limits
+        (written to its cgroups).  The processes stay."""
+        async with self.lock:
+            old = self.spec
+            if new.limits != old.limits and self.res is not None:  # changes_in_place made sure of it
+                await asyncio.to_thread(self.res.apply, new.limits)
+                if new.limits.nofile != old.limits.nofile:
+                    await asyncio.to_thread(self._set_nofile, new.limits.nofile)
+                self.spec = dataclasses.replace(self.spec, limits=new.limits)
+                self.log.info("limits now %s (processes kept)", _limits_text(new.limits))
+            if new.addresses != old.addresses and self.deps.kernel is not None:  # the same
+                await asyncio.to_thread(self.deps.aliases.acquire, new.name, new.addresses, new.interface)
+                await asyncio.to_thread(self.deps.kernel.update, self.cgroup.path, new)
+                kept = {a.ip for a in new.addresses}
+                gone = tuple(a for a in old.addresses if a.ip not in kept)
+                await asyncio.to_thread(self.deps.aliases.release, old.name, gone)
+                self.log.info("addresses now %s (processes kept)", ", ".join(map(str, new.addresses)) or "none")
+            self.spec = new
+
+    def _set_nofile(self, n: int | None) -> None:
+        """RLIMIT_NOFILE of every running process of the prison (no limit: the daemon's own).
+        Raising a hard limit needs CAP_SYS_RESOURCE: without it, only new processes get it."""
+        import resource
+        value = (n, n) if n else resource.getrlimit(resource.RLIMIT_NOFILE)
+        refused = 0
+        for pid in self.cgroup.procs():
+            try:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, value)
+            except ProcessLookupError:
+                pass
+            except (PermissionError, ValueError):
+                refused += 1
+        if refused:
+            self.log.warning("limits.nofile: %d running process(es) keep their lower limit (raising it needs "
+                             "CAP_SYS_RESOURCE); new processes get %s", refused, value[1])
+
+    def changes_in_place(self, new: PrisonSpec) -> bool:
+        if self.state != RUNNING:
+            return False
+        same_rest = dataclasses.replace(self.spec, ip4=(), ip6=(), limits=new.limits) == \
+            dataclasses.replace(new, ip4=(), ip6=())
+        addresses_ok = new.addresses == self.spec.addresses or (
+            self.enforcement == "kernel" and self.cgroup_id is not None and self.deps.enforcement(new)[0] == "kernel")
+        limits_ok = new.limits == self.spec.limits or (self.res is not None and not self.res.missing(new.limits))
+        return same_rest and addresses_ok and limits_ok
+
+    # ------------------------------------------------------------ stop
+
+    async def stop(self) -> None:
+        async with self.lock:
+            if self.state not in (RUNNING, FAILED):
+                raise StateConflict(f"prison {self.spec.name} is not running", "not_running")
+            if self.state == FAILED:
+                self.state, self.reason = STOPPED, None
+                return
+            self.state = STOPPING
+            self.log.info("stopping")
+            errors = await self._teardown(graceful=True)
+            self.state, self.started_at = STOPPED, None
+            self.reason = "; ".join(errors) if errors else None
+            self.event("stopped", self.reason or "")
+            if errors:
+                self.log.warning("stopped with problems: %s", self.reason)
+            else:
+                self.log.info("stopped")
+
+    async def _teardown(self, graceful: bool) -> list[str]:
+        """Everything the start made, undone; returns what could not be (nothing raises)."""
+        errors: list[str] = []
+        spec = self.spec
+        if graceful:
+            try:
+                await self._host_hook("prestop", spec.exec.prestop)
+            except PrisonError as exc:
+                errors.append(exc.message)
+            if spec.exec.stop and self.link is not None and self.link.connected:
+                try:
+                    child = await self._spawn(spec.exec.stop)
+                    try:
+                        await asyncio.wait_for(asyncio.shield(child.exited), spec.stop_timeout)
+                    except TimeoutError:
+                        child.signal(signal.SIGKILL)
+                        errors.append("exec.stop timed out")
+                except PrisonError as exc:
+                    errors.append(exc.message)
+        if self.link is not None:  # its end is the prison's end, not news
+            self.link.on_lost = None
+        try:
+            await self._kill_all(spec.stop_timeout if graceful else 0.0)
+            await asyncio.to_thread(self.cgroup.remove)  # detaches the programs, frees the storage
+            self.cgroup_id = None
+            if self.res:
+                await asyncio.to_thread(self.res.remove)
+        except PrisonError as exc:
+            errors.append(exc.message)
+        if graceful:
+            try:
+                await self._host_hook("poststop", spec.exec.poststop)
+            except PrisonError as exc:
+                errors.append(exc.message)
+        if self._holds_aliases:
+            errors += await asyncio.to_thread(self.deps.aliases.release, spec.name, spec.addresses)
+            self._holds_aliases = False
+        self._disconnect()
+        self.service = self.init_pid = None
+        return errors
+
+    def _disconnect(self) -> None:
+        """The link to init and the log pipes (what is still in them is logged)."""
+        if self.link is not None:
+            self.link.on_lost = None
+            self.link.close()
+            _unlink(self.link.path)
+            self.link = None
+        if self.logs is not None:
+            self.logs.close()
+            self.logs = None
+
+    async def _kill_all(self, grace: float) -> None:
+        """SIGTERM to all, stop.timeout, SIGKILL to the rest, then the prison's init.  init
+        ignores SIGTERM (as PID 1 does) and outlives the others, so it reaps them all and tells
+        how each ended (an exec's client gets its command's true end); killing it last ends
+        the prison (for a confined one, its PID namespace)."""
+        cg = self.cgroup
+        if not cg.exists():
+            return
+        init = self.init_pid
+        if grace > 0 and set(cg.procs()) - {init}:
+            cg.signal_all(signal.SIGTERM)
+            if not await self._wait_empty(grace, {init}):
+                self.log.warning("processes left after %.1fs: sending SIGKILL", grace)
+        if set(cg.procs()) - {init}:
+            cg.kill_all_but(init)
+            await self._wait_empty(KILL_WAIT, {init})
+        if self.link is not None and self.link.connected:
+            await self.link.sync()  # every end init saw is told before it goes
+            self.link.lost_status = signal.SIGKILL  # whatever still runs dies of the cgroup's kill
+        if cg.procs():
+            cg.signal_all(signal.SIGKILL)
+            if not await self._wait_empty(KILL_WAIT):
+                raise SystemLayerError(f"processes of {self.spec.name} survived SIGKILL: {cg.procs()}",
+                                       "cgroup_error")
+        if init:
+            reap(init)
+
+    async def _wait_empty(self, timeout: float, ignore: set | frozenset = frozenset()) -> bool:
+        deadline = time.monotonic() + timeout
+        while set(self.cgroup.procs()) - ignore:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    # ------------------------------------------------------------ views
+
+    def host_pid(self, inner: int) -> int | None:
+        """The host pid of the process the prison calls `inner` (proc.status).  A prison may
+        ask as fast as it can: a known pid is a lookup; any other costs one read of the
+        cgroup's process list, and a look at the processes that are new since the last one
+        (never a read of every process's status)."""
+        if inner in self._pidmap and time.monotonic() - self._pidmap_at < PIDS_TTL:
+            return self._pidmap[inner]
+        pids = set(self.pids())
+        new = pids - set(self._pidmap.values())
+        found = procinfo.inner_pids(sorted(new)) if self.spec.confined else {p: p for p in new}
+        self._pidmap = {i: h for i, h in self._pidmap.items() if h in pids} | found
+        self._pidmap_at = time.monotonic()
+        return self._pidmap.get(inner)
+
+    def pids(self) -> list[int]:
+        if self.state in (STOPPED, FAILED):
+            return []
+        try:
+            return self.cgroup.procs()
+        except PrisonError:
+            return []
+
+    def _brief_procs(self) -> int:
+        """list's process count: at most a second old, like its CPU and memory figures."""
+        if self.state in (STOPPED, FAILED):
+            return 0
+        now = time.monotonic()
+        if now - self._procs_at > BRIEF_TTL:
+            self._procs, self._procs_at = self.nprocs(), now
+        return self._procs
+
+    def nprocs(self) -> int:
+        if self.state in (STOPPED, FAILED):
+            return 0
+        try:
+            return self.cgroup.count()
+        except PrisonError:
+            return 0
+
+    def summary(self, full: bool = False, pids: list[int] | None = None) -> dict:
+        spec = self.spec
+        if self._addr_cache[0] is not spec:  # listing a thousand prisons is mostly this
+            self._addr_cache = (spec, [str(a.ip) for a in spec.ip4], [str(a.ip) for a in spec.ip6])
+        if full:
+            procs = len(pids) if pids is not None else self.nprocs()
+            usage = self._figures()[0]
+        else:
+            procs, usage = self._brief_procs(), self._brief_usage()
+        return {
+            "jid": self.jid, "name": spec.name, "hostname": spec.hostname,
+            "ip4": self._addr_cache[1], "ip6": self._addr_cache[2],
+            "state": self.state, "procs": procs, "reason": self.reason,
+            "enforcement": self.enforcement, "enforcement_why": self.enforcement_why,
+            "usage": usage,
+        }
+
+    def details(self) -> dict:
+        pids = self.pids()
+        info = self.summary(full=True, pids=pids)
+        info.update(self._static_details())
+        spec = self.spec
+        info.update({
+            "cgroup": self.cgroup.path if self.state not in (STOPPED, FAILED) else None,
+            "started_at": self.started_at,
+            "service": ({"argv": list(spec.exec.start.argv),
+                         "pid": self.service.pid if self.service else None,
+                         "status": self.service_status} if spec.exec.start else None),
+            "init_pid": self.init_pid,
+            "processes": procinfo.processes(pids),
+            "kernel_counters": self._figures()[1],
+        })
+        return info
+
+    def _static_details(self) -> dict:
+        """What show tells of the configuration: made once per spec (a reload makes a new one)."""
+        if self._static[0] is not self.spec:
+            spec = self.spec
+            self._static = (spec, {
+                "addresses": [a.spec() for a in spec.addresses],
+                "stop_timeout": spec.stop_timeout,
+                "allow": sorted(spec.allow),
+                "path": spec.path,
+                "mounts": [{"source": m.source, "target": m.target, "readonly": m.readonly} for m in spec.mounts],
+                "limits": {k: getattr(spec.limits, k) for k in LIMIT_KEYS if getattr(spec.limits, k) is not None},
+            })
+        return self._static[1]
+
+    def _brief_usage(self) -> dict | None:
+        """list's two figures (CPU, memory): at most BRIEF_TTL old (a thousand prisons, many callers)."""
+        if self.state not in (RUNNING, STOPPING) or self.res is None:
+            return None
+        now = time.monotonic()
+        if now - self._brief_at > BRIEF_TTL:
+            try:
+                self._brief, self._brief_at = self.res.cpu_memory(), now
+            except PrisonError:
+                return None
+        return dict(self._brief)
+
+    def _figures(self) -> tuple[dict | None, dict | None]:
+        """(usage, kernel counters) for show and top: at most FIGURES_TTL old, so that many
+        callers asking at once cost the cgroup files and the map one read."""
+        now = time.monotonic()
+        if now - self._fig_at > FIGURES_TTL:
+            counters = self.kernel_counters()
+            self._fig, self._fig_at = (self._usage(counters), counters), now
+        usage, counters = self._fig
+        return (dict(usage) if usage else usage), (dict(counters) if counters else counters)
+
+    def _usage(self, counters: dict | None) -> dict | None:
+        """What the prison uses: CPU, memory, limit hits (its cgroups) and its network traffic
+        (the kernel layer's counters).  None while it is not running."""
+        if self.state not in (RUNNING, STOPPING) or self.res is None:
+            return None
+        try:
+            stats = self.res.stats()
+        except PrisonError:
+            return None
+        net = counters or {}
+        stats.update({k: net.get(k) for k in ("egress_bytes", "egress_packets", "ingress_bytes", "ingress_packets")})
+        return stats
+
+    def kernel_counters(self) -> dict | None:
+        if self.cgroup_id is None or self.deps.kernel is None:
+            return None
+        try:
+            return self.deps.kernel.counters(self.cgroup_id)
+        except PrisonError:
+            return None
+
+
+def _limits_text(limits) -> str:
+    parts = [f"{k}={v}" for k, v in dataclasses.asdict(limits).items() if v is not None]
+    return ", ".join(parts) or "none"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def reap(pid: int) -> None:
+    """Collect a dead init: the daemon is the subreaper of the inits it started (their starter
+    exits at once).  An init an earlier daemon started is not its child: nothing to do."""
+    for _ in range(100):
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.01)
+
+
+async def _relay(stream: asyncio.StreamReader, lines: ServiceLog, name: str) -> None:
+    while data := await stream.read(65536):
+        lines.feed(name, data)

@@ -1,0 +1,252 @@
+"""All prisons of the running configuration: JIDs, start/stop of all, reload as a diff.
+
+The registry also keeps the state record (what the daemon added) current, and on start-up
+cleans up what a crashed predecessor left: its aliases and its prisons' cgroups.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from prisond.model.config import Config, PrisonSpec
+from prisond.model.diff import ConfigDiff, diff
+from prisond.model.errors import NoSuchPrison, PrisonError, StateConflict
+from prisond.engine.prison import FAILED, RUNNING, STARTING, STOPPED, Deps, Prison
+from prisond.host.store import StateStore
+
+log = logging.getLogger("prisond")
+START_CONCURRENCY = 16
+
+
+class Registry:
+    def __init__(self, config: Config, deps: Deps, store: StateStore):
+        self.config = config
+        self.deps = deps
+        self.store = store
+        self.prisons: dict[str, Prison] = {}
+        self._next_jid = 1
+        self._reload_lock = asyncio.Lock()
+        self._uts_index: dict[tuple[int, int], str] | None = None  # UTS namespace -> prison (peer.py)
+        self.shutting_down = False  # set on SIGTERM: prisons not yet started are left alone
+        if deps.kernel is not None:  # which addresses prisons share: their binds get recorded
+            deps.kernel.share(config.prisons)
+        for spec in config.prisons:
+            self._add(spec)
+
+    def _add(self, spec: PrisonSpec) -> Prison:
+        prison = Prison(spec, self._next_jid, self.deps)
+        self._next_jid += 1
+        self.prisons[spec.name] = prison
+        return prison
+
+    def get(self, name: str) -> Prison:
+        prison = self.prisons.get(name)
+        if prison is None:
+            raise NoSuchPrison(name)
+        return prison
+
+    # ------------------------------------------------------------ state record
+
+    def save(self, prison: Prison | None = None) -> None:
+        """Record one prison (or all): what a later daemon needs to adopt it."""
+        self._uts_index = None  # prisons came or went
+        for p in [prison] if prison else list(self.prisons.values()):
+            try:
+                if p.state in (RUNNING, "starting", "stopping"):
+                    self.store.put_prison(p.spec.name, p.record())
+                else:
+                    self.store.drop_prison(p.spec.name)
+            except OSError as exc:
+                log.error("cannot write state in %s: %s", self.store.directory, exc.strerror)
+
+    def _record_starting(self, prison: Prison) -> None:
+        """Recorded before anything is made: what a crash mid-start leaves is then this
+        daemon's to end (recover ends nothing it has no record of)."""
+        if prison.state in (RUNNING, STARTING):
+            return
+        try:
+            self.store.put_prison(prison.spec.name, dict(prison.record(), state=STARTING))
+        except OSError as exc:
+            log.error("cannot write state in %s: %s", self.store.directory, exc.strerror)
+
+    async def recover(self) -> None:
+        """Adopt what a previous daemon of this boot left running, if it is still configured;
+        end and remove the rest (its prisons no longer configured, half-made ones, aliases).
+
+        A record from an earlier boot is discarded: its aliases and cgroups died with it."""
+        records = self.store.prisons()
+        for rec in self.store.aliases():  # ours to remove once nobody uses them
+            self.deps.aliases.adopt_added(rec["ip"], rec["prefix"], rec["iface"])
+        adopted = []
+        for name in self.deps.cgroups.children():
+            if name not in records:  # not made by a daemon of this state: not ours to end
+                log.warning("cgroup %s is not in %s's records: left alone", self.deps.cgroups.for_prison(name).path,
+                            self.store.directory)
+                continue
+            prison, rec = self.prisons.get(name), records[name]
+            if prison and rec.get("state") == RUNNING and rec.get("enforcement") == prison.enforcement:
+                prison.jid = rec["jid"]
+                try:
+                    await prison.adopt(rec)
+                    adopted.append(prison)
+                    continue
+                except PrisonError as exc:
+                    log.error("prison %s: cannot adopt: %s", name, exc.message)
+            await asyncio.to_thread(self._end_leftover, name)
+        kept = {p.spec.name for p in adopted}
+        init_dir = self.deps.launcher.init_dir
+        for entry in os.listdir(init_dir) if os.path.isdir(init_dir) else ():  # sockets of dead inits
+            if entry.removesuffix(".sock") not in kept:
+                os.unlink(os.path.join(init_dir, entry))
+        self._renumber(adopted)
+        errors = await asyncio.to_thread(self.deps.aliases.release_unused)
+        for e in errors:
+            log.error("%s", e)
+        for name in set(records) - {p.spec.name for p in adopted}:
+            self.store.drop_prison(name)
+
+    def _end_leftover(self, name: str) -> None:
+        cg = self.deps.cgroups.for_prison(name)
+        pids = cg.procs()
+        log.warning("ending leftover prison cgroup %s (%d processes)", cg.path, len(pids))
+        if pids:
+            cg.signal_all(signal.SIGKILL)
+        try:
+            cg.remove()
+        except PrisonError as exc:
+            log.error("%s", exc.message)
+        if self.deps.resources:
+            self.deps.resources.leftovers(name)
+
+    def _renumber(self, adopted: list[Prison]) -> None:
+        """Adopted prisons keep their JIDs; the others get fresh ones after the highest."""
+        taken = {p.jid for p in adopted}
+        self._next_jid = max(taken, default=0) + 1
+        for p in self.prisons.values():
+            if p not in adopted:
+                p.jid = self._next_jid
+                self._next_jid += 1
+
+    # ------------------------------------------------------------ all prisons
+
+    async def start_all(self, names=None) -> None:
+        sem = asyncio.Semaphore(START_CONCURRENCY)
+
+        async def one(p: Prison):
+            if p.state == RUNNING:
+                return  # adopted
+            async with sem:
+                if self.shutting_down:
+                    return
+                self._record_starting(p)
+                try:
+                    await p.start()
+                except PrisonError:
+                    pass  # recorded on the prison (state failed, reason) and logged
+                self.save(p)
+
+        await asyncio.gather(*(one(self.prisons[n]) for n in (list(self.prisons) if names is None else names)))
+
+    async def stop_all(self, names=None) -> None:
+        async def one(p: Prison):
+            if p.state in (RUNNING, FAILED):
+                try:
+                    await p.stop()
+                except PrisonError as exc:
+                    log.error("prison %s: %s", p.spec.name, exc.message)
+                self.save(p)
+
+        await asyncio.gather(*(one(self.prisons[n]) for n in (list(self.prisons) if names is None else names)))
+
+    # ------------------------------------------------------------ one prison
+
+    async def start(self, name: str) -> dict:
+        prison = self.get(name)
+        self._record_starting(prison)
+        try:
+            await prison.start()
+        finally:
+            self.save(prison)
+        return prison.summary()
+
+    async def stop(self, name: str) -> dict:
+        prison = self.get(name)
+        try:
+            await prison.stop()
+        finally:
+            self.save(prison)
+        return prison.summary()
+
+    async def restart(self, name: str) -> dict:
+        prison = self.get(name)
+        try:
+            await prison.stop()
+        except StateConflict:
+            pass  # restart of a stopped prison starts it
+        self._record_starting(prison)
+        try:
+            await prison.start()
+        finally:
+            self.save(prison)
+        return prison.summary()
+
+    # ------------------------------------------------------------ reload
+
+    async def reload(self, new: Config, dry_run: bool = False) -> ConfigDiff:
+        """Apply only what changed: unchanged prisons are not touched."""
+        async with self._reload_lock:
+            d = diff(self.config, new)
+            if dry_run:
+                return d
+            log.info("reload: added %s, changed %s, removed %s", list(d.added) or "-", list(d.changed) or "-",
+                     list(d.removed) or "-")
+            if self.deps.kernel is not None:
+                self.deps.kernel.share(new.prisons)
+            # a running prison whose limits or (kernel prisons) addresses alone changed keeps its processes
+            in_place = [n for n in d.changed if self.prisons[n].changes_in_place(new.require(n))]
+            for name in in_place:
+                await self.prisons[name].change_in_place(new.require(name))
+                self.save(self.prisons[name])
+            changed = [n for n in d.changed if n not in in_place]
+            # a changed prison comes back if it was up (or had failed: the new spec may fix it)
+            restart = [n for n in changed if self.prisons[n].state in (RUNNING, FAILED)]
+            await self.stop_all(list(d.removed) + changed)
+            for name in d.removed:
+                del self.prisons[name]
+                self.store.drop_prison(name)
+            for name in changed:
+                # the same JID, as jail -m keeps it; a fresh runtime for the new spec
+                self.prisons[name] = Prison(new.require(name), self.prisons[name].jid, self.deps)
+            for name in d.added:
+                self._add(new.require(name))
+            self.prisons = {s.name: self.prisons[s.name] for s in new.prisons}  # config order
+            self.config = new
+            await self.start_all(restart + list(d.added))
+            return d
+
+    # ------------------------------------------------------------ views
+
+    def list(self, full: bool = False) -> list[dict]:
+        """Every prison's summary; full: with all its figures (`prisonctl top`)."""
+        return [p.summary(full) for p in self.prisons.values()]
+
+    def uts_owner(self, ns: tuple[int, int]) -> str | None:
+        """The prison whose UTS namespace this is ((st_dev, st_ino) of it: peer.py's second
+        proof), or None."""
+        if self._uts_index is None:
+            index = {}
+            for p in self.prisons.values():
+                if p.state != STOPPED and p.init_pid:
+                    try:
+                        st = os.stat(f"/proc/{p.init_pid}/ns/uts")
+                        index[(st.st_dev, st.st_ino)] = p.spec.name
+                    except OSError:
+                        pass
+            self._uts_index = index
+        return self._uts_index.get(ns)
+
+    def counts(self) -> dict:
+        states = [p.state for p in self.prisons.values()]
+        return {s: states.count(s) for s in (RUNNING, STOPPED, FAILED) if s in states}

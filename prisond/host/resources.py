@@ -1,0 +1,247 @@
+"""Limits and accounting per prison, through cgroup controllers.
+
+Where each controller lives depends on the host (`cgroup.Layout`):
+  pure v2   memory, pids and cpu in the prison's own cgroup (enabled in the parent's
+            cgroup.subtree_control); memory.max/high, pids.max, cpu.max; cpu.stat,
+            memory.current/peak/events, pids.events for the figures.
+  hybrid/v1 the v2 tree has no controllers: a cgroup of the same name in each v1 hierarchy
+            (memory, pids, cpu, cpuacct) that the prison's processes also join;
+            memory.limit_in_bytes/soft_limit_in_bytes, pids.max, cpu.cfs_quota_us;
+            cpuacct.usage, memory.usage_in_bytes/max_usage_in_bytes/oom_control, pids.events,
+            cpu.stat for the figures.
+A limit the host has no controller for is refused at start, with the reason, never ignored.
+
+The settings and the parsing of the figures are pure functions of the files' text (tested over
+recorded layouts of both kinds); `Resources` does the file I/O.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from prisond.model.config import Limits
+from prisond.model.errors import SystemLayerError
+
+CPU_PERIOD_US = 100_000
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
+
+
+def v2_settings(limits: Limits) -> list[tuple[str, str]]:
+    """(file, value) to write, in order; an unset limit is written as no limit (a reload may
+    have removed it)."""
+    quota = "max" if limits.cpu is None else str(max(1000, round(limits.cpu * CPU_PERIOD_US)))
+    return [("memory.high", str(limits.memory_high) if limits.memory_high else "max"),
+            ("memory.max", str(limits.memory) if limits.memory else "max"),
+            ("pids.max", str(limits.pids) if limits.pids else "max"),
+            ("cpu.max", f"{quota} {CPU_PERIOD_US}")]
+
+
+def v1_settings(limits: Limits) -> list[tuple[str, str, str]]:
+    """(controller, file, value) to write, in order."""
+    quota = "-1" if limits.cpu is None else str(max(1000, round(limits.cpu * CPU_PERIOD_US)))
+    return [("memory", "memory.soft_limit_in_bytes", str(limits.memory_high) if limits.memory_high else "-1"),
+            ("memory", "memory.limit_in_bytes", str(limits.memory) if limits.memory else "-1"),
+            ("pids", "pids.max", str(limits.pids) if limits.pids else "max"),
+            ("cpu", "cpu.cfs_period_us", str(CPU_PERIOD_US)),
+            ("cpu", "cpu.cfs_quota_us", quota)]
+
+
+def _keyed(text: str | None) -> dict[str, int]:
+    """'key value' lines (cpu.stat, memory.events, pids.events, memory.oom_control)."""
+    out = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text.strip()) if text is not None else None
+    except ValueError:
+        return None
+
+
+def v2_stats(read) -> dict:
+    """read(file) -> text or None.  The figures `prisonctl show/top` report."""
+    cpu = _keyed(read("cpu.stat"))
+    mem_events = _keyed(read("memory.events"))
+    pids_events = _keyed(read("pids.events"))
+    return {"cpu_usec": cpu.get("usage_usec"),
+            "memory_current": _int(read("memory.current")),
+            "memory_peak": _int(read("memory.peak")),
+            "oom_kills": mem_events.get("oom_kill"),
+            "pids_refused": pids_events.get("max"),
+            "cpu_throttled": cpu.get("nr_throttled"),
+            "cpu_throttled_usec": cpu.get("throttled_usec")}
+
+
+def v1_stats(read) -> dict:
+    """read(controller, file) -> text or None."""
+    usage = _int(read("cpuacct", "cpuacct.usage"))
+    cpu = _keyed(read("cpu", "cpu.stat"))
+    oom = _keyed(read("memory", "memory.oom_control"))
+    pids_events = _keyed(read("pids", "pids.events"))
+    throttled_ns = cpu.get("throttled_time")
+    return {"cpu_usec": usage // 1000 if usage is not None else None,
+            "memory_current": _int(read("memory", "memory.usage_in_bytes")),
+            "memory_peak": _int(read("memory", "memory.max_usage_in_bytes")),
+            "oom_kills": oom.get("oom_kill"),
+            "pids_refused": pids_events.get("max"),
+            "cpu_throttled": cpu.get("nr_throttled"),
+            "cpu_throttled_usec": throttled_ns // 1000 if throttled_ns is not None else None}
+
+
+def _read(path: str) -> str | None:
+    """A small sysfs file; os calls (open() costs three times as much, and `prisonctl list`
+    reads two of these per prison)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 65536).decode()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _write(path: str, value: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)  # O_TRUNC: as `echo >` does
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise SystemLayerError(f"cannot set {path} to {value}: {exc.strerror}", "limit_error") from None
+
+
+class Host:
+    """Which controllers this host offers, and where: decided once at start."""
+
+    def __init__(self, layout, parent: str):
+        self.layout = layout
+        self.parent = parent.strip("/")
+        if layout.kind == "v2":
+            have = (_read(os.path.join(layout.root, "cgroup.controllers")) or "").split()
+            self.v2 = {c for c in ("memory", "pids", "cpu") if c in have}
+            self.v1 = {}
+        else:
+            self.v2 = set()
+            self.v1 = {c: mnt for c, mnt in layout.v1 if c in V1_CONTROLLERS}
+
+    def available(self) -> set[str]:
+        return self.v2 | {c for c in self.v1 if c != "cpuacct"}
+
+    def describe(self) -> str:
+        if self.layout.kind == "v2":
+            return "cgroup v2: " + (", ".join(sorted(self.v2)) or "no controllers")
+        return "cgroup v1: " + (", ".join(sorted(self.v1)) or "no controllers")
+
+    def for_prison(self, name: str, v2_dir: str) -> Resources:
+        v1_dirs = {c: os.path.join(mnt, self.parent, name) for c, mnt in self.v1.items()}
+        return Resources(self, v2_dir, v1_dirs)
+
+    def enable_v2(self, parent_dir: str) -> None:
+        """Let the prisons' cgroups under parent_dir use the v2 controllers."""
+        if self.v2:
+            _write(os.path.join(parent_dir, "cgroup.subtree_control"), " ".join(f"+{c}" for c in sorted(self.v2)))
+
+    def v1_parent_dirs(self) -> list[str]:
+        return sorted({os.path.join(mnt, self.parent) for mnt in self.v1.values()})
+
+    def ensure_parents(self, v2_parent: str) -> None:
+        for d in self.v1_parent_dirs():
+            try:
+                os.makedirs(d, exist_ok=True)
+            except OSError as exc:
+                raise SystemLayerError(f"cannot create cgroup {d}: {exc.strerror}", "cgroup_error") from None
+        self.enable_v2(v2_parent)
+
+    def remove_parents(self) -> None:
+        for d in self.v1_parent_dirs():
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass  # not empty (a prison left running on purpose) or gone
+
+    def leftovers(self, name: str) -> None:
+        """Remove a prison's v1 cgroups that a crashed daemon left (their processes are dead)."""
+        for d in sorted({os.path.join(mnt, self.parent, name) for mnt in self.v1.values()}):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
+class Resources:
+    """One prison's controllers: limits written, figures read, v1 cgroups made and removed."""
+
+    def __init__(self, host: Host, v2_dir: str, v1_dirs: dict[str, str]):
+        self.host = host
+        self.v2_dir = v2_dir
+        self.v1_dirs = v1_dirs
+
+    def missing(self, limits: Limits) -> list[str]:
+        return sorted(limits.controllers() - self.host.available())
+
+    def procs_files(self) -> list[str]:
+        """The v1 cgroups a process must join besides the prison's v2 (tracking) cgroup."""
+        return [os.path.join(d, "cgroup.procs") for d in sorted(set(self.v1_dirs.values()))]
+
+    def create(self) -> None:
+        for d in sorted(set(self.v1_dirs.values())):
+            try:
+                os.makedirs(d, exist_ok=True)
+            except OSError as exc:
+                raise SystemLayerError(f"cannot create cgroup {d}: {exc.strerror}", "cgroup_error") from None
+
+    def apply(self, limits: Limits) -> None:
+        missing = self.missing(limits)
+        if missing:
+            raise SystemLayerError(f"this host cannot enforce limits on {', '.join(missing)} "
+                                   f"(it has {self.host.describe()})", "limit_unavailable")
+        if self.host.layout.kind == "v2":
+            for name, value in v2_settings(limits):
+                if name.split(".")[0] in self.host.v2:
+                    _write(os.path.join(self.v2_dir, name), value)
+        else:
+            for ctrl, name, value in v1_settings(limits):
+                if ctrl in self.v1_dirs:
+                    _write(os.path.join(self.v1_dirs[ctrl], name), value)
+
+    def stats(self) -> dict:
+        if self.host.layout.kind == "v2":
+            return v2_stats(lambda f: _read(os.path.join(self.v2_dir, f)))
+        return v1_stats(lambda c, f: _read(os.path.join(self.v1_dirs[c], f)) if c in self.v1_dirs else None)
+
+    def cpu_memory(self) -> dict:
+        """The two figures `prisonctl list` shows: two reads, cheap for a thousand prisons."""
+        if self.host.layout.kind == "v2":
+            cpu = _keyed(_read(os.path.join(self.v2_dir, "cpu.stat"))).get("usage_usec")
+            mem = _int(_read(os.path.join(self.v2_dir, "memory.current")))
+        else:
+            acct = self.v1_dirs.get("cpuacct")
+            ns = _int(_read(os.path.join(acct, "cpuacct.usage"))) if acct else None
+            cpu = ns // 1000 if ns is not None else None
+            mem = _int(_read(os.path.join(self.v1_dirs["memory"], "memory.usage_in_bytes"))) \
+                if "memory" in self.v1_dirs else None
+        return {"cpu_usec": cpu, "memory_current": mem}
+
+    def remove(self, wait: float = 5.0) -> None:
+        """rmdir the v1 cgroups (their processes are gone with the v2 one's)."""
+        for d in sorted(set(self.v1_dirs.values())):
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if time.monotonic() > deadline:
+                        raise SystemLayerError(f"cannot remove cgroup {d}: {exc.strerror}", "cgroup_error") from None
+                    time.sleep(0.02)

@@ -1,0 +1,589 @@
+"""Configuration: YAML in, validated immutable model out.  Pure: no I/O but reading the file.
+
+Every problem is reported, each as ``file:line: key.path: reason``; nothing is half-accepted.
+The model is made of frozen dataclasses so that a reload can compare prisons with ``==``.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from prisond.model.errors import ConfigError
+from prisond.model.yamlsrc import Source, YamlError, load
+
+DEFAULT_STOP_TIMEOUT = 10.0
+ENFORCE_LEVELS = ("shim", "kernel")
+MAX_ADDRESSES = 16  # per family: what the kernel layer's policy holds
+ALLOW_FLAGS = ("raw_sockets", "socket_af", "set_hostname", "sysvipc", "io_uring")
+EXEC_HOOKS = ("prestart", "start", "poststart", "prestop", "stop", "poststop")
+IN_PRISON_HOOKS = ("start", "stop")  # the others run on the host, as in jail(8)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_IFACE_RE = re.compile(r"^[^\s/|:]{1,15}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Address:
+    ip: IPAddr
+    prefix: int
+    iface: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.ip)
+
+    def spec(self) -> str:
+        head = f"{self.iface}|" if self.iface else ""
+        return f"{head}{self.ip}/{self.prefix}"
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]
+
+    @classmethod
+    def shell(cls, text: str) -> Command:
+        return cls(("/bin/sh", "-c", text))
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    prestart: Command | None = None
+    start: Command | None = None
+    poststart: Command | None = None
+    prestop: Command | None = None
+    stop: Command | None = None
+    poststop: Command | None = None
+    consolelog: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    jail_user: str | None = None  # exec.start / exec.stop run as this user (jail.conf's name)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a prison may use (rctl's memoryuse, maxproc, pcpu, openfiles), through its cgroup."""
+    memory: int | None = None       # bytes: hard limit (OOM kill inside the prison beyond it)
+    memory_high: int | None = None  # bytes: soft limit (v2 memory.high, v1 soft_limit_in_bytes)
+    pids: int | None = None         # processes and threads
+    cpu: float | None = None        # CPUs (0.5 = half of one CPU)
+    nofile: int | None = None       # RLIMIT_NOFILE of the prison's processes
+
+    def controllers(self) -> set[str]:
+        """The cgroup controllers these limits need."""
+        need = set()
+        if self.memory is not None or self.memory_high is not None:
+            need.add("memory")
+        if self.pids is not None:
+            need.add("pids")
+        if self.cpu is not None:
+            need.add("cpu")
+        return need
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory or file shown inside a confined prison (jail(8)'s mount.fstab, simpler)."""
+    source: str
+    target: str
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
+class PrisonSpec:
+    name: str
+    hostname: str
+    ip4: tuple[Address, ...] = ()
+    ip6: tuple[Address, ...] = ()
+    interface: str | None = None
+    exec: ExecSpec = field(default_factory=ExecSpec)
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    allow: frozenset[str] = frozenset()
+    enforce: str | None = None  # None: the host's default (kernel where possible)
+    path: str | None = None     # the prison's root: set, the prison is confined (see README)
+    mounts: tuple[Mount, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def confined(self) -> bool:
+        return self.path is not None
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return self.ip4 + self.ip6
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    cgroup_parent: str = "prisond"
+    kernel_layer: bool = True  # false: load no BPF; prisons default to the shim
+    limits: bool = True        # false: leave the cgroup controllers alone (no limits, no accounting)
+    control_group: str = "prisond"  # its members may change things through the control socket
+    public_read: bool = True        # any local user may read (list, show, ...); false: root and the group
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    prisons: tuple[PrisonSpec, ...] = ()
+    daemon: DaemonSpec = field(default_factory=DaemonSpec)
+
+    def prison(self, name: str) -> PrisonSpec | None:
+        return next((p for p in self.prisons if p.name == name), None)
+
+    def require(self, name: str) -> PrisonSpec:
+        """The prison of that name, which the caller knows is there (a reload's diff)."""
+        spec = self.prison(name)
+        if spec is None:
+            raise KeyError(name)
+        return spec
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_file(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    return parse(text, path)
+
+
+def parse(text: str, filename: str) -> Config:
+    try:
+        src = load(text, filename)
+    except YamlError as exc:
+        raise ConfigError([str(exc)]) from None
+    v = _Validator(src)
+    config = v.config()
+    if v.problems:
+        raise ConfigError(v.problems)
+    return config
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _dotted(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top)"
+
+
+class _Validator:
+    def __init__(self, src: Source):
+        self.src = src
+        self.problems: list[str] = []
+        self.origin: dict = {}  # merged path -> path where the value was written
+
+    def bad(self, path, reason: str) -> None:
+        """Record a problem where it was written (a default is blamed once, on `defaults`)."""
+        path = self.origin.get(path, path)
+        line = self.src.line(path)
+        where = f"{self.src.filename}:{line}" if line else self.src.filename
+        problem = f"{where}: {_dotted(path)}: {reason}"
+        if problem not in self.problems:
+            self.problems.append(problem)
+
+    # -- shapes
+
+    def mapping(self, value, path, allowed=None) -> dict:
+        """A mapping (empty if absent); with `allowed`, unknown keys are problems."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.bad(path, f"must be a mapping, not {_kind(value)}")
+            return {}
+        for key in value if allowed is not None else ():
+            if key not in allowed:
+                hint = f" (known: {', '.join(sorted(allowed))})"
+                self.bad(path + (key,), f"unknown key{hint}")
+        return value
+
+    def string(self, value, path) -> str | None:
+        if not isinstance(value, str) or not value:
+            self.bad(path, f"must be a non-empty string, not {_kind(value)}")
+            return None
+        return value
+
+    def boolean(self, value, path) -> bool:
+        if not isinstance(value, bool):
+            self.bad(path, f"must be true or false, not {_kind(value)}")
+            return False
+        return value
+
+    # -- top level
+
+    def config(self) -> Config:
+        for path, first, second in self.src.duplicates:
+            what = "prison" if len(path) == 2 and path[0] == "prisons" else "key"
+            self.bad(path, f"duplicate {what} {path[-1]!r} (first at line {first}, again at line {second})")
+        top = self.mapping(self.src.data, (), {"daemon", "defaults", "prisons"})
+        daemon = self.daemon(top.get("daemon"), ("daemon",))
+        defaults = self.mapping(top.get("defaults"), ("defaults",), _PRISON_KEYS - {"hostname", "ip4", "ip6"})
+        prisons_raw = self.mapping(top.get("prisons"), ("prisons",))
+        prisons = []
+        for name, body in prisons_raw.items():
+            path = ("prisons", name)
+            if not isinstance(name, str) or not _NAME_RE.match(name) or name.isdigit():
+                self.bad(path, "prison names are 1-63 letters, digits, '_' or '-', not all digits")
+                continue
+            merged = self.merge(defaults, body, ("defaults",), path)
+            spec = self.prison(name, merged, path)
+            if spec:
+                prisons.append(spec)
+        self.overlaps(prisons)
+        self.inside_roots(prisons)
+        return Config(source=self.src.filename, prisons=tuple(prisons), daemon=daemon)
+
+    def daemon(self, value, path) -> DaemonSpec:
+        d = self.mapping(value, path, {"cgroup_parent", "kernel_layer", "limits", "control_group", "public_read"})
+        parent = "prisond"
+        if "cgroup_parent" in d:
+            parent = self.string(d["cgroup_parent"], path + ("cgroup_parent",)) or parent
+            if ".." in parent.split("/"):
+                self.bad(path + ("cgroup_parent",), "must not contain '..'")
+        kernel = self.boolean(d["kernel_layer"], path + ("kernel_layer",)) if "kernel_layer" in d else True
+        limits = self.boolean(d["limits"], path + ("limits",)) if "limits" in d else True
+        group = self.string(d["control_group"], path + ("control_group",)) if "control_group" in d else "prisond"
+        public = self.boolean(d["public_read"], path + ("public_read",)) if "public_read" in d else True
+        return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel, limits=limits,
+                          control_group=group or "prisond", public_read=public)
+
+    def merge(self, defaults: dict, body, dpath, ppath):
+        """Deep-merge defaults under a prison's own keys, remembering where each came from."""
+        if not isinstance(body, dict) or not isinstance(defaults, dict):
+            return body if body is not None else defaults
+        out = dict(defaults)
+        for key, value in defaults.items():
+            self._mark_origin(ppath + (key,), dpath + (key,), value)
+        for key, value in body.items():
+            if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+                out[key] = self.merge(defaults[key], value, dpath + (key,), ppath + (key,))
+            else:
+                out[key] = value
+                self._unmark_origin(ppath + (key,))
+        return out
+
+    def _mark_origin(self, merged, written, value):
+        self.origin[merged] = written
+        if isinstance(value, dict):
+            for k, v in value.items():
+                self._mark_origin(merged + (k,), written + (k,), v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                self._mark_origin(merged + (i,), written + (i,), v)
+
+    def _unmark_origin(self, merged):
+        for key in [k for k in self.origin if k[: len(merged)] == merged]:
+            del self.origin[key]
+
+    # -- one prison
+
+    def prison(self, name: str, body, path) -> PrisonSpec | None:
+        before = len(self.problems)
+        body = self.mapping(body, path, _PRISON_KEYS)
+        hostname = body.get("hostname", name)
+        if "hostname" not in body and not _valid_hostname(name):
+            self.bad(path, f"no hostname given and the name {name!r} is not a valid hostname")
+        elif self.string(hostname, path + ("hostname",)) and not _valid_hostname(hostname):
+            self.bad(path + ("hostname",), f"{hostname!r} is not a valid hostname "
+                     "(RFC 1123 labels of letters, digits and '-', at most 64 characters)")
+        interface = None
+        if "interface" in body:
+            interface = self.string(body["interface"], path + ("interface",))
+            if interface and not _IFACE_RE.match(interface):
+                self.bad(path + ("interface",), f"{interface!r} is not an interface name")
+        ip4 = self.addresses(body.get("ip4"), path + ("ip4",), 4)
+        ip6 = self.addresses(body.get("ip6"), path + ("ip6",), 6)
+        execs = self.exec_spec(body.get("exec"), path + ("exec",))
+        stop = self.mapping(body.get("stop"), path + ("stop",), {"timeout"})
+        timeout = stop.get("timeout", DEFAULT_STOP_TIMEOUT)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            self.bad(path + ("stop", "timeout"), f"must be a number of seconds >= 0, not {timeout!r}")
+            timeout = DEFAULT_STOP_TIMEOUT
+        allow_raw = self.mapping(body.get("allow"), path + ("allow",), set(ALLOW_FLAGS))
+        allow = frozenset(k for k in ALLOW_FLAGS if k in allow_raw and self.boolean(allow_raw[k], path + ("allow", k)))
+        enforce = body.get("enforce")
+        if enforce is not None and enforce not in ENFORCE_LEVELS:
+            self.bad(path + ("enforce",), f"must be one of {', '.join(ENFORCE_LEVELS)}, not {enforce!r}")
+        root = None
+        if "path" in body:
+            root = self.string(body["path"], path + ("path",))
+            if root and not _clean_abs(root):
+                self.bad(path + ("path",), f"must be an absolute path without '..', not {root!r}")
+        mounts = self.mounts(body.get("mounts"), path + ("mounts",))
+        if mounts and root is None:
+            self.bad(path + ("mounts",), "needs path: (the prison's root to mount into)")
+        if root is not None and "set_hostname" in allow:
+            self.bad(path + ("allow", "set_hostname"), "not available in a confined prison (path:): its root "
+                     "has no CAP_SYS_ADMIN; the hostname is the configuration's")
+        limits = self.limits(body.get("limits"), path + ("limits",))
+        if len(self.problems) != before:
+            return None
+        return PrisonSpec(name=name, hostname=hostname, ip4=tuple(ip4), ip6=tuple(ip6), interface=interface,
+                          exec=execs, stop_timeout=float(timeout), allow=allow, enforce=enforce,
+                          path=_norm(root) if root else None, mounts=tuple(mounts), limits=limits)
+
+    def limits(self, value, path) -> Limits:
+        body = self.mapping(value, path, {"memory", "memory_high", "pids", "cpu", "nofile"})
+        out: dict[str, Any] = {}
+        for key in ("memory", "memory_high"):
+            if key in body:
+                n = parse_size(body[key])
+                if n is None or n < 1 << 20:
+                    self.bad(path + (key,), f"must be a size of at least 1M (e.g. 512M, 2G), not {body[key]!r}")
+                else:
+                    out[key] = n
+        for key, top in (("pids", 4194304), ("nofile", 1 << 20)):
+            if key in body:
+                v = body[key]
+                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+                    self.bad(path + (key,), f"must be a whole number from 1 to {top}, not {v!r}")
+                else:
+                    out[key] = v
+        if "cpu" in body:
+            c = parse_cpu(body["cpu"])
+            if c is None:
+                self.bad(path + ("cpu",), f"must be a share of CPUs such as 50% or 1.5 (at least 1%), "
+                         f"not {body['cpu']!r}")
+            else:
+                out["cpu"] = c
+        if "memory" in out and "memory_high" in out and out["memory_high"] > out["memory"]:
+            self.bad(path + ("memory_high",), "is above memory (the hard limit)")
+        return Limits(**out)
+
+    def mounts(self, value, path) -> list[Mount]:
+        """mounts: a list of {source, target (default: source), readonly (default: true)}."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.bad(path, f"must be a list of mounts, not {_kind(value)}")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            here = path + (i,)
+            if isinstance(item, str):
+                item = {"source": item}
+            body = self.mapping(item, here, {"source", "target", "readonly"})
+            if not body:
+                if isinstance(item, dict):
+                    self.bad(here, "needs source:")
+                continue
+            src = self.string(body.get("source"), here + ("source",)) if "source" in body else None
+            if src is None:
+                self.bad(here, "needs source:")
+                continue
+            dst = self.string(body["target"], here + ("target",)) if "target" in body else src
+            ro = self.boolean(body["readonly"], here + ("readonly",)) if "readonly" in body else True
+            for key, val in (("source", src), ("target", dst if "target" in body else None)):
+                if val is not None and not _clean_abs(val):
+                    self.bad(here + (key,), f"must be an absolute path without '..', not {val!r}")
+            if dst is not None and _norm(dst) == "/":
+                self.bad(here + ("target",), "cannot be the prison's root itself (that is path:)")
+            if src and dst and _clean_abs(src) and _clean_abs(dst):
+                out.append(Mount(_norm(src), _norm(dst), ro))
+        return out
+
+    def exec_spec(self, value, path) -> ExecSpec:
+        body = self.mapping(value, path, set(EXEC_HOOKS) | {"consolelog", "env", "jail_user"})
+        hooks = {}
+        for hook in EXEC_HOOKS:
+            if hook in body:
+                hooks[hook] = self.command(body[hook], path + (hook,))
+        consolelog = None
+        if "consolelog" in body:
+            consolelog = self.string(body["consolelog"], path + ("consolelog",))
+            if consolelog and not consolelog.startswith("/"):
+                self.bad(path + ("consolelog",), "must be an absolute path")
+        env = []
+        for key, val in self.mapping(body.get("env"), path + ("env",)).items():
+            if not isinstance(key, str) or not _ENV_RE.match(key):
+                self.bad(path + ("env", key), "not a valid environment variable name")
+            elif key in ("LD_PRELOAD", "PRISOND_POLICY"):
+                self.bad(path + ("env", key), "is set by prisond")
+            elif not isinstance(val, (str, int, float)) or isinstance(val, bool):
+                self.bad(path + ("env", key), f"must be a string, not {_kind(val)}")
+            else:
+                env.append((key, str(val)))
+        jail_user = None
+        if "jail_user" in body:
+            jail_user = str(body["jail_user"]) if isinstance(body["jail_user"], int) else \
+                self.string(body["jail_user"], path + ("jail_user",))
+        return ExecSpec(consolelog=consolelog, env=tuple(sorted(env)), jail_user=jail_user, **hooks)
+
+    def command(self, value, path) -> Command | None:
+        if isinstance(value, str) and value.strip():
+            return Command.shell(value)
+        if isinstance(value, list) and value and all(isinstance(a, (str, int, float)) and not isinstance(a, bool)
+                                                     for a in value):
+            argv = tuple(str(a) for a in value)
+            if argv[0]:
+                return Command(argv)
+        self.bad(path, "must be a command: a non-empty list of arguments, or a string for /bin/sh -c")
+        return None
+
+    def addresses(self, value, path, family: int) -> list[Address]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.bad(path, f"must be a list of addresses, not {_kind(value)}")
+            return []
+        out, seen = [], set()
+        if len(value) > MAX_ADDRESSES:
+            self.bad(path, f"at most {MAX_ADDRESSES} addresses per family")
+            return []
+        for i, item in enumerate(value):
+            addr = self.address(item, path + (i,), family)
+            if addr is None:
+                continue
+            if addr.ip in seen:
+                self.bad(path + (i,), f"{addr.ip} is listed twice")
+                continue
+            seen.add(addr.ip)
+            out.append(addr)
+        return out
+
+    def address(self, item, path, family: int) -> Address | None:
+        if not isinstance(item, str):
+            self.bad(path, f"must be an address string, not {_kind(item)}")
+            return None
+        iface, _, rest = item.rpartition("|")
+        if iface and not _IFACE_RE.match(iface):
+            self.bad(path, f"{iface!r} is not an interface name")
+            return None
+        text, _, plen = rest.partition("/")
+        try:
+            ip = ipaddress.ip_address(text.strip())
+        except ValueError:
+            self.bad(path, f"{item!r} is not an IPv{family} address")
+            return None
+        if ip.version != family:
+            self.bad(path, f"{ip} is an IPv{ip.version} address; put it under ip{ip.version}")
+            return None
+        width = 32 if family == 4 else 128
+        try:
+            prefix = int(plen) if plen else width
+            if not 0 < prefix <= width:
+                raise ValueError
+        except ValueError:
+            self.bad(path, f"bad prefix length in {item!r}")
+            return None
+        reason = _unusable(ip, prefix)
+        if reason:
+            self.bad(path, f"{ip} {reason}")
+            return None
+        return Address(ip=ip, prefix=prefix, iface=iface or None)
+
+    def inside_roots(self, prisons: list[PrisonSpec]) -> None:
+        """No host path the daemon opens or mounts may lie inside a confined prison's root: the
+        prison's root user owns everything there and can turn any directory on the way into a
+        symlink to a host directory (consolelog: the daemon would write where the prison says)
+        or a fifo (the daemon would hang opening it), or change a neighbour's mount under it."""
+        roots = [(p.name, p.path) for p in prisons if p.path]
+        for p in prisons:
+            paths: list[tuple[tuple, str]] = [(("exec", "consolelog"), p.exec.consolelog)] if p.exec.consolelog else []
+            paths += [(("mounts", i, "source"), m.source) for i, m in enumerate(p.mounts)]
+            for key, path in paths:
+                owner = next((n for n, root in roots if path == root or path.startswith(root.rstrip("/") + "/")),
+                             None)
+                if owner is not None:
+                    self.bad(("prisons", p.name) + key, f"{path} is inside the root of prison {owner!r} "
+                             "(its root user could aim it anywhere on the host): put it outside every prison's path")
+
+    def overlaps(self, prisons: list[PrisonSpec]) -> None:
+        """An address may be in two prisons only when both have exactly one of that family (FreeBSD)."""
+        owners: dict = {}
+        for p in prisons:
+            for fam in ("ip4", "ip6"):
+                addrs = getattr(p, fam)
+                for i, a in enumerate(addrs):
+                    prev = owners.get(a.ip)
+                    if prev:
+                        other, other_count = prev
+                        if not (other_count == 1 and len(addrs) == 1):
+                            self.bad(("prisons", p.name, fam, i),
+                                     f"{a.ip} is also an address of prison {other!r} "
+                                     "(shared only when both have exactly one address)")
+                    else:
+                        owners[a.ip] = (p.name, len(addrs))
+
+
+_PRISON_KEYS = {"hostname", "ip4", "ip6", "interface", "exec", "stop", "allow", "enforce", "path", "mounts",
+                "limits"}
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?$")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value) -> int | None:
+    """512M, 2G, 1.5G, 1048576 (bytes); binary units.  None if it is not a size."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(str(value).strip()) if isinstance(value, str) else None
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()]) if m else None
+
+
+def parse_cpu(value) -> float | None:
+    """50% or 0.5 or 2 (CPUs).  None if it is not a share."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            value = float(value.strip()[:-1]) / 100
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or not 0.01 <= value <= 4096:
+        return None
+    return float(value)
+
+
+def _clean_abs(p: str) -> bool:
+    return p.startswith("/") and ".." not in p.split("/") and "\0" not in p
+
+
+def _norm(p: str) -> str:
+    return "/" + "/".join(c for c in p.split("/") if c and c != ".")
+
+
+def _unusable(ip: IPAddr, prefix: int) -> str | None:
+    if ip.is_unspecified:
+        return "is the unspecified address"
+    if ip.is_multicast:
+        return "is a multicast address"
+    if ip.version == 4:
+        if ip == ipaddress.IPv4Address("255.255.255.255"):
+            return "is the broadcast address"
+        if prefix < 31 and ip == ipaddress.ip_network(f"{ip}/{prefix}", strict=False).broadcast_address:
+            return f"is the broadcast address of its /{prefix} network"
+    else:
+        if ip.ipv4_mapped is not None:
+            return "is a v4-mapped address; list the IPv4 address under ip4"
+        if ip.is_link_local:
+            return "is link-local; prisons need addresses that do not depend on a scope"
+    return None
+
+
+def _valid_hostname(name) -> bool:
+    if not isinstance(name, str) or not name or len(name) > 64:
+        return False
+    return all(_LABEL_RE.match(label) for label in name.rstrip(".").split("."))
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "empty"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)

@@ -1,0 +1,29 @@
+"""Reload as a diff: which prisons a new configuration adds, changes, removes.  Pure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prisond.model.config import Config
+
+
+@dataclass(frozen=True)
+class ConfigDiff:
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"added": list(self.added), "changed": list(self.changed),
+                "removed": list(self.removed), "unchanged": list(self.unchanged)}
+
+
+def diff(old: Config, new: Config) -> ConfigDiff:
+    old_by = {p.name: p for p in old.prisons}
+    new_by = {p.name: p for p in new.prisons}
+    return ConfigDiff(
+        added=tuple(n for n in new_by if n not in old_by),
+        changed=tuple(n for n in new_by if n in old_by and new_by[n] != old_by[n]),
+        removed=tuple(n for n in old_by if n not in new_by),
+        unchanged=tuple(n for n in new_by if n in old_by and new_by[n] == old_by[n]),
+    )

@@ -1,0 +1,1 @@
+"""The daemon: the control sockets, the API they serve, the shims' audit reports."""

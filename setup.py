@@ -12,6 +12,8 @@ import subprocess
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+CONTRACT = "prisond/model/contract.py"  # what both sides agree on: its C header is written here
+
 SHIM_SRC = "prisond/native/shim/prisonshim.c"
 SHIM_MAP = "prisond/native/shim/prisonshim.map"
 JAIL_SRC = sorted(glob.glob("prisond/native/jail/*.c"))
@@ -48,10 +50,21 @@ class BuildShim(build_ext):
         path = os.path.join(*fullname.split("."))
         return path if fullname.endswith("prisonjail") else path + ".so"
 
+    def contract_dir(self) -> str:
+        """contract.h, written from prisond/model/contract.py (read as a file: prisond is not
+        installed yet), into the build's temporary directory."""
+        spec: dict = {}
+        with open(CONTRACT) as fh:
+            exec(compile(fh.read(), CONTRACT, "exec"), spec)
+        os.makedirs(self.build_temp, exist_ok=True)
+        with open(os.path.join(self.build_temp, "contract.h"), "w") as fh:
+            fh.write(spec["c_header"]())
+        return self.build_temp
+
     def build_extension(self, ext):
         out = self.get_ext_fullpath(ext.name)
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        cc = shlex.split(os.environ.get("CC", "cc"))
+        cc = shlex.split(os.environ.get("CC", "cc")) + ["-I", self.contract_dir()]
         if ext.name.endswith("prisonjail"):
             flags = JAIL_FLAGS + sanitizers(jail=True)
             if os.environ.get("PRISOND_SANITIZE"):

@@ -25,8 +25,9 @@ import os
 import sys
 
 from prisond.client.connection import Client, ClientError, DaemonError
+from prisond.model.contract import CONTROL_SOCKET
 
-DEFAULT_SOCKET = "/run/prisond/control.sock"
+DEFAULT_SOCKET = CONTROL_SOCKET
 EX_ERROR, EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 1, 2, 69, 77
 
 USAGE = """usage: prisonctl [--socket PATH] COMMAND [ARGS]

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prisond.host import procinfo
@@ -25,8 +26,8 @@ from prisond.host.launcher import Launcher
 from prisond.host.net import AliasBook
 from prisond.engine.servicelog import ServiceLog
 from prisond.engine.tasks import spawn
+from prisond.model.states import EVENT_OF, State, check_move
 
-STOPPED, STARTING, RUNNING, STOPPING, FAILED = "stopped", "starting", "running", "stopping", "failed"
 KILL_WAIT = 5.0  # after SIGKILL, how long the last processes get to vanish
 HOOK_TIMEOUT = 60.0  # exec.prestart / poststart / prestop / poststop
 BRIEF_TTL = 1.0  # seconds `prisonctl list`'s CPU and memory figures may be old
@@ -58,11 +59,12 @@ class Deps:
 
 
 class Prison:
-    def __init__(self, spec: PrisonSpec, jid: int, deps: Deps):
+    def __init__(self, spec: PrisonSpec, jid: int, deps: Deps, on_change: Callable[[Prison], None] | None = None):
         self.spec = spec
         self.jid = jid
         self.deps = deps
-        self.state = STOPPED
+        self.state = State.STOPPED
+        self.on_change = on_change  # after each change of state: the registry saves the record
         self.reason: str | None = None
         self.started_at: float | None = None
         self.cgroup: Cgroup = deps.cgroups.for_prison(spec.name)
@@ -91,27 +93,24 @@ class Prison:
 
     async def start(self) -> None:
         async with self.lock:
-            if self.state in (RUNNING, STARTING):
+            if self.state in (State.RUNNING, State.STARTING):
                 raise StateConflict(f"prison {self.spec.name} is already running", "already_running")
-            self.state, self.reason = STARTING, None
-            self.log.info("starting (jid %d, %s)", self.jid, ", ".join(map(str, self.spec.addresses)) or "no addresses")
+            self.change_state(State.STARTING, detail=f"jid {self.jid}, "
+                              + (", ".join(map(str, self.spec.addresses)) or "no addresses"))
             try:
                 await self._start()
             except PrisonError as exc:
                 await self._teardown(graceful=False)
-                self.state, self.reason = FAILED, exc.message
-                self.log.error("failed to start: %s", exc.message)
-                self.event("failed", exc.message)
+                self.change_state(State.FAILED, exc.message)
                 raise
             except Exception as exc:  # a bug must still leave nothing half-made
-                await self._teardown(graceful=False)
-                self.state, self.reason = FAILED, f"internal error: {exc}"
                 self.log.exception("failed to start")
+                await self._teardown(graceful=False)
+                self.change_state(State.FAILED, f"internal error: {exc}")
                 raise PrisonError(f"prison {self.spec.name} failed to start: {exc}") from exc
-            self.state, self.started_at = RUNNING, time.time()
+            self.started_at = time.time()
             self._procs_at = self._brief_at = self._fig_at = -BRIEF_TTL - 1.0  # figures: fresh from now
-            self.log.info("running")
-            self.event("started", f"jid {self.jid}")
+            self.change_state(State.RUNNING, detail=f"jid {self.jid}")
 
     async def _start(self) -> None:
         spec = self.spec
@@ -159,19 +158,33 @@ class Prison:
         return hello
 
     def _init_lost(self) -> None:
-        if self.state == RUNNING:
+        if self.state == State.RUNNING:
             self.log.error("the prison's init is gone: nothing more can be started in it")
             self.reason = "its init is gone"
 
     async def exec(self, req: SpawnRequest, fds: list[int]) -> tuple[Child, int | None]:
         """A process in the running prison, started by its init (prisonctl exec)."""
-        if self.state != RUNNING or self.link is None:
+        if self.state != State.RUNNING or self.link is None:
             raise StateConflict(f"prison {self.spec.name} is not running", "not_running")
         return await self.link.spawn(req, fds)
 
     def procs_files(self) -> list[str]:
         """Where a process joins the prison: its cgroup, and on v1 hosts its controllers'."""
         return [self.cgroup.procs_file] + (self.res.procs_files() if self.res else [])
+
+    def change_state(self, new: State, reason: str | None = None, detail: str = "", kind: str | None = None) -> None:
+        """The one way a prison's state changes: the move checked against the table
+        (model/states.py), logged ("starting (jid 3, 127.0.2.1)", "failed: why"), its event
+        recorded (started, failed, stopped; kind: another, such as adopted), the record saved."""
+        check_move(self.state, new)
+        self.state, self.reason = new, reason
+        level = logging.ERROR if new is State.FAILED else logging.WARNING if reason else logging.INFO
+        self.log.log(level, "%s%s%s", new, f" ({detail})" if detail else "", f": {reason}" if reason else "")
+        kind = kind or EVENT_OF.get(new)
+        if kind:
+            self.event(kind, reason or detail)
+        if self.on_change is not None:
+            self.on_change(self)
 
     def event(self, kind: str, text: str, **data) -> None:
         if self.deps.events is not None:
@@ -189,7 +202,7 @@ class Prison:
             status = "gone with the prison's init"
         if self.service is child:
             self.service_status = status
-        if self.state == RUNNING:
+        if self.state == State.RUNNING:
             self.log.warning("exec.start service (pid %s) %s", child.pid or "-", status)
 
     async def _host_hook(self, hook: str, cmd: Command | None) -> None:
@@ -215,7 +228,7 @@ class Prison:
 
     def record(self) -> dict:
         """What a later daemon needs to adopt this prison."""
-        svc = self.service if self.state == RUNNING else None
+        svc = self.service if self.state == State.RUNNING else None
         return {"jid": self.jid, "state": self.state, "started_at": self.started_at,
                 "service_id": svc.ident if svc else None, "service_pid": svc.pid if svc else None,
                 "enforcement": self.enforcement}
@@ -235,7 +248,6 @@ class Prison:
                                            f"{self.deps.kernel_why}", "kernel_unavailable")
                 self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
             hello = await self._connect(InitLink(self.deps.launcher.init_socket(spec.name), spec.name))
-            self.state, self.reason = RUNNING, None
             self.started_at = rec.get("started_at")
             ident = rec.get("service_id")
             if spec.exec.start and ident in hello.live:
@@ -245,8 +257,8 @@ class Prison:
                 self.service_status = f"{status_text(hello.exited[ident])} (while no daemon watched)"
             elif spec.exec.start:
                 self.service_status = "exited (while no daemon watched)"
-            self.log.info("adopted (jid %d, %d processes, %s enforcement)", self.jid, len(self.pids()),
-                          self.enforcement)
+            self.change_state(State.RUNNING, detail=f"adopted: jid {self.jid}, {len(self.pids())} processes, "
+                              f"{self.enforcement} enforcement", kind="adopted")
 
     async def change_in_place(self, new: PrisonSpec) -> None:
         """A reload that changed only what a running prison can take without a restart: the
@@ -287,7 +299,7 @@ class Prison:
                              "CAP_SYS_RESOURCE); new processes get %s", refused, value[1])
 
     def changes_in_place(self, new: PrisonSpec) -> bool:
-        if self.state != RUNNING:
+        if self.state != State.RUNNING:
             return False
         same_rest = dataclasses.replace(self.spec, ip4=(), ip6=(), limits=new.limits) == \
             dataclasses.replace(new, ip4=(), ip6=())
@@ -300,21 +312,15 @@ class Prison:
 
     async def stop(self) -> None:
         async with self.lock:
-            if self.state not in (RUNNING, FAILED):
+            if self.state not in (State.RUNNING, State.FAILED):
                 raise StateConflict(f"prison {self.spec.name} is not running", "not_running")
-            if self.state == FAILED:
-                self.state, self.reason = STOPPED, None
-                return
-            self.state = STOPPING
-            self.log.info("stopping")
-            errors = await self._teardown(graceful=True)
-            self.state, self.started_at = STOPPED, None
-            self.reason = "; ".join(errors) if errors else None
-            self.event("stopped", self.reason or "")
-            if errors:
-                self.log.warning("stopped with problems: %s", self.reason)
+            if self.state == State.RUNNING:
+                self.change_state(State.STOPPING)
+                errors = await self._teardown(graceful=True)
             else:
-                self.log.info("stopped")
+                errors = []  # a failed start left nothing
+            self.started_at = None
+            self.change_state(State.STOPPED, "; ".join(errors) or None)
 
     async def _teardown(self, graceful: bool) -> list[str]:
         """Everything the start made, undone; returns what could not be (nothing raises)."""
@@ -420,7 +426,7 @@ class Prison:
         return self._pidmap.get(inner)
 
     def pids(self) -> list[int]:
-        if self.state in (STOPPED, FAILED):
+        if self.state in (State.STOPPED, State.FAILED):
             return []
         try:
             return self.cgroup.procs()
@@ -429,7 +435,7 @@ class Prison:
 
     def _brief_procs(self) -> int:
         """list's process count: at most a second old, like its CPU and memory figures."""
-        if self.state in (STOPPED, FAILED):
+        if self.state in (State.STOPPED, State.FAILED):
             return 0
         now = time.monotonic()
         if now - self._procs_at > BRIEF_TTL:
@@ -437,7 +443,7 @@ class Prison:
         return self._procs
 
     def nprocs(self) -> int:
-        if self.state in (STOPPED, FAILED):
+        if self.state in (State.STOPPED, State.FAILED):
             return 0
         try:
             return self.cgroup.count()
@@ -467,7 +473,7 @@ class Prison:
         info.update(self._static_details())
         spec = self.spec
         info.update({
-            "cgroup": self.cgroup.path if self.state not in (STOPPED, FAILED) else None,
+            "cgroup": self.cgroup.path if self.state not in (State.STOPPED, State.FAILED) else None,
             "started_at": self.started_at,
             "service": ({"argv": list(spec.exec.start.argv),
                          "pid": self.service.pid if self.service else None,
@@ -494,7 +500,7 @@ class Prison:
 
     def _brief_usage(self) -> dict | None:
         """list's two figures (CPU, memory): at most BRIEF_TTL old (a thousand prisons, many callers)."""
-        if self.state not in (RUNNING, STOPPING) or self.res is None:
+        if self.state not in (State.RUNNING, State.STOPPING) or self.res is None:
             return None
         now = time.monotonic()
         if now - self._brief_at > BRIEF_TTL:
@@ -517,7 +523,7 @@ class Prison:
     def _usage(self, counters: dict | None) -> dict | None:
         """What the prison uses: CPU, memory, limit hits (its cgroups) and its network traffic
         (the kernel layer's counters).  None while it is not running."""
-        if self.state not in (RUNNING, STOPPING) or self.res is None:
+        if self.state not in (State.RUNNING, State.STOPPING) or self.res is None:
             return None
         try:
             stats = self.res.stats()

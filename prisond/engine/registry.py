@@ -13,7 +13,8 @@ import signal
 from prisond.model.config import Config, PrisonSpec
 from prisond.model.diff import ConfigDiff, diff
 from prisond.model.errors import NoSuchPrison, PrisonError, StateConflict
-from prisond.engine.prison import FAILED, RUNNING, STARTING, STOPPED, Deps, Prison
+from prisond.engine.prison import Deps, Prison
+from prisond.model.states import ALIVE, State
 from prisond.host.store import StateStore
 
 log = logging.getLogger("prisond")
@@ -36,7 +37,7 @@ class Registry:
             self._add(spec)
 
     def _add(self, spec: PrisonSpec) -> Prison:
-        prison = Prison(spec, self._next_jid, self.deps)
+        prison = Prison(spec, self._next_jid, self.deps, on_change=self.save)
         self._next_jid += 1
         self.prisons[spec.name] = prison
         return prison
@@ -50,26 +51,19 @@ class Registry:
     # ------------------------------------------------------------ state record
 
     def save(self, prison: Prison | None = None) -> None:
-        """Record one prison (or all): what a later daemon needs to adopt it."""
+        """Record one prison (or all): what a later daemon needs to adopt it.  Each prison calls
+        it at each change of its state; a prison starting is recorded before anything is made,
+        so what a crash mid-start leaves is this daemon's to end (recover ends nothing it has
+        no record of)."""
         self._uts_index = None  # prisons came or went
         for p in [prison] if prison else list(self.prisons.values()):
             try:
-                if p.state in (RUNNING, "starting", "stopping"):
+                if p.state in ALIVE:
                     self.store.put_prison(p.spec.name, p.record())
                 else:
                     self.store.drop_prison(p.spec.name)
             except OSError as exc:
                 log.error("cannot write state in %s: %s", self.store.directory, exc.strerror)
-
-    def _record_starting(self, prison: Prison) -> None:
-        """Recorded before anything is made: what a crash mid-start leaves is then this
-        daemon's to end (recover ends nothing it has no record of)."""
-        if prison.state in (RUNNING, STARTING):
-            return
-        try:
-            self.store.put_prison(prison.spec.name, dict(prison.record(), state=STARTING))
-        except OSError as exc:
-            log.error("cannot write state in %s: %s", self.store.directory, exc.strerror)
 
     async def recover(self) -> None:
         """Adopt what a previous daemon of this boot left running, if it is still configured;
@@ -86,7 +80,7 @@ class Registry:
                             self.store.directory)
                 continue
             prison, rec = self.prisons.get(name), records[name]
-            if prison and rec.get("state") == RUNNING and rec.get("enforcement") == prison.enforcement:
+            if prison and rec.get("state") == State.RUNNING and rec.get("enforcement") == prison.enforcement:
                 prison.jid = rec["jid"]
                 try:
                     await prison.adopt(rec)
@@ -135,28 +129,25 @@ class Registry:
         sem = asyncio.Semaphore(START_CONCURRENCY)
 
         async def one(p: Prison):
-            if p.state == RUNNING:
+            if p.state == State.RUNNING:
                 return  # adopted
             async with sem:
                 if self.shutting_down:
                     return
-                self._record_starting(p)
                 try:
                     await p.start()
                 except PrisonError:
                     pass  # recorded on the prison (state failed, reason) and logged
-                self.save(p)
 
         await asyncio.gather(*(one(self.prisons[n]) for n in (list(self.prisons) if names is None else names)))
 
     async def stop_all(self, names=None) -> None:
         async def one(p: Prison):
-            if p.state in (RUNNING, FAILED):
+            if p.state in (State.RUNNING, State.FAILED):
                 try:
                     await p.stop()
                 except PrisonError as exc:
                     log.error("prison %s: %s", p.spec.name, exc.message)
-                self.save(p)
 
         await asyncio.gather(*(one(self.prisons[n]) for n in (list(self.prisons) if names is None else names)))
 
@@ -164,19 +155,12 @@ class Registry:
 
     async def start(self, name: str) -> dict:
         prison = self.get(name)
-        self._record_starting(prison)
-        try:
-            await prison.start()
-        finally:
-            self.save(prison)
+        await prison.start()
         return prison.summary()
 
     async def stop(self, name: str) -> dict:
         prison = self.get(name)
-        try:
-            await prison.stop()
-        finally:
-            self.save(prison)
+        await prison.stop()
         return prison.summary()
 
     async def restart(self, name: str) -> dict:
@@ -185,11 +169,7 @@ class Registry:
             await prison.stop()
         except StateConflict:
             pass  # restart of a stopped prison starts it
-        self._record_starting(prison)
-        try:
-            await prison.start()
-        finally:
-            self.save(prison)
+        await prison.start()
         return prison.summary()
 
     # ------------------------------------------------------------ reload
@@ -211,14 +191,14 @@ class Registry:
                 self.save(self.prisons[name])
             changed = [n for n in d.changed if n not in in_place]
             # a changed prison comes back if it was up (or had failed: the new spec may fix it)
-            restart = [n for n in changed if self.prisons[n].state in (RUNNING, FAILED)]
+            restart = [n for n in changed if self.prisons[n].state in (State.RUNNING, State.FAILED)]
             await self.stop_all(list(d.removed) + changed)
             for name in d.removed:
                 del self.prisons[name]
                 self.store.drop_prison(name)
             for name in changed:
                 # the same JID, as jail -m keeps it; a fresh runtime for the new spec
-                self.prisons[name] = Prison(new.require(name), self.prisons[name].jid, self.deps)
+                self.prisons[name] = Prison(new.require(name), self.prisons[name].jid, self.deps, on_change=self.save)
             for name in d.added:
                 self._add(new.require(name))
             self.prisons = {s.name: self.prisons[s.name] for s in new.prisons}  # config order
@@ -238,7 +218,7 @@ class Registry:
         if self._uts_index is None:
             index = {}
             for p in self.prisons.values():
-                if p.state != STOPPED and p.init_pid:
+                if p.state != State.STOPPED and p.init_pid:
                     try:
                         st = os.stat(f"/proc/{p.init_pid}/ns/uts")
                         index[(st.st_dev, st.st_ino)] = p.spec.name
@@ -249,4 +229,4 @@ class Registry:
 
     def counts(self) -> dict:
         states = [p.state for p in self.prisons.values()]
-        return {s: states.count(s) for s in (RUNNING, STOPPED, FAILED) if s in states}
+        return {s.value: states.count(s) for s in (State.RUNNING, State.STOPPED, State.FAILED) if s in states}

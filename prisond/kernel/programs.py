@@ -67,6 +67,7 @@ import itertools
 import struct
 from typing import NamedTuple
 
+from prisond.model.contract import MAX_ADDRESSES
 from prisond.kernel.asm import R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, Program
 
 # helpers (include/uapi/linux/bpf.h)
@@ -74,7 +75,7 @@ MAP_LOOKUP, MAP_UPDATE, MAP_DELETE = 1, 2, 3
 SKB_LOAD_BYTES, BIND, GET_LOCAL_STORAGE, SK_STORAGE_GET, SET_RETVAL = 26, 64, 81, 107, 187
 NOEXIST, SK_STORAGE_CREATE = 1, 1  # BPF_NOEXIST; BPF_SK_STORAGE_GET_F_CREATE
 
-MAX_ADDRS = 16
+MAX_ADDRS = MAX_ADDRESSES  # the policy map holds this many per family (contract.py)
 FLAGS, N4, N6, LO4, LO6, IP4, IP6, OWNER = 0, 4, 8, 12, 16, 32, 96, 352
 POLICY_SIZE = OWNER + 8
 F_RAW, F_TRACK4, F_TRACK6, F_TAINT4, F_TAINT6 = 1, 2, 4, 8, 16

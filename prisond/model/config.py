@@ -10,12 +10,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from prisond.model.contract import MAX_ADDRESSES, POLICY_VAR
 from prisond.model.errors import ConfigError
 from prisond.model.yamlsrc import Source, YamlError, load
 
 DEFAULT_STOP_TIMEOUT = 10.0
 ENFORCE_LEVELS = ("shim", "kernel")
-MAX_ADDRESSES = 16  # per family: what the kernel layer's policy holds
 ALLOW_FLAGS = ("raw_sockets", "socket_af", "set_hostname", "sysvipc", "io_uring")
 EXEC_HOOKS = ("prestart", "start", "poststart", "prestop", "stop", "poststop")
 IN_PRISON_HOOKS = ("start", "stop")  # the others run on the host, as in jail(8)
@@ -409,7 +409,7 @@ class _Validator:
         for key, val in self.mapping(body.get("env"), path + ("env",)).items():
             if not isinstance(key, str) or not _ENV_RE.match(key):
                 self.bad(path + ("env", key), "not a valid environment variable name")
-            elif key in ("LD_PRELOAD", "PRISOND_POLICY"):
+            elif key in ("LD_PRELOAD", POLICY_VAR):
                 self.bad(path + ("env", key), "is set by prisond")
             elif not isinstance(val, (str, int, float)) or isinstance(val, bool):
                 self.bad(path + ("env", key), f"must be a string, not {_kind(val)}")

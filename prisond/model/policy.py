@@ -1,30 +1,29 @@
 """What a prison's processes are told: the shim's policy string and their environment.  Pure.
 
-The policy travels in PRISOND_POLICY and is parsed once by the shim at load:
-``1;n=NAME;h=HOSTNAME;4=A,B;6=A,B;f=FLAGS[;s=SOCKET]`` (flags: r raw sockets, a any socket
-family, k kernel layer in force; s: the daemon's socket for prisons, for /proc/PID/status).
-The shim restores it, with LD_PRELOAD, across exec.
+The policy's form, its letters and limits are the contract's (contract.py), which the C side
+reads too.
 """
 from __future__ import annotations
+
+from prisond.model.contract import (ALLOW_ANYAF, ALLOW_RAW, ALLOW_URING, FLAG_ANYAF, FLAG_KERNEL, FLAG_RAW,
+                                     POLICY_VAR, POLICY_VERSION, SERVICE_PATH)
 
 TYPE_CHECKING = False  # not typing's: prisonctl exec uses with_preload and must load neither
 if TYPE_CHECKING:      # yaml (through config) nor typing (which loads re)
     from prisond.model.config import PrisonSpec
 
-POLICY_VAR = "PRISOND_POLICY"
 PRELOAD_VAR = "LD_PRELOAD"
-SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def shim_policy(spec: PrisonSpec, *, kernel: bool = False, socket: str | None = None) -> str:
     flags = ""
     if "raw_sockets" in spec.allow:
-        flags += "r"
+        flags += FLAG_RAW
     if "socket_af" in spec.allow:
-        flags += "a"
+        flags += FLAG_ANYAF
     if kernel:
-        flags += "k"
-    parts = ["1", f"n={spec.name}", f"h={spec.hostname}",
+        flags += FLAG_KERNEL
+    parts = [POLICY_VERSION, f"n={spec.name}", f"h={spec.hostname}",
              "4=" + ",".join(str(a.ip) for a in spec.ip4),
              "6=" + ",".join(str(a.ip) for a in spec.ip6),
              f"f={flags}"]
@@ -59,5 +58,5 @@ def service_env(spec: PrisonSpec, shim_path: str, *, kernel: bool = False,
 
 def jail_flags(spec: PrisonSpec) -> str:
     """prisonjail init --allow: r raw sockets, a any socket family, u io_uring."""
-    letters = {"raw_sockets": "r", "socket_af": "a", "io_uring": "u"}
+    letters = {"raw_sockets": ALLOW_RAW, "socket_af": ALLOW_ANYAF, "io_uring": ALLOW_URING}
     return "".join(letter for flag, letter in letters.items() if flag in spec.allow) or "-"

@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from prisond.model import contract
 from prisond.model.errors import PrisonError, ProtocolError
 
 orjson: Any
@@ -51,6 +52,7 @@ class Request:
     id: object
     method: str
     params: dict = field(default_factory=dict)
+    flat: bool = False  # answer in the contract's flat form (C clients; contract.py)
 
 
 def decode_request(line: bytes) -> Request:
@@ -78,18 +80,22 @@ def decode_request(line: bytes) -> Request:
     if err:
         err.request_id = rid
         raise err
-    return Request(rid, msg["method"], msg.get("params") or {})
+    return Request(rid, msg["method"], msg.get("params") or {}, msg.get("flat") is True)
 
 
 def request(rid, method: str, params: dict | None = None) -> bytes:
     return encode({"v": VERSION, "id": rid, "method": method, "params": params or {}})
 
 
-def reply_ok(rid, result) -> bytes:
+def reply_ok(rid, result, flat: bool = False) -> bytes:
+    if flat:
+        return contract.flat_ok(str(result.get("text", "")) if isinstance(result, dict) else str(result)).encode()
     return encode({"v": VERSION, "id": rid, "ok": True, "result": result})
 
 
-def reply_error(rid, exc: PrisonError) -> bytes:
+def reply_error(rid, exc: PrisonError, flat: bool = False) -> bytes:
+    if flat:
+        return contract.flat_err(exc.code).encode()
     body = {"code": exc.code, "message": exc.message}
     details = getattr(exc, "problems", None)
     if details:

@@ -22,7 +22,8 @@ from prisond.host import procinfo
 from prisond.model.config import load_file
 from prisond.model.errors import NoSuchProcess, PermissionDenied, ProtocolError
 from prisond.host.initlink import Child, SpawnRequest, wait_status
-from prisond.model.policy import SERVICE_PATH, prison_env
+from prisond.model.contract import SERVICE_PATH
+from prisond.model.policy import prison_env
 from prisond.model.protocol import JAILED_OK, READ_ONLY, SESSION_METHODS, VERSION, Request, param
 from prisond.engine.registry import Registry
 

@@ -131,32 +131,32 @@ class ControlServer:
     def answer(self, line: bytes, peer):
         """The reply to one line: bytes, a coroutine giving them (a method that waits), or a
         (request id, session) pair."""
-        rid = None
+        rid, flat = None, False
         try:
             req = decode_request(line)
-            rid = req.id
+            rid, flat = req.id, req.flat
             if self.jailed_only and req.method not in JAILED_OK:
                 raise PrisonError(f"{req.method}: this socket answers prisons' questions only", "permission_denied")
             result = self.handler(req, peer)
         except PrisonError as exc:
-            return reply_error(getattr(exc, "request_id", rid), exc)
+            return reply_error(getattr(exc, "request_id", rid), exc, flat)
         except Exception as exc:  # a bug answers this request with an error, and nothing else
             log.exception("internal error handling a request")
-            return reply_error(rid, PrisonError(f"internal error: {type(exc).__name__}", "internal"))
+            return reply_error(rid, PrisonError(f"internal error: {type(exc).__name__}", "internal"), flat)
         if asyncio.iscoroutine(result):
-            return self._finish(rid, result)
+            return self._finish(rid, result, flat)
         if hasattr(result, "run") and hasattr(result, "request"):
             return rid, result
-        return reply_ok(rid, result)
+        return reply_ok(rid, result, flat)
 
-    async def _finish(self, rid, coro) -> bytes:
+    async def _finish(self, rid, coro, flat: bool) -> bytes:
         try:
-            return reply_ok(rid, await coro)
+            return reply_ok(rid, await coro, flat)
         except PrisonError as exc:
-            return reply_error(getattr(exc, "request_id", rid), exc)
+            return reply_error(getattr(exc, "request_id", rid), exc, flat)
         except Exception as exc:
             log.exception("internal error handling a request")
-            return reply_error(rid, PrisonError(f"internal error: {type(exc).__name__}", "internal"))
+            return reply_error(rid, PrisonError(f"internal error: {type(exc).__name__}", "internal"), flat)
 
 
 class _Connection(asyncio.Protocol):

@@ -17,6 +17,7 @@ import sys
 import time
 
 from prisond.host import sdnotify
+from prisond.model import contract
 from prisond import built, version as prisond_version
 from prisond.service.api import Access, Api, Peer
 from prisond.service.audit import AuditSocket
@@ -29,18 +30,19 @@ from prisond.host.launcher import Launcher
 from prisond.host.lock import DaemonLock, lock_paths
 from prisond.host.net import AliasBook, Netlink
 from prisond.host.peer import PeerJudge
-from prisond.engine.prison import RUNNING, Deps, Prison
+from prisond.engine.prison import Deps, Prison
+from prisond.model.states import State
 from prisond.engine.registry import Registry
 from prisond.host.resources import Host as ResourceHost
 from prisond.host.store import StateStore
 from prisond.engine.tasks import spawn
 
 DEFAULT_CONFIG = "/etc/prisond/prisond.yaml"
-DEFAULT_RUNTIME = "/run/prisond"
+DEFAULT_RUNTIME = contract.RUNTIME_DIR
 DEFAULT_STATE = "/var/lib/prisond"
 PUBLIC = "public"  # in the runtime directory: what prisons see (the shim, their socket, events)
 INIT = "init"      # in the runtime directory, root only: each prison's init socket
-PRISON_SOCKET = "prison.sock"
+PRISON_SOCKET = contract.PRISON_SOCKET
 JAIL_NAME = "prisonjail"
 LIMIT_WATCH_INTERVAL = 1.0
 EVENT_TEXT = {  # by counter
@@ -232,7 +234,7 @@ class Daemon:
                                            mode=0o666, jailed_only=True)
         self.stopping = asyncio.Event()
         # the shim's reports (the policy's s= names the prisons' socket; events.sock is beside it)
-        self.audit = AuditSocket(os.path.join(public, "events.sock"), tree.prison_of, self._shim_event)
+        self.audit = AuditSocket(os.path.join(public, contract.EVENTS_SOCKET), tree.prison_of, self._shim_event)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -310,7 +312,7 @@ class Daemon:
             return counters
 
         while not self.stopping.is_set():
-            prisons = [p for p in self.registry.prisons.values() if p.state == RUNNING]
+            prisons = [p for p in self.registry.prisons.values() if p.state == State.RUNNING]
             stats = await asyncio.to_thread(lambda: [(p, read(p)) for p in prisons])  # noqa: B023 (awaited here)
             now = time.monotonic()
             for p, counters in stats:
@@ -366,7 +368,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="use at most Landlock ABI N in prisons (to see what an older kernel gives)")
     args = p.parse_args(argv)
     args.runtime_dir = os.path.abspath(args.runtime_dir)
-    args.socket = os.path.abspath(args.socket or os.path.join(args.runtime_dir, "control.sock"))
+    control = os.path.basename(contract.CONTROL_SOCKET)
+    args.socket = os.path.abspath(args.socket or os.path.join(args.runtime_dir, control))
     return args
 
 

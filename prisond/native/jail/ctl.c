@@ -36,8 +36,8 @@
 #include "jail.h"
 #include "json.h"
 
-#define PY_PRISONCTL "/usr/local/lib/prisond/prisonctl.py"
-#define DEFAULT_SOCKET "/run/prisond/control.sock"
+#define PY_PRISONCTL PD_PY_PRISONCTL
+#define DEFAULT_SOCKET PD_CONTROL_SOCKET
 #define REPLY_MAX 65536
 #define EX_ERROR 1
 #define EX_USAGE 2

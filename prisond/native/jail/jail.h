@@ -14,6 +14,8 @@
 #ifndef PRISONJAIL_JAIL_H
 #define PRISONJAIL_JAIL_H
 
+#include "contract.h" /* written by setup.py from prisond/model/contract.py */
+
 #include <stddef.h>
 #include <sys/types.h>
 

@@ -40,7 +40,10 @@ int parse_allow(const char *flags)
 {
 	int allow = 0;
 	for (; flags && *flags; flags++)
-		allow |= *flags == 'r' ? ALLOW_RAW : *flags == 'a' ? ALLOW_ANYAF : *flags == 'u' ? ALLOW_URING : 0;
+		allow |= *flags == PD_ALLOW_RAW	    ? ALLOW_RAW
+			 : *flags == PD_ALLOW_ANYAF ? ALLOW_ANYAF
+			 : *flags == PD_ALLOW_URING ? ALLOW_URING
+						    : 0;
 	return allow;
 }
 

@@ -45,21 +45,23 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "contract.h" /* written by setup.py from prisond/model/contract.py */
+
 #define EXPORT __attribute__((visibility("default")))
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-#define MAX_ADDRS 64
-#define POLICY_MAX 4096
-#define HOST_MAX 64 /* Linux HOST_NAME_MAX */
+#define MAX_ADDRS PD_MAX_ADDRESSES
+#define POLICY_MAX PD_POLICY_MAX
+#define HOST_MAX PD_HOSTNAME_MAX
 #define SENDMMSG_CHUNK 32
 
 /* Policy flags, one letter each in the f= field. */
-#define F_RAW 0x1    /* r: allow.raw_sockets */
-#define F_KERNEL 0x2 /* k: the kernel layer is in force and does the network rewrites */
-#define F_ANYAF 0x4  /* a: allow.socket_af */
+#define F_RAW 0x1    /* PD_FLAG_RAW: allow.raw_sockets */
+#define F_KERNEL 0x2 /* PD_FLAG_KERNEL: the kernel layer is in force and does the network rewrites */
+#define F_ANYAF 0x4  /* PD_FLAG_ANYAF: allow.socket_af */
 
 extern char **environ;
 
@@ -238,13 +240,13 @@ static int parse_addrs(int family, const char *s, size_t len, void *out, int *co
 	return 0;
 }
 
-/* PRISOND_POLICY = "1;n=NAME;h=HOST;4=A,B;6=A,B;l4=A;l6=A;f=FLAGS" */
+/* The policy (PD_POLICY_VAR), as prisond/model/contract.py defines it:
+ * "1;n=NAME;h=HOST;4=A,B;6=A,B;f=FLAGS[;s=SOCKET]" */
 static int parse_policy(const char *s)
 {
 	size_t len = strlen(s);
-	if (len > POLICY_MAX || strncmp(s, "1;", 2) != 0)
+	if (len > POLICY_MAX || s[0] != PD_POLICY_VERSION || s[1] != ';')
 		return -1;
-	int have_lo4 = 0, have_lo6 = 0;
 	size_t i = 2;
 	while (i < len) {
 		size_t j = i;
@@ -257,7 +259,6 @@ static int parse_policy(const char *s)
 		const char *v = eq + 1;
 		size_t vlen = (size_t)((s + j) - v);
 		const char *k = s + i;
-		int n;
 		if (klen == 1 && k[0] == 'h') {
 			if (copy_field(P.hostname, sizeof P.hostname, v, vlen) < 0)
 				return -1;
@@ -268,31 +269,23 @@ static int parse_policy(const char *s)
 		} else if (klen == 1 && k[0] == '6') {
 			if (parse_addrs(AF_INET6, v, vlen, P.ip6, &P.n6) < 0)
 				return -1;
-		} else if (klen == 2 && k[0] == 'l' && k[1] == '4') {
-			if (parse_addrs(AF_INET, v, vlen, &P.lo4, &n) < 0 || n != 1)
-				return -1;
-			have_lo4 = 1;
-		} else if (klen == 2 && k[0] == 'l' && k[1] == '6') {
-			if (parse_addrs(AF_INET6, v, vlen, &P.lo6, &n) < 0 || n != 1)
-				return -1;
-			have_lo6 = 1;
 		} else if (klen == 1 && k[0] == 's') {
 			if (copy_field(P.sock, sizeof P.sock, v, vlen) < 0)
 				return -1;
 			const char *slash = memrchr(v, '/', vlen);
 			size_t dir = slash ? (size_t)(slash - v) + 1 : 0;
-			if (dir + sizeof "events.sock" <= sizeof P.events.sun_path) {
+			if (dir + sizeof PD_EVENTS_SOCKET <= sizeof P.events.sun_path) {
 				P.events.sun_family = AF_UNIX;
 				memcpy(P.events.sun_path, v, dir);
-				memcpy(P.events.sun_path + dir, "events.sock", sizeof "events.sock");
+				memcpy(P.events.sun_path + dir, PD_EVENTS_SOCKET, sizeof PD_EVENTS_SOCKET);
 			}
 		} else if (klen == 1 && k[0] == 'f') {
 			for (size_t x = 0; x < vlen; x++) {
-				if (v[x] == 'r')
+				if (v[x] == PD_FLAG_RAW)
 					P.flags |= F_RAW;
-				else if (v[x] == 'k')
+				else if (v[x] == PD_FLAG_KERNEL)
 					P.flags |= F_KERNEL;
-				else if (v[x] == 'a')
+				else if (v[x] == PD_FLAG_ANYAF)
 					P.flags |= F_ANYAF;
 			}
 		}
@@ -301,9 +294,9 @@ static int parse_policy(const char *s)
 	}
 	if (P.hostlen == 0)
 		return -1;
-	if (!have_lo4 && P.n4)
+	if (P.n4)
 		P.lo4 = P.ip4[0];
-	if (!have_lo6 && P.n6)
+	if (P.n6)
 		P.lo6 = P.ip6[0];
 	return 0;
 }
@@ -342,7 +335,7 @@ static void init(void)
 	RESOLVE(fopen, "fopen");
 	RESOLVE(fopen64, "fopen64");
 
-	const char *pol = getenv("PRISOND_POLICY");
+	const char *pol = getenv(PD_POLICY_VAR);
 	if (!pol)
 		return; /* not in a prison: every wrapper passes through */
 	P.jailed = 1;
@@ -1222,7 +1215,7 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
  */
 
 #define STATUS_MAX 16384
-#define REPLY_MAX 2048
+#define REPLY_MAX PD_FLAT_MAX
 
 /* The pid a status path names (self: ours), or 0 when it is not one. */
 static pid_t status_path(const char *path)
@@ -1246,6 +1239,38 @@ static pid_t status_path(const char *path)
 	return strcmp(p, "status") == 0 ? pid : 0;
 }
 
+/* A flat reply (prisond/model/contract.py): "ok TEXT\n" with TEXT's backslash, newline and
+ * tab escaped -> 1 and the text in out; "err no_such_process\n" -> 0; anything else -> -1. */
+static int flat_reply(const char *reply, char *out, size_t cap)
+{
+	if (!strcmp(reply, "err no_such_process\n"))
+		return 0;
+	if (strncmp(reply, "ok ", 3) != 0)
+		return -1;
+	size_t o = 0;
+	for (const char *t = reply + 3; *t != '\n'; t++) {
+		char c = *t;
+		if (!c || o + 1 >= cap)
+			return -1;
+		if (c == '\\') {
+			c = *++t;
+			if (c != 'n' && c != 't' && c != '\\')
+				return -1;
+			c = c == 'n' ? '\n' : c == 't' ? '\t' : '\\';
+		}
+		out[o++] = c;
+	}
+	out[o] = 0;
+	return 1;
+}
+
+/* The question for pid's status, in the flat form's request (a JSON line with "flat":true). */
+static int status_request(char *req, size_t cap, pid_t pid)
+{
+	return snprintf(req, cap, "{\"v\":1,\"id\":1,\"method\":\"proc.status\",\"params\":{\"pid\":%d},\"flat\":true}\n",
+			(int)pid);
+}
+
 /* Asks the daemon; 1: lines in out, 0: not this prison's process, -1: no answer. */
 static int ask_status(pid_t pid, char *out, size_t cap)
 {
@@ -1257,8 +1282,7 @@ static int ask_status(pid_t pid, char *out, size_t cap)
 	struct sockaddr_un un = {.sun_family = AF_UNIX};
 	memcpy(un.sun_path, P.sock, strlen(P.sock) + 1);
 	char req[128], reply[REPLY_MAX];
-	int n = snprintf(req, sizeof req, "{\"v\":1,\"id\":1,\"method\":\"proc.status\",\"params\":{\"pid\":%d}}\n",
-			 (int)pid);
+	int n = status_request(req, sizeof req, pid);
 	size_t got = 0;
 	int rc = -1;
 	if (real.connect(fd, (struct sockaddr *)&un, sizeof un) < 0 || write(fd, req, n) != n)
@@ -1275,27 +1299,7 @@ static int ask_status(pid_t pid, char *out, size_t cap)
 			break;
 	}
 	reply[got] = 0;
-	if (strstr(reply, "\"no_such_process\"")) {
-		rc = 0;
-		goto out;
-	}
-	const char *t = strstr(reply, "\"text\":\""); /* the daemon writes compact JSON */
-	if (!t)
-		goto out;
-	t += 8;
-	size_t o = 0;
-	for (; *t && *t != '"' && o < cap - 1; t++) {
-		char c = *t;
-		if (c == '\\') {
-			c = *++t;
-			c = c == 'n' ? '\n' : c == 't' ? '\t' : c; /* \" \\ \/ as themselves */
-			if (!c)
-				break;
-		}
-		out[o++] = c;
-	}
-	out[o] = 0;
-	rc = *t == '"' ? 1 : -1;
+	rc = flat_reply(reply, out, cap);
 out:
 	close(fd);
 	return rc;

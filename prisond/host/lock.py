@@ -25,8 +25,8 @@ def lock_paths(state_dir: str, runtime_dir: str, cgroup_parent: str, lock_dir: s
     """What each lock guards -> its file.  Pure."""
     parent = cgroup_parent.strip("/").replace("%", "%25").replace("/", "%2F")
     return {f"the cgroup parent {cgroup_parent}": os.path.join(lock_dir, f"{parent}.lock"),
-            f"the state directory {state_dir}": os.path.join(state_dir, "prisond.host.lock"),
-            f"the runtime directory {runtime_dir}": os.path.join(runtime_dir, "prisond.host.lock")}
+            f"the state directory {state_dir}": os.path.join(state_dir, "prisond.lock"),
+            f"the runtime directory {runtime_dir}": os.path.join(runtime_dir, "prisond.lock")}
 
 
 class DaemonLock:

@@ -14,3 +14,11 @@ def test_a_change_in_defaults_changes_every_prison_it_reaches():
     new = parse("defaults: {stop: {timeout: 2}}\nprisons:\n  a: {}\n  b: {stop: {timeout: 1}}\n", "x")
     d = diff(old, new)
     assert d.changed == ("a",) and d.unchanged == ("b",)
+
+
+def test_a_change_in_the_daemon_section_is_named():
+    old = parse("daemon: {public_read: true}\nprisons: {a: {ip4: [127.0.2.1]}}\n", "x")
+    new = parse("daemon: {public_read: false, control_group: users}\nprisons: {a: {ip4: [127.0.2.1]}}\n", "x")
+    d = diff(old, new)
+    assert d.daemon == ("control_group", "public_read") and d.unchanged == ("a",)
+    assert diff(old, old).daemon == ()

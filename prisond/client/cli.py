@@ -263,7 +263,10 @@ def cmd_reload(client: Client, args: list[str]) -> int:
     for key, word in (("added", "add"), ("changed", "restart"), ("removed", "remove")):
         for name in r[key]:
             print(clean(f"{verb} {word}: {name}"))
-    if not (r["added"] or r["changed"] or r["removed"]):
+    if r.get("daemon"):
+        print(clean(f"{verb} not apply: daemon: {', '.join(r['daemon'])} (read when prisond starts: "
+                    "restart it, which stops every prison)"))
+    if not (r["added"] or r["changed"] or r["removed"] or r.get("daemon")):
         print("no changes")
     return 0
 
@@ -332,6 +335,9 @@ def cmd_check(args: list[str]) -> int:
 def cmd_mkroot(args: list[str]) -> int:
     opts, rest = flags(args, {"--force"}, 1)
     from prisond.client import mkroot
+    if os.geteuid() != 0:
+        return fail("mkroot: run it as root: a prison's root must be root's (whoever owns its /etc/passwd "
+                    "is root inside the prison, and prisond refuses to start such a root)", EX_NOPERM)
     try:
         result = mkroot.make(rest[0], force="--force" in opts)
     except mkroot.MkrootError as exc:
@@ -376,6 +382,10 @@ def cmd_top(client: Client, args: list[str]) -> int:
     delay = _option(args, "-d", float, 2.0)
     count = _option(args, "-n", int, 0)
     flags(args, set(), 0)
+    if not delay >= 0.1:  # as top(1): no busy loop against the daemon (nor a NaN)
+        raise Usage("-d: at least 0.1 seconds")
+    if count < 0:
+        raise Usage("-n: a count of refreshes (0, the default: until interrupted)")
     tty = sys.stdout.isatty()
     before, t_before, shown = {}, None, 0
     while True:

@@ -47,6 +47,8 @@ import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from prisond.host.reach import hidden_from_users
+
 SYSTEM_UID_MAX = 999  # Debian: system accounts are below 1000
 DIRS = {"etc": 0o755, "tmp": 0o1777, "root": 0o700, "home": 0o755, "proc": 0o555, "dev": 0o755,
         "run": 0o755, "srv": 0o755, "usr": 0o755, "var": 0o755, "var/tmp": 0o1777, "var/log": 0o755,
@@ -504,7 +506,8 @@ def make(root: str, host: str = "/", force: bool = False) -> Result:
         fill_etc(root_fd, root, host)
     finally:
         os.close(root_fd)
-    if os.stat(os.path.dirname(root)).st_mode & 0o077:
-        notes.append(f"{os.path.dirname(root)} is open to other users: make it 0700 so that no host "
-                     "user can reach set-uid programs a prison's root may leave in its tree")
+    if not hidden_from_users(root):
+        notes.append(f"host users can reach {root}: prisond will not start a confined prison there (they could "
+                     "run set-uid programs its root leaves in it); move it below a directory of root's closed "
+                     "to others (0700), such as /var/lib/prisond/roots")
     return Result(root, mounts, notes)

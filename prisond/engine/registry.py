@@ -182,6 +182,8 @@ class Registry:
                 return d
             log.info("reload: added %s, changed %s, removed %s", list(d.added) or "-", list(d.changed) or "-",
                      list(d.removed) or "-")
+            if d.daemon:
+                log.warning("reload: daemon: %s changed: read when prisond starts, not now", ", ".join(d.daemon))
             if self.deps.kernel is not None:
                 self.deps.kernel.share(new.prisons)
             # a running prison whose limits or (kernel prisons) addresses alone changed keeps its processes

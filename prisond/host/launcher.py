@@ -22,6 +22,7 @@ import time
 
 from prisond.model.config import Command, PrisonSpec
 from prisond.model.errors import SystemLayerError
+from prisond.host.reach import foreign_owner, hidden_from_users
 from prisond.host.initlink import STAGE_USER, Child, InitLink, SpawnError, SpawnRequest, short_address
 from prisond.model.policy import jail_flags, service_env
 
@@ -49,19 +50,6 @@ def init_argv(jail: str, control_fd: int, spec: PrisonSpec, procs_files: list[st
             argv += ["--bind", m.source, m.target, "ro" if m.readonly else "rw"]
         argv += ["--bind", public_dir, public_dir, "ro"]
     return argv
-
-
-def hidden_from_users(path: str, stat_of=os.stat) -> bool:
-    """Can no user but root reach into path?  True when a directory on its way (not path itself,
-    which the prison sees as its /) is root's and closed to group and others.  What a confined
-    prison's root writes there (a set-uid program) is then out of every host user's reach: the
-    prison's own mounts are nosuid, the host's view of the directory is not."""
-    parts = os.path.normpath(path).split("/")[1:-1]
-    for i in range(len(parts) + 1):
-        st = stat_of("/" + "/".join(parts[:i]))
-        if st.st_uid == 0 and not st.st_mode & 0o011:
-            return True
-    return False
 
 
 def listen_seqpacket(path: str) -> socket.socket:
@@ -106,6 +94,13 @@ class Launcher:
             raise SystemLayerError("prisonjail is missing: was prisond installed with 'pip install'?", "internal")
         if spec.path is not None and not os.path.isdir(spec.path):
             raise SystemLayerError(f"path {spec.path}: not a directory", "exec_failed")
+        if spec.path is not None:
+            owner = foreign_owner(spec.path)
+            if owner:
+                raise SystemLayerError(
+                    f"path {spec.path}: {owner} belongs to uid {os.lstat(owner).st_uid}, not root: whoever owns a "
+                    "prison's /etc/passwd is root inside it; make the root root's (chown -R root:root), or make it "
+                    "with prisonctl mkroot as root", "exec_failed")
         for what, where in ([("path", spec.path)] if spec.path else []) + [
                 (f"mounts: {m.source} (read-write)", m.source) for m in spec.mounts if not m.readonly]:
             if not hidden_from_users(where):

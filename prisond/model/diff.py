@@ -1,7 +1,7 @@
 """Reload as a diff: which prisons a new configuration adds, changes, removes.  Pure."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from prisond.model.config import Config
 
@@ -12,10 +12,11 @@ class ConfigDiff:
     changed: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
+    daemon: tuple[str, ...] = ()  # daemon: keys that changed: they take effect when prisond restarts
 
     def as_dict(self) -> dict:
         return {"added": list(self.added), "changed": list(self.changed),
-                "removed": list(self.removed), "unchanged": list(self.unchanged)}
+                "removed": list(self.removed), "unchanged": list(self.unchanged), "daemon": list(self.daemon)}
 
 
 def diff(old: Config, new: Config) -> ConfigDiff:
@@ -26,4 +27,5 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         changed=tuple(n for n in new_by if n in old_by and new_by[n] != old_by[n]),
         removed=tuple(n for n in old_by if n not in new_by),
         unchanged=tuple(n for n in new_by if n in old_by and new_by[n] == old_by[n]),
+        daemon=tuple(f.name for f in fields(new.daemon) if getattr(new.daemon, f.name) != getattr(old.daemon, f.name)),
     )

@@ -320,6 +320,26 @@ def test_a_writable_mount_host_users_can_reach_is_refused(daemon, confined_root,
         shutil.rmtree(open_dir, ignore_errors=True)
 
 
+def test_a_root_whose_passwd_a_user_owns_is_refused(daemon, tmp_path):
+    """A root made by a user (mkroot run as that user, or a copy): whoever owns its /etc/passwd
+    writes a uid 0 line there and is root inside the prison (a newcomer's trial did it as
+    nobody).  The prison does not start, and says why; prisonctl mkroot refuses to run as
+    anyone but root."""
+    from support.daemon import prisonctl_cmd
+    base = tmp_path / "roots"
+    base.mkdir(mode=0o700)
+    root = str(base / "r")
+    subprocess.run(prisonctl_cmd() + ["mkroot", root], check=True, capture_output=True)
+    os.chown(os.path.join(root, "etc", "passwd"), 65534, 65534)
+    d = daemon("prisons:\n" + confined(root, "c", "127.0.2.1"))
+    shown = d.show("c")
+    assert shown["state"] == "failed", "a root whose /etc/passwd nobody owns started"
+    assert "etc/passwd belongs to uid 65534, not root" in shown["reason"], shown["reason"]
+    r = subprocess.run(prisonctl_cmd() + ["mkroot", str(tmp_path / "mine")], capture_output=True,
+                       preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+    assert r.returncode == 77 and b"run it as root" in r.stderr, r
+
+
 # ------------------------------------------------------------------ 4e: /proc/net
 
 

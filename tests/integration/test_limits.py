@@ -160,3 +160,6 @@ def test_top_and_list_report_every_prison(daemon):
     assert set(listed["spin"]["usage"]) >= {"cpu_usec", "memory_current", "memory_peak", "oom_kills", "pids_refused",
                                             "cpu_throttled", "egress_bytes", "ingress_bytes"}
     assert listed["spin"]["usage"]["cpu_usec"] > listed["idle"]["usage"]["cpu_usec"]
+    for bad in (["-d", "-1"], ["-d", "0"], ["-d", "nan"], ["-n", "-1"]):  # refused as usage, no traceback
+        r = d.ctl("top", *bad, timeout=10)
+        assert r.returncode == 2 and b"Traceback" not in r.stderr, (bad, r)

@@ -8,8 +8,8 @@ wait status.  init also passes on what the prison's services write (log messages
 daemon keeps one descriptor per prison: this connection.
 
 Records (jail/msg.c): one packet is "op=NAME\\0" then "key=value\\0" records, descriptors
-attached with SCM_RIGHTS.  `encode`/`decode` are pure; tests/test_initlink.py checks them
-against the C side.
+attached with SCM_RIGHTS.  `encode`/`decode` are pure (tests/test_initlink.py); every
+integration test that starts a prison speaks them with the C side.
 """
 from __future__ import annotations
 

@@ -36,7 +36,6 @@ log = logging.getLogger("prisond.kernel")
 POLICY_MAP, COUNTER_MAP = "prisond_pol3", "prisond_cnt3"  # cgroup storage (v3, v3)
 CLAIMS_MAP, SOCKETS_MAP = "prisond_claims1", "prisond_sockcl1"
 MAP_NAMES = (POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, SOCKETS_MAP)
-MAX_PRISONS = 65536
 
 
 def _gen(fn, **kw):

@@ -14,7 +14,7 @@ Counter value (u64 each):
     0 egress_drop  8 ingress_drop  16 egress_pkts  24 egress_bytes  32 ingress_pkts
     40 ingress_bytes  48 denied  56 rewritten                                   = 64 bytes
 
-What each program does (FreeBSD's rules, jail-semantics.md):
+What each program does (FreeBSD's rules for a jail's sockets, as jail(8) and in_pcb.c keep them):
   bind4/6     a wildcard (0.0.0.0, `::`, ::ffff:0.0.0.0) -> the primary address of its family,
               whatever the number of addresses: a prison's socket never holds a port on an
               address that is not its own; 127.0.0.1/::1 -> the loopback target; a prison
@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from errno import EADDRINUSE, EADDRNOTAVAIL, EEXIST, ENOBUFS, EPERM, EPROTONOSUPPORT
 from typing import NamedTuple
 
 from prisond.model.contract import MAX_ADDRESSES
@@ -96,7 +97,6 @@ CLAIM_TRIES = 3
 LOOPBACK4 = 0x0100007F  # 127.0.0.1 as the little-endian load of its network-order bytes
 LOOPBACK6_W3 = 0x01000000
 V4MAPPED_W2 = 0xFFFF0000
-EADDRNOTAVAIL, EPROTONOSUPPORT, EPERM, EADDRINUSE, ENOBUFS, EEXIST = 99, 93, 1, 98, 105, 17
 
 # struct bpf_sock_addr / bpf_sock / __sk_buff offsets (checked against the kernel's own BTF:
 # `bpftool btf dump file /sys/kernel/btf/vmlinux format c`)

@@ -12,7 +12,7 @@ import struct
 
 from prisond.model.errors import SystemLayerError
 
-_NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+_NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())  # None: a machine prisond does not know
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -36,10 +36,19 @@ class KernelLayerError(SystemLayerError):
     code = "kernel_error"
 
 
+def _nr_bpf() -> int:
+    """bpf(2)'s number here; on a machine prisond does not know, an error (the kernel layer is
+    then unavailable, with this as the reason), never another system call's number."""
+    if _NR_BPF is None:
+        raise KernelLayerError(f"bpf(2): prisond does not know its system call number on {platform.machine()}",
+                               "kernel_error")
+    return _NR_BPF
+
+
 def _bpf(cmd: int, attr: bytes, what: str) -> tuple[int, ctypes.Array[ctypes.c_char]]:
     """The call's result and the attribute buffer (some commands answer in it)."""
     buf = ctypes.create_string_buffer(attr, max(len(attr), 128))
-    r = _libc.syscall(_NR_BPF, cmd, buf, ctypes.c_uint(len(buf)))
+    r = _libc.syscall(_nr_bpf(), cmd, buf, ctypes.c_uint(len(buf)))
     if r < 0:
         e = ctypes.get_errno()
         raise KernelLayerError(f"bpf({what}): {os.strerror(e)}", "kernel_error") from None
@@ -135,7 +144,7 @@ def prog_load(prog_type: int, insns: bytes, attach_type: int, name: str) -> int:
                        ctypes.addressof(lic), 1, len(log), ctypes.addressof(log), 0, 0,
                        name.encode()[:15], 0, attach_type)
     buf = ctypes.create_string_buffer(attr, 128)
-    r = _libc.syscall(_NR_BPF, PROG_LOAD, buf, ctypes.c_uint(128))
+    r = _libc.syscall(_nr_bpf(), PROG_LOAD, buf, ctypes.c_uint(128))
     if r < 0:
         e = ctypes.get_errno()
         tail = log.value.decode(errors="replace").strip().splitlines()[-12:]

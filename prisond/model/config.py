@@ -18,7 +18,6 @@ DEFAULT_STOP_TIMEOUT = 10.0
 ENFORCE_LEVELS = ("shim", "kernel")
 ALLOW_FLAGS = ("raw_sockets", "socket_af", "set_hostname", "sysvipc", "io_uring")
 EXEC_HOOKS = ("prestart", "start", "poststart", "prestop", "stop", "poststop")
-IN_PRISON_HOOKS = ("start", "stop")  # the others run on the host, as in jail(8)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")

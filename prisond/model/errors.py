@@ -1,13 +1,16 @@
 """prisond's exceptions: one tree, each with a string code that travels over the control socket.
 
-    PrisonError                 code
+    PrisonError                 internal, broken (a connection the daemon gave up on)
      ├── ConfigError            config_invalid    (carries the list of problems)
      ├── ProtocolError          bad_json, bad_request, too_large, bad_version, unknown_method
      ├── NoSuchPrison           no_such_prison
      ├── NoSuchProcess          no_such_process
      ├── StateConflict          not_running, already_running, busy
+     ├── Busy (host/lock.py)    busy              (another daemon holds the lock)
      ├── PermissionDenied       permission_denied
-     └── SystemLayerError       net_error, cgroup_error, exec_failed
+     └── SystemLayerError       system_error, net_error, cgroup_error, exec_failed, init_gone,
+          │                     kernel_unavailable, limit_unavailable, limit_error
+          └── KernelLayerError  kernel_error      (kernel/syscall.py)
 
 OS and netlink errors are translated into these at the module that meets them.
 """

@@ -6,18 +6,10 @@ import subprocess
 import time
 
 from support.daemon import addresses_on_lo, prisonctl_cmd, wait_for
+from support.fixtures import TcpServer
 from support.wire import Wire
 
 SERVICE = 'start: [sleep, "3600"]'
-
-
-class Sink:
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.9", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
 
 
 def worker(d, prison, nettool_static):
@@ -43,7 +35,7 @@ def test_enforcement_outlives_a_killed_daemon_and_a_new_daemon_adopts(daemon, ne
     w = worker(d, "k", nettool_static)
     wait_for(lambda: d.show("k")["procs"] == 3, what="the worker in k (with init and the service)")
     d.kill9()
-    sink = Sink()
+    sink = TcpServer("127.0.0.9")
     with Wire() as wire:
         out = connect_from(w, sink.port)  # a static binary, no daemon alive: the kernel alone
     assert "ok local=127.0.3.1:" in out, out
@@ -84,7 +76,7 @@ def test_a_reload_changes_addresses_without_restarting_processes(daemon, nettool
     assert d.show("k")["service"]["pid"] == pid and d.show("k")["procs"] == 3
     lo = addresses_on_lo()
     assert "127.0.3.9" in lo and "127.0.3.1" not in lo
-    sink = Sink()
+    sink = TcpServer("127.0.0.9")
     with Wire() as wire:
         assert connect_from(w, sink.port).startswith("ok local=127.0.3.9:")
     assert {s for s, _ in wire.syns(sink.port)} == {"127.0.3.9"}

@@ -3,7 +3,7 @@
  * One message is one packet: "op=NAME\0" followed by "key=value\0" records, in order, keys
  * repeated where a list is meant (arg=, env=).  Values are bytes without NUL, which argv and
  * environment strings cannot hold anyway.  Descriptors travel with the message (SCM_RIGHTS).
- * The Python side is prisond/host/initlink.py; tests/test_initlink.py checks both ends agree.
+ * The Python side is prisond/host/initlink.py; tests/test_initlink.py checks its encoding, the integration suites both ends.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prisond.host import procinfo
 from prisond.engine import seams
 from prisond.host.cgroup import Cgroup, CgroupTree
 from prisond.model.config import Command, PrisonSpec
@@ -25,15 +24,12 @@ from prisond.host.initlink import Child, Hello, InitLink, SpawnRequest, status_t
 from prisond.host.launcher import Launcher
 from prisond.host.net import AliasBook
 from prisond.engine.servicelog import ServiceLog
+from prisond.engine.view import PrisonView
 from prisond.engine.tasks import spawn
 from prisond.model.states import EVENT_OF, State, check_move
 
 KILL_WAIT = 5.0  # after SIGKILL, how long the last processes get to vanish
 HOOK_TIMEOUT = 60.0  # exec.prestart / poststart / prestop / poststop
-BRIEF_TTL = 1.0  # seconds `prisonctl list`'s CPU and memory figures may be old
-FIGURES_TTL = 0.25  # seconds show's and top's figures may be old
-PIDS_TTL = 0.5  # seconds the map of a prison's pids (as it sees them) may be old
-LIMIT_KEYS = ("memory", "memory_high", "pids", "cpu", "nofile")
 
 
 @dataclass
@@ -77,17 +73,9 @@ class Prison:
         self._holds_aliases = False
         self.enforcement, self.enforcement_why = deps.enforcement(spec)
         self.cgroup_id: int | None = None  # set while the kernel layer enforces this prison
-        self._addr_cache: tuple = (None, [], [])
         self.init_pid: int | None = None  # the prison's init (host pid; PID 1 of a confined prison)
         self.res = deps.resources.for_prison(spec.name, self.cgroup.path) if deps.resources else None
-        self._brief: dict = {}
-        self._brief_at = -BRIEF_TTL - 1.0
-        self._procs, self._procs_at = 0, -BRIEF_TTL - 1.0
-        self._fig: tuple[dict | None, dict | None] = (None, None)
-        self._fig_at = -FIGURES_TTL - 1.0
-        self._static: tuple = (None, {})
-        self._pidmap: dict[int, int] = {}
-        self._pidmap_at = -PIDS_TTL - 1.0
+        self.view = PrisonView(self)  # what list, show, top and proc.status see: figures, caches
 
     # ------------------------------------------------------------ start
 
@@ -109,7 +97,7 @@ class Prison:
                 self.change_state(State.FAILED, f"internal error: {exc}")
                 raise PrisonError(f"prison {self.spec.name} failed to start: {exc}") from exc
             self.started_at = time.time()
-            self._procs_at = self._brief_at = self._fig_at = -BRIEF_TTL - 1.0  # figures: fresh from now
+            self.view.refresh()  # figures: fresh from now
             self.change_state(State.RUNNING, detail=f"jid {self.jid}")
 
     async def _start(self) -> None:
@@ -247,7 +235,7 @@ class Prison:
                     raise SystemLayerError("its kernel enforcement cannot be re-established: "
                                            f"{self.deps.kernel_why}", "kernel_unavailable")
                 self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
-            hello = await self._connect(InitLink(self.deps.launcher.init_socket(spec.name), spec.name))
+            hello = await self._connect(self.deps.launcher.link(spec.name))
             self.started_at = rec.get("started_at")
             ident = rec.get("service_id")
             if spec.exec.start and ident in hello.live:
@@ -409,21 +397,7 @@ class Prison:
             await asyncio.sleep(0.02)
         return True
 
-    # ------------------------------------------------------------ views
-
-    def host_pid(self, inner: int) -> int | None:
-        """The host pid of the process the prison calls `inner` (proc.status).  A prison may
-        ask as fast as it can: a known pid is a lookup; any other costs one read of the
-        cgroup's process list, and a look at the processes that are new since the last one
-        (never a read of every process's status)."""
-        if inner in self._pidmap and time.monotonic() - self._pidmap_at < PIDS_TTL:
-            return self._pidmap[inner]
-        pids = set(self.pids())
-        new = pids - set(self._pidmap.values())
-        found = procinfo.inner_pids(sorted(new)) if self.spec.confined else {p: p for p in new}
-        self._pidmap = {i: h for i, h in self._pidmap.items() if h in pids} | found
-        self._pidmap_at = time.monotonic()
-        return self._pidmap.get(inner)
+    # ------------------------------------------------------------ processes
 
     def pids(self) -> list[int]:
         if self.state in (State.STOPPED, State.FAILED):
@@ -432,114 +406,6 @@ class Prison:
             return self.cgroup.procs()
         except PrisonError:
             return []
-
-    def _brief_procs(self) -> int:
-        """list's process count: at most a second old, like its CPU and memory figures."""
-        if self.state in (State.STOPPED, State.FAILED):
-            return 0
-        now = time.monotonic()
-        if now - self._procs_at > BRIEF_TTL:
-            self._procs, self._procs_at = self.nprocs(), now
-        return self._procs
-
-    def nprocs(self) -> int:
-        if self.state in (State.STOPPED, State.FAILED):
-            return 0
-        try:
-            return self.cgroup.count()
-        except PrisonError:
-            return 0
-
-    def summary(self, full: bool = False, pids: list[int] | None = None) -> dict:
-        spec = self.spec
-        if self._addr_cache[0] is not spec:  # listing a thousand prisons is mostly this
-            self._addr_cache = (spec, [str(a.ip) for a in spec.ip4], [str(a.ip) for a in spec.ip6])
-        if full:
-            procs = len(pids) if pids is not None else self.nprocs()
-            usage = self._figures()[0]
-        else:
-            procs, usage = self._brief_procs(), self._brief_usage()
-        return {
-            "jid": self.jid, "name": spec.name, "hostname": spec.hostname,
-            "ip4": self._addr_cache[1], "ip6": self._addr_cache[2],
-            "state": self.state, "procs": procs, "reason": self.reason,
-            "enforcement": self.enforcement, "enforcement_why": self.enforcement_why,
-            "usage": usage,
-        }
-
-    def details(self) -> dict:
-        pids = self.pids()
-        info = self.summary(full=True, pids=pids)
-        info.update(self._static_details())
-        spec = self.spec
-        info.update({
-            "cgroup": self.cgroup.path if self.state not in (State.STOPPED, State.FAILED) else None,
-            "started_at": self.started_at,
-            "service": ({"argv": list(spec.exec.start.argv),
-                         "pid": self.service.pid if self.service else None,
-                         "status": self.service_status} if spec.exec.start else None),
-            "init_pid": self.init_pid,
-            "processes": procinfo.processes(pids),
-            "kernel_counters": self._figures()[1],
-        })
-        return info
-
-    def _static_details(self) -> dict:
-        """What show tells of the configuration: made once per spec (a reload makes a new one)."""
-        if self._static[0] is not self.spec:
-            spec = self.spec
-            self._static = (spec, {
-                "addresses": [a.spec() for a in spec.addresses],
-                "stop_timeout": spec.stop_timeout,
-                "allow": sorted(spec.allow),
-                "path": spec.path,
-                "mounts": [{"source": m.source, "target": m.target, "readonly": m.readonly} for m in spec.mounts],
-                "limits": {k: getattr(spec.limits, k) for k in LIMIT_KEYS if getattr(spec.limits, k) is not None},
-            })
-        return self._static[1]
-
-    def _brief_usage(self) -> dict | None:
-        """list's two figures (CPU, memory): at most BRIEF_TTL old (a thousand prisons, many callers)."""
-        if self.state not in (State.RUNNING, State.STOPPING) or self.res is None:
-            return None
-        now = time.monotonic()
-        if now - self._brief_at > BRIEF_TTL:
-            try:
-                self._brief, self._brief_at = self.res.cpu_memory(), now
-            except PrisonError:
-                return None
-        return dict(self._brief)
-
-    def _figures(self) -> tuple[dict | None, dict | None]:
-        """(usage, kernel counters) for show and top: at most FIGURES_TTL old, so that many
-        callers asking at once cost the cgroup files and the map one read."""
-        now = time.monotonic()
-        if now - self._fig_at > FIGURES_TTL:
-            counters = self.kernel_counters()
-            self._fig, self._fig_at = (self._usage(counters), counters), now
-        usage, counters = self._fig
-        return (dict(usage) if usage else usage), (dict(counters) if counters else counters)
-
-    def _usage(self, counters: dict | None) -> dict | None:
-        """What the prison uses: CPU, memory, limit hits (its cgroups) and its network traffic
-        (the kernel layer's counters).  None while it is not running."""
-        if self.state not in (State.RUNNING, State.STOPPING) or self.res is None:
-            return None
-        try:
-            stats = self.res.stats()
-        except PrisonError:
-            return None
-        net = counters or {}
-        stats.update({k: net.get(k) for k in ("egress_bytes", "egress_packets", "ingress_bytes", "ingress_packets")})
-        return stats
-
-    def kernel_counters(self) -> dict | None:
-        if self.cgroup_id is None or self.deps.kernel is None:
-            return None
-        try:
-            return self.deps.kernel.counters(self.cgroup_id)
-        except PrisonError:
-            return None
 
 
 def _limits_text(limits) -> str:

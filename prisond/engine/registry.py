@@ -156,12 +156,12 @@ class Registry:
     async def start(self, name: str) -> dict:
         prison = self.get(name)
         await prison.start()
-        return prison.summary()
+        return prison.view.summary()
 
     async def stop(self, name: str) -> dict:
         prison = self.get(name)
         await prison.stop()
-        return prison.summary()
+        return prison.view.summary()
 
     async def restart(self, name: str) -> dict:
         prison = self.get(name)
@@ -170,7 +170,7 @@ class Registry:
         except StateConflict:
             pass  # restart of a stopped prison starts it
         await prison.start()
-        return prison.summary()
+        return prison.view.summary()
 
     # ------------------------------------------------------------ reload
 
@@ -212,7 +212,7 @@ class Registry:
 
     def list(self, full: bool = False) -> list[dict]:
         """Every prison's summary; full: with all its figures (`prisonctl top`)."""
-        return [p.summary(full) for p in self.prisons.values()]
+        return [p.view.summary(full) for p in self.prisons.values()]
 
     def uts_owner(self, ns: tuple[int, int]) -> str | None:
         """The prison whose UTS namespace this is ((st_dev, st_ino) of it: peer.py's second

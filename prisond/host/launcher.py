@@ -86,6 +86,10 @@ class Launcher:
     def init_socket(self, name: str) -> str:
         return os.path.join(self.init_dir, f"{name}.sock")
 
+    def link(self, name: str) -> InitLink:
+        """The way to the init of a prison that already runs (one an earlier daemon started)."""
+        return InitLink(self.init_socket(name), name)
+
     async def start_init(self, spec: PrisonSpec, procs_files: list[str]) -> InitLink:
         """The prison's init, in its cgroup, with its namespaces; its link (not yet connected).
         No preexec_fn: Python then starts the program with vfork, which a thousand prison

@@ -94,7 +94,7 @@ class Api:
             prison = prisons.get(self.registry.deps.cgroups.prison_of(pid) or "")
         else:
             prison = prisons.get(jail)
-            if prison is None or prison.host_pid(pid) is None:
+            if prison is None or prison.view.host_pid(pid) is None:
                 raise NoSuchProcess(f"no process {pid} in this prison")
         if prison is None:
             return {"text": "Prison:\t-\n"}
@@ -119,7 +119,7 @@ class Api:
         return self.registry.list(full=bool(param(req, "full", bool, required=False)))
 
     def show(self, req: Request):
-        return self.registry.get(param(req, "name")).details()
+        return self.registry.get(param(req, "name")).view.details()
 
     def ps(self, req: Request):
         prison = self.registry.get(param(req, "name"))

@@ -306,7 +306,7 @@ class Daemon:
         watch = CounterWatch()
 
         def read(p: Prison) -> dict:
-            counters = dict(p.kernel_counters() or {})
+            counters = dict(p.view.kernel_counters() or {})
             if p.res is not None and p.spec.limits != Limits():
                 counters.update(p.res.stats())
             return counters

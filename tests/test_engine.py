@@ -1,0 +1,141 @@
+"""The engine against a host in memory (support/fakehost.py): a prison's lifecycle, the
+registry's reload and recovery, and who may call what, in milliseconds and without root.
+Each test asserts what the engine decided and what it asked of the host."""
+import signal
+
+import pytest
+
+from prisond.engine.events import EventLog
+from prisond.engine.prison import Deps
+from prisond.engine.registry import Registry
+from prisond.host.store import StateStore
+from prisond.model.config import parse
+from prisond.model.errors import PermissionDenied
+from prisond.model.protocol import Request
+from prisond.model.states import State
+from prisond.service.api import Access, Api, Peer
+from support.fakehost import FakeAliases, FakeCgroupTree, FakeLauncher, Host
+
+WEB = "prisons:\n  web:\n    ip4: [127.0.2.1]\n    exec: {start: [httpd, -f]}\n"
+
+
+def engine(tmp_path, text: str, host: Host | None = None):
+    host = host or Host()
+    events = EventLog()
+    deps = Deps(cgroups=FakeCgroupTree(host), aliases=FakeAliases(host),
+                launcher=FakeLauncher(host, str(tmp_path / "init")), events=events, kernel_why="a test")
+    store = StateStore(str(tmp_path / "state"))
+    store.ensure_dir()
+    return host, Registry(parse(text, "test.yaml"), deps, store), events
+
+
+def kinds(events, name):
+    return [e["kind"] for e in events.since(0, name)]
+
+
+async def test_a_prison_starts_runs_its_service_and_stops_leaving_nothing(tmp_path):
+    host, reg, events = engine(tmp_path, WEB)
+    await reg.start_all()
+    web = reg.get("web")
+    assert web.state == State.RUNNING and host.aliases == {"web": web.spec.addresses}
+    assert len(host.procs["web"]) == 2 and web.service is not None  # init and the service
+    assert reg.store.prisons()["web"]["state"] == "running"  # the record a later daemon adopts from
+    await reg.stop("web")
+    assert web.state == State.STOPPED and host.aliases == {} and host.cgroups == set()
+    assert "web" not in reg.store.prisons()
+    assert kinds(events, "web") == ["started", "stopped"]
+
+
+async def test_a_failed_start_is_reported_and_leaves_nothing_half_made(tmp_path):
+    host, reg, events = engine(tmp_path, WEB.replace("exec: {", "exec: {prestart: check-disk, "))
+    host.hook_status["check-disk"] = 3
+    await reg.start_all()
+    web = reg.get("web")
+    assert web.state == State.FAILED and web.reason == "exec.prestart exited with status 3"
+    assert host.aliases == {} and host.cgroups == set() and host.procs.get("web", set()) == set()
+    assert "web" not in reg.store.prisons() and kinds(events, "web") == ["failed"]
+
+
+async def test_a_service_that_cannot_start_fails_the_prison_and_its_init_goes(tmp_path):
+    host, reg, _ = engine(tmp_path, WEB)
+    host.fail_start.add("httpd")
+    await reg.start_all()
+    assert reg.get("web").state == State.FAILED and "No such file" in reg.get("web").reason
+    assert host.cgroups == set() and host.inits == {}
+
+
+async def test_a_reload_touches_only_what_changed(tmp_path):
+    text = WEB + "  db:\n    ip4: [127.0.3.1]\n    exec: {start: [postgres]}\n  old:\n    ip4: [127.0.4.1]\n"
+    host, reg, _ = engine(tmp_path, text)
+    await reg.start_all()
+    db, web_service = reg.get("db"), reg.get("web").service
+    new = text.replace("hostname", "x").replace("  old:\n    ip4: [127.0.4.1]\n", "  new:\n    ip4: [127.0.5.1]\n")
+    new = new.replace("exec: {start: [httpd, -f]}", "hostname: web.example.test\n    exec: {start: [httpd, -f]}")
+    d = await reg.reload(parse(new, "test.yaml"))
+    assert (d.added, d.changed, d.removed, d.unchanged) == (("new",), ("web",), ("old",), ("db",))
+    assert reg.get("db") is db and db.state == State.RUNNING  # not touched
+    assert reg.get("web").state == State.RUNNING and reg.get("web").service is not web_service  # restarted
+    assert reg.get("web").jid == 1  # its JID kept, as jail -m keeps it
+    assert "old" not in reg.prisons and "old" not in host.cgroups
+    assert reg.get("new").state == State.RUNNING
+
+
+async def test_a_new_daemon_adopts_what_the_last_one_left_running(tmp_path):
+    host, reg, _ = engine(tmp_path, WEB)
+    await reg.start_all()
+    service_pid, jid = reg.get("web").service.pid, reg.get("web").jid
+    # the daemon dies; a new one starts on the same host, state directory and configuration
+    _, again, events = engine(tmp_path, WEB, host)
+    await again.recover()
+    web = again.get("web")
+    assert web.state == State.RUNNING and web.jid == jid and web.service.pid == service_pid
+    assert web.service_status == "running (adopted)" and kinds(events, "web") == ["adopted"]
+    await again.stop("web")
+    assert host.cgroups == set()
+
+
+async def test_recovery_ends_a_prison_no_longer_configured_and_leaves_unknown_cgroups(tmp_path):
+    host, reg, _ = engine(tmp_path, WEB)
+    await reg.start_all()
+    host.cgroups.add("someone-else")  # not in this daemon's records
+    host.procs["someone-else"] = {4_199_999}
+    _, again, _ = engine(tmp_path, "prisons: {}\n", host)
+    await again.recover()
+    assert "web" not in host.cgroups and host.procs.get("web", set()) == set()
+    assert "someone-else" in host.cgroups and host.procs["someone-else"] == {4_199_999}
+
+
+async def test_a_stubborn_service_is_killed_after_its_stop_timeout(tmp_path):
+    host, reg, _ = engine(tmp_path, WEB.replace("exec:", "stop: {timeout: 0.05}\n    exec:"))
+    await reg.start_all()
+    web = reg.get("web")
+    orig = host.kill
+
+    def ignore_term(pid, sig):  # the service ignores SIGTERM
+        if sig != signal.SIGTERM or pid == next(iter(host.inits.values())).init_pid:
+            orig(pid, sig)
+    host.kill = ignore_term
+    await reg.stop("web")
+    assert web.state == State.STOPPED and host.procs.get("web", set()) == set()
+
+
+@pytest.mark.parametrize("peer,method,allowed", [
+    (Peer(1, 0, 0), "prison.stop", True),
+    (Peer(1, 1000, 1000), "prison.list", True),
+    (Peer(1, 1000, 1000), "prison.stop", False),
+    (Peer(1, 1000, 1000, (50,)), "prison.stop", True),  # a member of the control group
+    (Peer(1, 0, 0, (), "web"), "prison.list", False),    # root inside a prison
+    (Peer(1, 0, 0, (), ""), "prison.list", False),       # a prison the daemon cannot name
+])
+async def test_who_may_call_what(tmp_path, peer, method, allowed):
+    _, reg, _ = engine(tmp_path, WEB)
+    await reg.start_all()
+    api = Api(reg, "/nonexistent/shim.so", access=Access(gid=50))
+    params = {"name": "web"} if method == "prison.stop" else {}
+    if allowed:
+        result = api.handle(Request(1, method, params), peer)
+        if hasattr(result, "__await__"):
+            await result
+    else:
+        with pytest.raises(PermissionDenied):
+            api.handle(Request(1, method, params), peer)

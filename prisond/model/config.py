@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prisond.model.contract import MAX_ADDRESSES, POLICY_VAR
+from prisond.model.params import PARAMS, keys
 from prisond.model.errors import ConfigError
 from prisond.model.yamlsrc import Source, YamlError, load
 
 DEFAULT_STOP_TIMEOUT = 10.0
 ENFORCE_LEVELS = ("shim", "kernel")
-ALLOW_FLAGS = ("raw_sockets", "socket_af", "set_hostname", "sysvipc", "io_uring")
+ALLOW_FLAGS = tuple(p.key for p in PARAMS if p.section == "prisons.NAME.allow")
 EXEC_HOOKS = ("prestart", "start", "poststart", "prestop", "stop", "poststop")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -226,7 +227,7 @@ class _Validator:
         for path, first, second in self.src.duplicates:
             what = "prison" if len(path) == 2 and path[0] == "prisons" else "key"
             self.bad(path, f"duplicate {what} {path[-1]!r} (first at line {first}, again at line {second})")
-        top = self.mapping(self.src.data, (), {"daemon", "defaults", "prisons"})
+        top = self.mapping(self.src.data, (), keys(""))
         daemon = self.daemon(top.get("daemon"), ("daemon",))
         defaults = self.mapping(top.get("defaults"), ("defaults",), _PRISON_KEYS - {"hostname", "ip4", "ip6"})
         prisons_raw = self.mapping(top.get("prisons"), ("prisons",))
@@ -245,7 +246,7 @@ class _Validator:
         return Config(source=self.src.filename, prisons=tuple(prisons), daemon=daemon)
 
     def daemon(self, value, path) -> DaemonSpec:
-        d = self.mapping(value, path, {"cgroup_parent", "kernel_layer", "limits", "control_group", "public_read"})
+        d = self.mapping(value, path, keys("daemon"))
         parent = "prisond"
         if "cgroup_parent" in d:
             parent = self.string(d["cgroup_parent"], path + ("cgroup_parent",)) or parent
@@ -305,7 +306,7 @@ class _Validator:
         ip4 = self.addresses(body.get("ip4"), path + ("ip4",), 4)
         ip6 = self.addresses(body.get("ip6"), path + ("ip6",), 6)
         execs = self.exec_spec(body.get("exec"), path + ("exec",))
-        stop = self.mapping(body.get("stop"), path + ("stop",), {"timeout"})
+        stop = self.mapping(body.get("stop"), path + ("stop",), keys("prisons.NAME.stop"))
         timeout = stop.get("timeout", DEFAULT_STOP_TIMEOUT)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
             self.bad(path + ("stop", "timeout"), f"must be a number of seconds >= 0, not {timeout!r}")
@@ -334,7 +335,7 @@ class _Validator:
                           path=_norm(root) if root else None, mounts=tuple(mounts), limits=limits)
 
     def limits(self, value, path) -> Limits:
-        body = self.mapping(value, path, {"memory", "memory_high", "pids", "cpu", "nofile"})
+        body = self.mapping(value, path, keys("prisons.NAME.limits"))
         out: dict[str, Any] = {}
         for key in ("memory", "memory_high"):
             if key in body:
@@ -373,7 +374,7 @@ class _Validator:
             here = path + (i,)
             if isinstance(item, str):
                 item = {"source": item}
-            body = self.mapping(item, here, {"source", "target", "readonly"})
+            body = self.mapping(item, here, keys("prisons.NAME.mounts[]"))
             if not body:
                 if isinstance(item, dict):
                     self.bad(here, "needs source:")
@@ -394,7 +395,7 @@ class _Validator:
         return out
 
     def exec_spec(self, value, path) -> ExecSpec:
-        body = self.mapping(value, path, set(EXEC_HOOKS) | {"consolelog", "env", "jail_user"})
+        body = self.mapping(value, path, keys("prisons.NAME.exec"))
         hooks = {}
         for hook in EXEC_HOOKS:
             if hook in body:
@@ -519,8 +520,7 @@ class _Validator:
                         owners[a.ip] = (p.name, len(addrs))
 
 
-_PRISON_KEYS = {"hostname", "ip4", "ip6", "interface", "exec", "stop", "allow", "enforce", "path", "mounts",
-                "limits"}
+_PRISON_KEYS = keys("prisons.NAME")
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 

@@ -17,12 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prisond.engine import seams
-from prisond.host.cgroup import Cgroup, CgroupTree
 from prisond.model.config import Command, PrisonSpec
 from prisond.model.errors import PrisonError, StateConflict, SystemLayerError
 from prisond.host.initlink import Child, Hello, InitLink, SpawnRequest, status_text
 from prisond.host.launcher import Launcher
-from prisond.host.net import AliasBook
 from prisond.engine.servicelog import ServiceLog
 from prisond.engine.view import PrisonView
 from prisond.engine.tasks import spawn
@@ -35,9 +33,9 @@ HOOK_TIMEOUT = 60.0  # exec.prestart / poststart / prestop / poststop
 @dataclass
 class Deps:
     """What a prison needs from the daemon, passed in."""
-    cgroups: CgroupTree
-    aliases: AliasBook
-    launcher: Launcher
+    cgroups: seams.Cgroups
+    aliases: seams.Aliases
+    launcher: seams.Inits
     kernel: seams.KernelLayer | None = None  # where the host can enforce (bpf/)
     kernel_why: str = ""                      # why it can, or why not
     resources: seams.Resources | None = None  # limits and accounting (None: neither)
@@ -63,7 +61,7 @@ class Prison:
         self.on_change = on_change  # after each change of state: the registry saves the record
         self.reason: str | None = None
         self.started_at: float | None = None
-        self.cgroup: Cgroup = deps.cgroups.for_prison(spec.name)
+        self.cgroup: seams.Cgroup = deps.cgroups.for_prison(spec.name)
         self.service: Child | None = None
         self.service_status: str | None = None
         self.link: InitLink | None = None  # the prison's init: the way in

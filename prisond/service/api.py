@@ -51,8 +51,9 @@ class Access:
 
 class Api:
     def __init__(self, registry: Registry, shim_path: str, *, status=lambda: "ready", access: Access = Access(),
-                 public_socket: str | None = None):
+                 public_socket: str | None = None, prison_of: Callable[[int], str | None] = lambda pid: None):
         self.registry = registry
+        self.prison_of = prison_of  # the prison whose cgroup holds a pid (host/cgroup.py)
         self.shim_path = shim_path
         self.status = status
         self.access = access
@@ -91,7 +92,7 @@ class Api:
         if jail is None:  # the host: any process
             if not os.path.exists(f"/proc/{pid}"):
                 raise NoSuchProcess(f"no process {pid}")
-            prison = prisons.get(self.registry.deps.cgroups.prison_of(pid) or "")
+            prison = prisons.get(self.prison_of(pid) or "")
         else:
             prison = prisons.get(jail)
             if prison is None or prison.view.host_pid(pid) is None:
@@ -129,7 +130,7 @@ class Api:
         pid = param(req, "pid", int)
         if not os.path.exists(f"/proc/{pid}"):
             raise NoSuchProcess(f"no process {pid}")
-        name = self.registry.deps.cgroups.prison_of(pid)
+        name = self.prison_of(pid)
         prison = self.registry.prisons.get(name) if name else None
         return {"pid": pid, "prison": prison.spec.name if prison else None,
                 "jid": prison.jid if prison else None}

@@ -207,16 +207,16 @@ class Daemon:
         public = os.path.dirname(shim_path)
         self.events = EventLog()
         self.netlink = Netlink()
-        self.deps = Deps(cgroups=tree, aliases=AliasBook(self.netlink, record=self.store),
-                         launcher=Launcher(shim_path, jail if os.access(jail, os.X_OK) else None,
-                                           os.path.join(public, PRISON_SOCKET), init_dir, args.landlock_abi),
-                         kernel=kernel, kernel_why=why,
-                         resources=ResourceHost(layout, config.daemon.cgroup_parent) if config.daemon.limits else None,
-                         events=self.events)
+        self.tree = tree
+        self.launcher = Launcher(shim_path, jail if os.access(jail, os.X_OK) else None,
+                                 os.path.join(public, PRISON_SOCKET), init_dir, args.landlock_abi)
+        self.resources = ResourceHost(layout, config.daemon.cgroup_parent) if config.daemon.limits else None
+        self.deps = Deps(cgroups=tree, aliases=AliasBook(self.netlink, record=self.store), launcher=self.launcher,
+                         kernel=kernel, kernel_why=why, resources=self.resources, events=self.events)
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
         gid = control_gid(config.daemon.control_group)
-        self.api = Api(self.registry, shim_path, status=lambda: self.status,
+        self.api = Api(self.registry, shim_path, status=lambda: self.status, prison_of=tree.prison_of,
                        access=Access(gid, config.daemon.public_read),
                        public_socket=os.path.join(public, PRISON_SOCKET))
         judge = PeerJudge(tree.prison_in, self.registry.uts_owner)
@@ -244,15 +244,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._stop)
         loop.add_signal_handler(signal.SIGINT, self._stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload(), "reload"))
-        await asyncio.to_thread(self.deps.cgroups.ensure_parent)
-        if self.deps.resources:
-            await asyncio.to_thread(self.deps.resources.ensure_parents, self.deps.cgroups.parent)
+        await asyncio.to_thread(self.tree.ensure_parent)
+        if self.resources:
+            await asyncio.to_thread(self.resources.ensure_parents, self.tree.parent)
         await self.registry.recover()
         await self.server.start()
         await self.prison_server.start()
         self.audit.start(loop)
-        log.info("control socket %s; cgroups under %s (%s layout)", self.args.socket, self.deps.cgroups.parent,
-                 self.deps.cgroups.layout.kind)
+        log.info("control socket %s; cgroups under %s (%s layout)", self.args.socket, self.tree.parent,
+                 self.tree.layout.kind)
         await self.registry.start_all()
         spawn(self._watch_counters(), "counters")
         interval = sdnotify.watchdog_interval()
@@ -273,15 +273,15 @@ class Daemon:
         self.store.clear()
         # every prison stopped: the shim can go (a daemon that dies keeps it for its prisons,
         # whose programs load it at every exec; the next daemon installs it again)
-        _unlink(self.deps.launcher.shim_path)
-        for path in (self.deps.launcher.init_dir, self.deps.launcher.public_dir):
+        _unlink(self.launcher.shim_path)
+        for path in (self.launcher.init_dir, self.launcher.public_dir):
             try:
                 os.rmdir(path)  # empty once every prison stopped
             except OSError:
                 pass
-        self.deps.cgroups.remove_parent()
-        if self.deps.resources:
-            self.deps.resources.remove_parents()
+        self.tree.remove_parent()
+        if self.resources:
+            self.resources.remove_parents()
         self.netlink.close()
         log.info("stopped")
         return 0

@@ -96,7 +96,7 @@ class Prison:
                 raise PrisonError(f"prison {self.spec.name} failed to start: {exc}") from exc
             self.started_at = time.time()
             self.view.refresh()  # figures: fresh from now
-            self.change_state(State.RUNNING, detail=f"jid {self.jid}")
+            self.change_state(State.RUNNING)
 
     async def _start(self) -> None:
         spec = self.spec
@@ -168,7 +168,7 @@ class Prison:
         self.log.log(level, "%s%s%s", new, f" ({detail})" if detail else "", f": {reason}" if reason else "")
         kind = kind or EVENT_OF.get(new)
         if kind:
-            self.event(kind, reason or detail)
+            self.event(kind, reason or detail or (f"jid {self.jid}" if new is State.RUNNING else ""))
         if self.on_change is not None:
             self.on_change(self)
 
@@ -243,7 +243,7 @@ class Prison:
                 self.service_status = f"{status_text(hello.exited[ident])} (while no daemon watched)"
             elif spec.exec.start:
                 self.service_status = "exited (while no daemon watched)"
-            self.change_state(State.RUNNING, detail=f"adopted: jid {self.jid}, {len(self.pids())} processes, "
+            self.change_state(State.RUNNING, detail=f"adopted: jid {self.jid}, {self.cgroup.count()} processes, "
                               f"{self.enforcement} enforcement", kind="adopted")
 
     async def change_in_place(self, new: PrisonSpec) -> None:

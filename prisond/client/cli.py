@@ -25,10 +25,9 @@ import os
 import sys
 
 from prisond.client.connection import Client, ClientError, DaemonError
-from prisond.model.contract import CONTROL_SOCKET
+from prisond.model.contract import CONTROL_SOCKET, EX_ERROR, EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, SOCKET_ENV
 
 DEFAULT_SOCKET = CONTROL_SOCKET
-EX_ERROR, EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 1, 2, 69, 77
 
 USAGE = """usage: prisonctl [--socket PATH] COMMAND [ARGS]
 
@@ -74,7 +73,7 @@ def clean(text) -> str:
 
 def main(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    socket_path = os.environ.get("PRISOND_SOCKET") or DEFAULT_SOCKET
+    socket_path = os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
     try:
         while args and args[0].startswith("-") and args[0] != "--":
             opt = args.pop(0)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import _socket
 
 from prisond.client import leanjson
+from prisond.model.contract import PROTOCOL_VERSION
 
 AF_UNIX, SOCK_STREAM, SOCK_CLOEXEC = _socket.AF_UNIX, _socket.SOCK_STREAM, _socket.SOCK_CLOEXEC
 
-VERSION = 1  # keep in step with protocol.VERSION (checked by the tests)
+VERSION = PROTOCOL_VERSION
 
 
 class ClientError(Exception):

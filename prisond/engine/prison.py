@@ -20,7 +20,7 @@ from prisond.engine import seams
 from prisond.model.config import Command, PrisonSpec
 from prisond.model.errors import PrisonError, StateConflict, SystemLayerError
 from prisond.host.initlink import Child, Hello, InitLink, SpawnRequest, status_text
-from prisond.host.launcher import Launcher
+from prisond.host.launcher import wait_host_command
 from prisond.engine.servicelog import ServiceLog
 from prisond.engine.view import PrisonView
 from prisond.engine.tasks import spawn
@@ -36,7 +36,7 @@ class Deps:
     cgroups: seams.Cgroups
     aliases: seams.Aliases
     launcher: seams.Inits
-    kernel: seams.KernelLayer | None = None  # where the host can enforce (bpf/)
+    kernel: seams.KernelLayer | None = None  # where the host can enforce (kernel/)
     kernel_why: str = ""                      # why it can, or why not
     resources: seams.Resources | None = None  # limits and accounting (None: neither)
     events: seams.Events | None = None
@@ -199,7 +199,7 @@ class Prison:
         streams = {"out": proc.stdout, "err": proc.stderr}
         readers = [asyncio.ensure_future(_relay(s, lines, name)) for name, s in streams.items() if s is not None]
         try:
-            rc = await Launcher.wait(proc, HOOK_TIMEOUT)
+            rc = await wait_host_command(proc, HOOK_TIMEOUT)
             if readers:  # what it wrote before it ended (a child of its holding the pipe: cut short)
                 await asyncio.wait(readers, timeout=1)
         finally:
@@ -385,7 +385,7 @@ class Prison:
                 raise SystemLayerError(f"processes of {self.spec.name} survived SIGKILL: {cg.procs()}",
                                        "cgroup_error")
         if init:
-            reap(init)
+            await asyncio.to_thread(reap, init)  # may wait a little: not on the loop
 
     async def _wait_empty(self, timeout: float, ignore: set | frozenset = frozenset()) -> bool:
         deadline = time.monotonic() + timeout

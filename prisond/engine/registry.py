@@ -89,11 +89,7 @@ class Registry:
                 except PrisonError as exc:
                     log.error("prison %s: cannot adopt: %s", name, exc.message)
             await asyncio.to_thread(self._end_leftover, name)
-        kept = {p.spec.name for p in adopted}
-        init_dir = self.deps.launcher.init_dir
-        for entry in os.listdir(init_dir) if os.path.isdir(init_dir) else ():  # sockets of dead inits
-            if entry.removesuffix(".sock") not in kept:
-                os.unlink(os.path.join(init_dir, entry))
+        self.deps.launcher.forget_inits(keep={p.spec.name for p in adopted})
         self._renumber(adopted)
         errors = await asyncio.to_thread(self.deps.aliases.release_unused)
         for e in errors:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from prisond.host import procinfo
 from prisond.model.errors import PrisonError
+from prisond.model.params import PARAMS
 from prisond.model.states import State
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 BRIEF_TTL = 1.0  # seconds `prisonctl list`'s CPU and memory figures may be old
 FIGURES_TTL = 0.25  # seconds show's and top's figures may be old
 PIDS_TTL = 0.5  # seconds the map of a prison's pids (as it sees them) may be old
-LIMIT_KEYS = ("memory", "memory_high", "pids", "cpu", "nofile")
+LIMIT_KEYS = tuple(p.key for p in PARAMS if p.section == "prisons.NAME.limits")
 
 
 class PrisonView:

@@ -1,6 +1,6 @@
 """The daemon's end of a prison's init: the only way a process gets into a prison.
 
-A prison's init (`prisonjail init`, prisond/jail/init.c) listens on a SOCK_SEQPACKET unix
+A prison's init (`prisonjail init`, prisond/native/jail/init.c) listens on a SOCK_SEQPACKET unix
 socket in a directory only root can reach.  The daemon connects, says hello (and learns what
 init started that still runs and what ended while no daemon listened), then asks it to spawn
 processes; init answers with each one's pidfd (and a terminal's master), and later with its
@@ -23,14 +23,16 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from prisond.model.contract import (INIT_MSG_MAX, STAGE_CWD, STAGE_EXEC, STAGE_IDS, STAGE_LIMIT, STAGE_TTY,
+                                     STAGE_USER)
 from prisond.model.errors import SystemLayerError
 
 log = logging.getLogger("prisond.init")
 
-MSG_MAX = 128 * 1024
+MSG_MAX = INIT_MSG_MAX
 MAX_FDS = 250
-STAGES = {0: "start", 1: "user", 2: "user ids", 3: "working directory", 4: "limits", 5: "terminal", 6: "exec"}
-STAGE_USER, STAGE_EXEC = 1, 6
+STAGES = {0: "start", STAGE_USER: "user", STAGE_IDS: "user ids", STAGE_CWD: "working directory",
+          STAGE_LIMIT: "limits", STAGE_TTY: "terminal", STAGE_EXEC: "exec"}
 
 
 def encode(op: str, records: list[tuple[str, str]]) -> bytes:

@@ -21,6 +21,7 @@ import subprocess
 import time
 
 from prisond.model.config import Command, PrisonSpec
+from prisond.model.contract import SERVICE_PATH
 from prisond.model.errors import SystemLayerError
 from prisond.host.reach import foreign_owner, hidden_from_users
 from prisond.host.initlink import STAGE_USER, Child, InitLink, SpawnError, SpawnRequest, short_address
@@ -85,6 +86,12 @@ class Launcher:
 
     def init_socket(self, name: str) -> str:
         return os.path.join(self.init_dir, f"{name}.sock")
+
+    def forget_inits(self, keep: set[str]) -> None:
+        """Remove the sockets of inits that are gone (all but the prisons in keep)."""
+        for entry in os.listdir(self.init_dir) if os.path.isdir(self.init_dir) else ():
+            if entry.removesuffix(".sock") not in keep:
+                os.unlink(os.path.join(self.init_dir, entry))
 
     def link(self, name: str) -> InitLink:
         """The way to the init of a prison that already runs (one an earlier daemon started)."""
@@ -185,18 +192,18 @@ class Launcher:
             if out is not None:
                 os.close(out)
 
-    @staticmethod
-    async def wait(proc: asyncio.subprocess.Process, timeout: float) -> int | None:
-        """The exit status, or None after killing a command that outlived its timeout."""
+
+async def wait_host_command(proc: asyncio.subprocess.Process, timeout: float) -> int | None:
+    """A host hook's exit status, or None after killing one that outlived its timeout."""
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
         try:
-            return await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            try:
-                proc.kill()
-            except ProcessLookupError:
-                pass
-            await proc.wait()
-            return None
+            proc.kill()
+        except ProcessLookupError:
+            pass
+        await proc.wait()
+        return None
 
 
 def run_starter(argv: list[str], stdin: int, timeout: float) -> tuple[int, bytes, bytes]:
@@ -209,7 +216,7 @@ def run_starter(argv: list[str], stdin: int, timeout: float) -> tuple[int, bytes
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = os.posix_spawn(argv[0], argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, setsid=True, file_actions=[
+        pid = os.posix_spawn(argv[0], argv, {"PATH": SERVICE_PATH}, setsid=True, file_actions=[
             (os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
     finally:
         os.close(out_w)

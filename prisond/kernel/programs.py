@@ -77,7 +77,12 @@ SKB_LOAD_BYTES, BIND, GET_LOCAL_STORAGE, SK_STORAGE_GET, SET_RETVAL = 26, 64, 81
 NOEXIST, SK_STORAGE_CREATE = 1, 1  # BPF_NOEXIST; BPF_SK_STORAGE_GET_F_CREATE
 
 MAX_ADDRS = MAX_ADDRESSES  # the policy map holds this many per family (contract.py)
-FLAGS, N4, N6, LO4, LO6, IP4, IP6, OWNER = 0, 4, 8, 12, 16, 32, 96, 352
+# the policy value: u32 flags, n4, n6; lo4 (4 bytes); lo6 (16); ip4[MAX_ADDRS] (4 each);
+# ip6[MAX_ADDRS] (16 each); u64 owner.  Another MAX_ADDRS is another layout: rename POLICY_MAP
+# (enforce.py), so that no daemon adopts a map it would read wrong.
+FLAGS, N4, N6, LO4, LO6, IP4 = 0, 4, 8, 12, 16, 32
+IP6 = IP4 + 4 * MAX_ADDRS
+OWNER = IP6 + 16 * MAX_ADDRS
 POLICY_SIZE = OWNER + 8
 F_RAW, F_TRACK4, F_TRACK6, F_TAINT4, F_TAINT6 = 1, 2, 4, 8, 16
 C_EGRESS_DROP, C_INGRESS_DROP, C_EGRESS_PKTS, C_EGRESS_BYTES = 0, 8, 16, 24

@@ -10,12 +10,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from prisond.model.contract import MAX_ADDRESSES, POLICY_VAR
-from prisond.model.params import PARAMS, keys
+from prisond.model.contract import HOSTNAME_MAX, MAX_ADDRESSES, POLICY_VAR
+from prisond.model.params import PARAMS, default, keys
 from prisond.model.errors import ConfigError
 from prisond.model.yamlsrc import Source, YamlError, load
 
-DEFAULT_STOP_TIMEOUT = 10.0
+DEFAULT_STOP_TIMEOUT: float = default("prisons.NAME.stop", "timeout")
 ENFORCE_LEVELS = ("shim", "kernel")
 ALLOW_FLAGS = tuple(p.key for p in PARAMS if p.section == "prisons.NAME.allow")
 EXEC_HOOKS = ("prestart", "start", "poststart", "prestop", "stop", "poststop")
@@ -118,12 +118,12 @@ class PrisonSpec:
 
 
 @dataclass(frozen=True)
-class DaemonSpec:
-    cgroup_parent: str = "prisond"
-    kernel_layer: bool = True  # false: load no BPF; prisons default to the shim
-    limits: bool = True        # false: leave the cgroup controllers alone (no limits, no accounting)
-    control_group: str = "prisond"  # its members may change things through the control socket
-    public_read: bool = True        # any local user may read (list, show, ...); false: root and the group
+class DaemonSpec:  # the defaults are the parameter table's (params.py)
+    cgroup_parent: str = default("daemon", "cgroup_parent")
+    kernel_layer: bool = default("daemon", "kernel_layer")  # false: load no BPF; prisons default to the shim
+    limits: bool = default("daemon", "limits")  # false: leave the cgroup controllers alone
+    control_group: str = default("daemon", "control_group")  # its members may change things
+    public_read: bool = default("daemon", "public_read")  # any local user may read; false: root and the group
 
 
 @dataclass(frozen=True)
@@ -247,17 +247,18 @@ class _Validator:
 
     def daemon(self, value, path) -> DaemonSpec:
         d = self.mapping(value, path, keys("daemon"))
-        parent = "prisond"
+        dflt = DaemonSpec()
+        parent = dflt.cgroup_parent
         if "cgroup_parent" in d:
             parent = self.string(d["cgroup_parent"], path + ("cgroup_parent",)) or parent
             if ".." in parent.split("/"):
                 self.bad(path + ("cgroup_parent",), "must not contain '..'")
-        kernel = self.boolean(d["kernel_layer"], path + ("kernel_layer",)) if "kernel_layer" in d else True
-        limits = self.boolean(d["limits"], path + ("limits",)) if "limits" in d else True
-        group = self.string(d["control_group"], path + ("control_group",)) if "control_group" in d else "prisond"
-        public = self.boolean(d["public_read"], path + ("public_read",)) if "public_read" in d else True
+        kernel = self.boolean(d["kernel_layer"], path + ("kernel_layer",)) if "kernel_layer" in d else dflt.kernel_layer
+        limits = self.boolean(d["limits"], path + ("limits",)) if "limits" in d else dflt.limits
+        group = self.string(d["control_group"], path + ("control_group",)) if "control_group" in d else None
+        public = self.boolean(d["public_read"], path + ("public_read",)) if "public_read" in d else dflt.public_read
         return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel, limits=limits,
-                          control_group=group or "prisond", public_read=public)
+                          control_group=group or dflt.control_group, public_read=public)
 
     def merge(self, defaults: dict, body, dpath, ppath):
         """Deep-merge defaults under a prison's own keys, remembering where each came from."""
@@ -576,7 +577,7 @@ def _unusable(ip: IPAddr, prefix: int) -> str | None:
 
 
 def _valid_hostname(name) -> bool:
-    if not isinstance(name, str) or not name or len(name) > 64:
+    if not isinstance(name, str) or not name or len(name) > HOSTNAME_MAX:
         return False
     return all(_LABEL_RE.match(label) for label in name.rstrip(".").split("."))
 

@@ -49,6 +49,22 @@ SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 FLAT_MAX = 2048             # bytes of a flat reply line the shim reads
 
+# the control protocol as the C prisonctl speaks it (protocol.py is the Python side)
+PROTOCOL_VERSION = 1
+CTL_REPLY_MAX = 65536       # bytes of one reply line prisonctl exec reads
+SOCKET_ENV = "PRISOND_SOCKET"  # names the control socket for prisonctl (both)
+# prisonctl's exit statuses (both): sysexits where one fits
+EX_ERROR, EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 1, 2, 69, 77
+
+# the records the daemon and a prison's init exchange (host/initlink.py, native/jail/msg.c)
+INIT_MSG_MAX = 128 * 1024   # bytes of one packet
+INIT_MSG_FDS = 250          # descriptors with one packet
+MAX_ARGS = 4096             # arguments of a command started in a prison
+MAX_ENV = 4096              # environment strings of one
+MAX_CGROUPS = 16            # cgroups an init joins (v2, and the v1 controllers' own)
+# where a start failed (init's "error stage=N"): spawn.c's order
+STAGE_USER, STAGE_IDS, STAGE_CWD, STAGE_LIMIT, STAGE_TTY, STAGE_EXEC = 1, 2, 3, 4, 5, 6
+
 
 def flat_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
@@ -67,7 +83,7 @@ def c_header() -> str:
     lines = ["/* Written by setup.py from prisond/model/contract.py: edit that, not this. */",
              "#ifndef PRISOND_CONTRACT_H", "#define PRISOND_CONTRACT_H"]
     for name, value in sorted(globals().items()):
-        if not name.isupper() or name == "TYPE_CHECKING":
+        if not name.isupper():
             continue
         if isinstance(value, int):
             lines.append(f"#define PD_{name} {value}")
@@ -75,5 +91,5 @@ def c_header() -> str:
             lines.append(f"#define PD_{name} '{value}'")
         elif isinstance(value, str):
             lines.append(f'#define PD_{name} "{value}"')
-    lines.append("#endif")
+    lines += ["#define PD_STR_(x) #x", "#define PD_STR(x) PD_STR_(x) /* a number as a string literal */", "#endif"]
     return "\n".join(lines) + "\n"

@@ -133,7 +133,7 @@ PARAMS: tuple[Param, ...] = (
           doc=('Hard limit, at least 1M: beyond it the OOM killer kills inside the prison (cgroup v2\n'
                '_memory.max_, v1 _memory.limit_in_bytes_).')),
     Param('prisons.NAME.limits', 'memory_high', '_SIZE_',
-          maps_to='memory.high (v2 only)',
+          maps_to='memory.high (v1 memory.soft_limit_in_bytes)',
           doc=('Soft limit, at most *memory*: reclaim pressure (v2 _memory.high_, v1\n'
                '_memory.soft_limit_in_bytes_).')),
     Param('prisons.NAME.limits', 'pids', '_N_',
@@ -149,6 +149,11 @@ PARAMS: tuple[Param, ...] = (
 )
 
 SECTION_TITLES = {"": "top level"}
+
+
+def default(section: str, key: str):
+    """A key's default, as the table has it."""
+    return next(p.default for p in PARAMS if p.section == section and p.key == key)
 
 
 def keys(section: str) -> set[str]:

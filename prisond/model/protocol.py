@@ -30,7 +30,7 @@ try:  # several times faster both ways; the stdlib's where it is missing
 except ImportError:  # pragma: no cover (Debian 12 has no python3-orjson)
     orjson = None
 
-VERSION = 1
+VERSION = contract.PROTOCOL_VERSION
 MAX_LINE = 64 * 1024
 
 METHODS = frozenset({

@@ -22,12 +22,12 @@ from prisond.host import procinfo
 from prisond.model.config import load_file
 from prisond.model.errors import NoSuchProcess, PermissionDenied, ProtocolError
 from prisond.host.initlink import Child, SpawnRequest, wait_status
-from prisond.model.contract import SERVICE_PATH
+from prisond.model.contract import MAX_ARGS, SERVICE_PATH
 from prisond.model.policy import prison_env
 from prisond.model.protocol import JAILED_OK, READ_ONLY, SESSION_METHODS, VERSION, Request, param
 from prisond.engine.registry import Registry
+from prisond.engine.seams import Events
 
-MAX_ARGS = 4096
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,10 @@ class Access:
 
 class Api:
     def __init__(self, registry: Registry, shim_path: str, *, status=lambda: "ready", access: Access = Access(),
-                 public_socket: str | None = None, prison_of: Callable[[int], str | None] = lambda pid: None):
+                 public_socket: str | None = None, prison_of: Callable[[int], str | None] = lambda pid: None,
+                 events: Events | None = None):
         self.registry = registry
+        self.event_log = events  # (engine/events.py)
         self.prison_of = prison_of  # the prison whose cgroup holds a pid (host/cgroup.py)
         self.shim_path = shim_path
         self.status = status
@@ -141,7 +143,7 @@ class Api:
         name = param(req, "name", str, required=False)
         if name is not None:
             self.registry.get(name)
-        log = self.registry.deps.events
+        log = self.event_log
         if log is None:
             return {"events": [], "last_id": 0}
         return {"events": log.since(after, name), "last_id": log.last_id}

@@ -45,6 +45,9 @@ INIT = "init"      # in the runtime directory, root only: each prison's init soc
 PRISON_SOCKET = contract.PRISON_SOCKET
 JAIL_NAME = "prisonjail"
 LIMIT_WATCH_INTERVAL = 1.0
+# landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION): the ABI (the number is x86_64's and
+# arm64's alike: system calls from 424 on are numbered the same everywhere)
+NR_LANDLOCK_CREATE_RULESET, LANDLOCK_CREATE_RULESET_VERSION = 444, 1
 EVENT_TEXT = {  # by counter
     "oom_kills": "memory limit ({limits.memory} bytes) hit: {n} process(es) killed by the OOM killer",
     "pids_refused": "process limit ({limits.pids}) hit: {n} fork(s) refused",
@@ -135,7 +138,8 @@ def install_shim(public_dir: str) -> str:
 def landlock_abi() -> int:
     """The kernel's Landlock ABI (0: none): what keeps prisons apart beyond their cgroups."""
     import ctypes
-    abi = ctypes.CDLL(None, use_errno=True).syscall(444, None, 0, 1)  # landlock_create_ruleset(VERSION)
+    libc = ctypes.CDLL(None, use_errno=True)
+    abi = libc.syscall(NR_LANDLOCK_CREATE_RULESET, None, 0, LANDLOCK_CREATE_RULESET_VERSION)
     return max(abi, 0)
 
 
@@ -217,6 +221,7 @@ class Daemon:
         self.status = "starting"
         gid = control_gid(config.daemon.control_group)
         self.api = Api(self.registry, shim_path, status=lambda: self.status, prison_of=tree.prison_of,
+                       events=self.events,
                        access=Access(gid, config.daemon.public_read),
                        public_socket=os.path.join(public, PRISON_SOCKET))
         judge = PeerJudge(tree.prison_in, self.registry.uts_owner)

@@ -185,6 +185,9 @@ class FakeLauncher:
     def init_socket(self, name: str) -> str:
         return f"{self.init_dir}/{name}.sock"
 
+    def forget_inits(self, keep: set[str]) -> None:
+        pass
+
     def link(self, name: str) -> FakeLink:
         link = self.host.inits.get(name)
         if link is None:

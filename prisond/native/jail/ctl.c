@@ -38,11 +38,11 @@
 
 #define PY_PRISONCTL PD_PY_PRISONCTL
 #define DEFAULT_SOCKET PD_CONTROL_SOCKET
-#define REPLY_MAX 65536
-#define EX_ERROR 1
-#define EX_USAGE 2
-#define EX_UNAVAILABLE 69
-#define EX_NOPERM 77
+#define REPLY_MAX PD_CTL_REPLY_MAX
+#define EX_ERROR PD_EX_ERROR
+#define EX_USAGE PD_EX_USAGE
+#define EX_UNAVAILABLE PD_EX_UNAVAILABLE
+#define EX_NOPERM PD_EX_NOPERM
 
 extern char **environ;
 
@@ -168,7 +168,7 @@ static int kept_env(const char *kv, int login)
 static int build_request(struct buf *b, const struct opts *o)
 {
 	int r = 0;
-	r |= puts_(b, "{\"v\":1,\"id\":1,\"method\":\"prison.exec\",\"params\":{\"name\":");
+	r |= puts_(b, "{\"v\":" PD_STR(PD_PROTOCOL_VERSION) ",\"id\":1,\"method\":\"prison.exec\",\"params\":{\"name\":");
 	r |= put_json(b, o->name);
 	r |= puts_(b, ",\"argv\":[");
 	for (int i = 0; i < o->ncmd; i++) {
@@ -368,7 +368,7 @@ static void send_signal(int sock, int sig)
 {
 	char req[128];
 	static int id = 2;
-	int n = snprintf(req, sizeof req, "{\"v\":1,\"id\":%d,\"method\":\"exec.signal\",\"params\":{\"signal\":%d}}\n",
+	int n = snprintf(req, sizeof req, "{\"v\":" PD_STR(PD_PROTOCOL_VERSION) ",\"id\":%d,\"method\":\"exec.signal\",\"params\":{\"signal\":%d}}\n",
 			 id++, sig);
 	write_all(sock, req, (size_t)n);
 }
@@ -501,7 +501,7 @@ static int relay(struct reader *r, int tty)
 int ctl_main(int argc, char **argv)
 {
 	struct opts o = {.tty = -1};
-	o.sock = getenv("PRISOND_SOCKET");
+	o.sock = getenv(PD_SOCKET_ENV);
 	if (!o.sock || !*o.sock)
 		o.sock = DEFAULT_SOCKET;
 	int i = 1;

@@ -526,7 +526,7 @@ static void __attribute__((noreturn)) serve(int listen_fd, int confined)
 
 int init_main(int argc, char **argv)
 {
-	const char *root = NULL, *hostname = NULL, *cgroups[16];
+	const char *root = NULL, *hostname = NULL, *cgroups[PD_MAX_CGROUPS];
 	struct mnt mounts[MAX_MOUNTS];
 	int nm = 0, ncg = 0, control = -1, allow = 0, max_abi = 0, ipc = 0;
 	for (int i = 2; i < argc; i++) {
@@ -537,7 +537,7 @@ int init_main(int argc, char **argv)
 			control = atoi(argv[++i]);
 		else if (!strcmp(a, "--hostname") && i + 1 < argc)
 			hostname = argv[++i];
-		else if (!strcmp(a, "--cgroup") && i + 1 < argc && ncg < 16)
+		else if (!strcmp(a, "--cgroup") && i + 1 < argc && ncg < PD_MAX_CGROUPS)
 			cgroups[ncg++] = argv[++i];
 		else if (!strcmp(a, "--ipc"))
 			ipc = 1;
@@ -560,8 +560,8 @@ int init_main(int argc, char **argv)
 		usage("init: --root needs an absolute path");
 	if (nm && !root)
 		usage("init: mounts need --root");
-	if (!hostname || !*hostname || strlen(hostname) > 64)
-		usage("init: --hostname NAME (at most 64 characters)");
+	if (!hostname || !*hostname || strlen(hostname) > PD_HOSTNAME_MAX)
+		usage("init: --hostname NAME (at most PD_HOSTNAME_MAX characters)");
 	int type;
 	socklen_t tlen = sizeof type;
 	if (control < 0 || getsockopt(control, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 || type != SOCK_SEQPACKET)

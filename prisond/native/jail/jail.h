@@ -58,8 +58,8 @@ int init_main(int argc, char **argv);
 
 /* ---- spawn.c ---- */
 
-#define MAX_ARGS 4096
-#define MAX_ENV 4096
+#define MAX_ARGS PD_MAX_ARGS
+#define MAX_ENV PD_MAX_ENV
 
 struct spawn {
 	const char *id;
@@ -79,15 +79,22 @@ struct spawn {
 };
 
 /* Stages a failed start reports (with the errno) before exec. */
-enum { STAGE_USER = 1, STAGE_IDS, STAGE_CWD, STAGE_LIMIT, STAGE_TTY, STAGE_EXEC };
+enum {
+	STAGE_USER = PD_STAGE_USER,
+	STAGE_IDS = PD_STAGE_IDS,
+	STAGE_CWD = PD_STAGE_CWD,
+	STAGE_LIMIT = PD_STAGE_LIMIT,
+	STAGE_TTY = PD_STAGE_TTY,
+	STAGE_EXEC = PD_STAGE_EXEC
+};
 
 /* Runs in the forked child; never returns.  in/out/err: its stdio (a terminal: all three). */
 void spawn_child(struct spawn *s, int in, int out, int err, int report) __attribute__((noreturn));
 
 /* ---- msg.c ---- */
 
-#define MSG_MAX (128 * 1024)
-#define MSG_FDS 250
+#define MSG_MAX PD_INIT_MSG_MAX
+#define MSG_FDS PD_INIT_MSG_FDS
 
 struct msg {
 	char buf[MSG_MAX];

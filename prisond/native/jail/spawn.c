@@ -22,6 +22,8 @@
 
 #include "jail.h"
 
+#define MAX_GROUPS 256 /* a user's supplementary groups taken from the prison's group file */
+
 extern char **environ;
 
 struct user {
@@ -170,8 +172,8 @@ void spawn_child(struct spawn *s, int in, int out, int err, int report)
 			failed(report, STAGE_LIMIT);
 	}
 	if (s->user && u.uid != 0) {
-		gid_t groups[256];
-		int ng = user_groups(&u, groups, 256);
+		gid_t groups[MAX_GROUPS];
+		int ng = user_groups(&u, groups, MAX_GROUPS);
 		if (setgroups((size_t)ng, groups) < 0 || setgid(u.gid) < 0 || setuid(u.uid) < 0)
 			failed(report, STAGE_IDS);
 	} else if (s->user) {

@@ -289,7 +289,7 @@ static int parse_policy(const char *s)
 					P.flags |= F_ANYAF;
 			}
 		}
-		/* unknown keys (n=, j=, ...) are for the daemon and for humans */
+		/* unknown keys (n=) are for people */
 		i = j + 1;
 	}
 	if (P.hostlen == 0)
@@ -342,8 +342,8 @@ static void init(void)
 	P.debug = getenv("PRISOND_SHIM_DEBUG") != NULL;
 	size_t plen = strlen(pol);
 	if (plen <= POLICY_MAX) {
-		memcpy(P.env_policy, "PRISOND_POLICY=", 15);
-		memcpy(P.env_policy + 15, pol, plen + 1);
+		memcpy(P.env_policy, PD_POLICY_VAR "=", sizeof PD_POLICY_VAR);
+		memcpy(P.env_policy + sizeof PD_POLICY_VAR, pol, plen + 1);
 	}
 	if (parse_policy(pol) < 0) {
 		/* Fail closed: a prison with no addresses can open no inet socket. */
@@ -941,7 +941,7 @@ static char *const *fix_env(char *const envp[], struct envfix *fx)
 	char *sbuf = (char *)(out + n + 3);
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (strncmp(envp[i], "PRISOND_POLICY=", 15) == 0)
+		if (strncmp(envp[i], PD_POLICY_VAR "=", sizeof PD_POLICY_VAR) == 0)
 			continue;
 		if (!preload_ok && strncmp(envp[i], "LD_PRELOAD=", 11) == 0)
 			continue;
@@ -1267,7 +1267,7 @@ static int flat_reply(const char *reply, char *out, size_t cap)
 /* The question for pid's status, in the flat form's request (a JSON line with "flat":true). */
 static int status_request(char *req, size_t cap, pid_t pid)
 {
-	return snprintf(req, cap, "{\"v\":1,\"id\":1,\"method\":\"proc.status\",\"params\":{\"pid\":%d},\"flat\":true}\n",
+	return snprintf(req, cap, "{\"v\":" PD_STR(PD_PROTOCOL_VERSION) ",\"id\":1,\"method\":\"proc.status\",\"params\":{\"pid\":%d},\"flat\":true}\n",
 			(int)pid);
 }
 

@@ -75,3 +75,12 @@ def test_the_socket_storage_btf_describes_a_24_byte_value():
     assert (magic, version, hdr_len) == (0xEB9F, 1, 24) and len(blob) == 24 + type_len + str_len
     nelems = struct.unpack_from("<III", blob, 24 + 16 + 12)[2]
     assert nelems * 4 == P.CLAIM_STORE_SIZE
+
+
+def test_a_full_policy_keeps_every_address_apart():
+    ip4 = [bytes([10, 0, 0, i]) for i in range(P.MAX_ADDRS)]
+    ip6 = [bytes([0xfd] + [0] * 14 + [i]) for i in range(P.MAX_ADDRS)]
+    v = P.encode_policy(ip4, ip6, ip4[0], ip6[0], raw=False, owner=7)
+    back = P.decode_policy(v)
+    assert (back["ip4"], back["ip6"], back["owner"]) == (ip4, ip6, 7)
+    assert P.IP4 + 4 * P.MAX_ADDRS <= P.IP6 and P.IP6 + 16 * P.MAX_ADDRS <= P.OWNER

@@ -111,7 +111,7 @@ def test_prisonctl_check(tmp_path):
     r = subprocess.run(prisonctl_cmd() + ["check", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.splitlines() == [f"{bad}:4: prisons.a.colour: unknown key (known: allow, enforce, exec, hostname, "
-                                     "interface, ip4, ip6, limits, mounts, path, stop)",
+                                     "interface, ip4, ip6, limits, mounts, path, restart, stop)",
                                      f"{bad}:3: prisons.a.ip4[0]: 0.0.0.0 is the unspecified address"]
     r = subprocess.run(prisonctl_cmd() + ["check", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert r.returncode == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr

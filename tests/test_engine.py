@@ -139,3 +139,94 @@ async def test_who_may_call_what(tmp_path, peer, method, allowed):
     else:
         with pytest.raises(PermissionDenied):
             api.handle(Request(1, method, params), peer)
+
+
+def service(reg):
+    return reg.get("web").service
+
+
+async def settle(reg, want: State, also=lambda: True, timeout: float = 2.0):
+    """Until web is in state want (and also() holds)."""
+    import asyncio
+    import time
+    end = time.monotonic() + timeout
+    while not (reg.get("web").state == want and also()) and time.monotonic() < end:
+        await asyncio.sleep(0.005)
+    assert reg.get("web").state == want and also(), (reg.get("web").state, reg.get("web").reason)
+
+
+async def test_a_service_that_exits_cleanly_leaves_the_prison_exited_and_enterable(tmp_path):
+    host, reg, events = engine(tmp_path, WEB)
+    await reg.start_all()
+    service(reg).exit(0)
+    await settle(reg, State.EXITED)
+    web = reg.get("web")
+    assert web.service_status == "exited with status 0" and web.reason is None
+    assert web.link is not None and web.link.connected and host.aliases  # its init is up: exec works
+    assert kinds(events, "web")[-1] == "exited"
+    await reg.stop("web")
+    assert host.cgroups == set() and web.state == State.STOPPED
+
+
+async def test_a_crashing_service_is_restarted_then_fails_at_the_start_limit_leaving_nothing(tmp_path):
+    host, reg, events = engine(tmp_path, WEB.replace("exec:", "restart: {delay: 0.01, max_delay: 0.02, burst: 3}\n"
+                                                     "    exec:"))
+    await reg.start_all()
+    host.exit_at_once["httpd"] = 1  # from now on it crashes at once
+    service(reg).exit(1)
+    await settle(reg, State.FAILED)
+    web = reg.get("web")
+    assert web.reason == "exec.start exited with status 1; start limit reached: 3 restarts within 60s"
+    assert host.cgroups == set() and host.aliases == {} and host.inits == {}
+    assert kinds(events, "web") == ["started"] + ["restarting", "restarted"] * 3 + ["failed"]
+
+
+@pytest.mark.parametrize("policy,code,want", [("no", 1, State.EXITED), ("on-failure", 0, State.EXITED),
+                                              ("always", 0, State.RUNNING), ("on-failure", 3, State.RUNNING)])
+async def test_the_policy_decides_what_an_end_means(tmp_path, policy, code, want):
+    host, reg, _ = engine(tmp_path, WEB.replace("exec:", f"restart: {{policy: {policy}, delay: 0.01}}\n    exec:"))
+    await reg.start_all()
+    first = service(reg)
+    first.exit(code)
+    await settle(reg, want, lambda: service(reg) is not first if want is State.RUNNING else True)
+    if want is State.RUNNING:
+        assert service(reg).pid in host.procs["web"]
+
+
+async def test_a_prison_whose_init_dies_is_started_again_whole(tmp_path):
+    host, reg, events = engine(tmp_path, WEB.replace("exec:", "restart: {delay: 0.01}\n    exec:"))
+    await reg.start_all()
+    old_init = host.inits["web"]
+    old_init.die()  # killed, or out of memory
+    await settle(reg, State.RUNNING, lambda: host.inits.get("web") not in (None, old_init))
+    assert kinds(events, "web") == ["started", "restarting", "started"]
+    assert reg.get("web").reason is None and len(host.procs["web"]) == 2
+
+
+async def test_without_restarts_a_dead_init_fails_the_prison(tmp_path):
+    host, reg, _ = engine(tmp_path, WEB.replace("exec:", "restart: no\n    exec:"))
+    await reg.start_all()
+    host.inits["web"].die()
+    await settle(reg, State.FAILED)
+    assert reg.get("web").reason == "its init is gone" and host.cgroups == set()
+
+
+async def test_stop_cancels_a_restart_that_waits(tmp_path):
+    host, reg, _ = engine(tmp_path, WEB.replace("exec:", "restart: {delay: 5}\n    exec:"))
+    await reg.start_all()
+    service(reg).exit(1)
+    await settle(reg, State.RESTARTING)
+    await reg.stop("web")
+    assert reg.get("web").state == State.STOPPED and host.cgroups == set()
+
+
+async def test_a_service_that_ended_while_no_daemon_watched_is_restarted_on_adoption(tmp_path):
+    host, reg, _ = engine(tmp_path, WEB.replace("exec:", "restart: {delay: 0.01}\n    exec:"))
+    await reg.start_all()
+    first = service(reg)
+    first.exit(1)  # the daemon is dead meanwhile: nobody watches
+    _, again, events = engine(tmp_path, WEB.replace("exec:", "restart: {delay: 0.01}\n    exec:"), host)
+    await again.recover()
+    await settle(again, State.RUNNING, lambda: again.get("web").service is not None)
+    assert again.get("web").service is not None and again.get("web").service.pid != first.pid
+    assert kinds(events, "web") == ["adopted", "restarting", "restarted"]

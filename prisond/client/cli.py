@@ -44,7 +44,8 @@ commands:
   ps NAME [--json]                    the prison's processes and what each one bound
   which PID [--json]                  the prison a process is in
   reload [--dry-run] [--json]         re-read the configuration; apply only what changed
-  health [--json]                     is the daemon up
+  health [--json]                     is the daemon up; exit 1 if a prison failed, restarts,
+                                      or its service exited in error
   top [-d SECONDS] [-n COUNT]         every prison's CPU, memory, limit hits, traffic, like top
   events [--follow] [--json] [NAME]   starts, stops, failures and limit hits
   check FILE                          validate a configuration file offline
@@ -278,7 +279,10 @@ def cmd_health(client: Client, args: list[str]) -> int:
     else:
         counts = ", ".join(f"{n} {s}" for s, n in r["prisons"].items()) or "no prisons"
         print(clean(f"prisond pid {r['pid']}: {r['status']} ({counts})"))
-    return 0 if r["status"] == "ready" else EX_ERROR
+        for t in r.get("trouble", []):
+            print(clean(f"  {t['name']}: {t['state']}" + (f" ({t['reason']})" if t.get("reason") else "")))
+    # for scripts and monitoring: 0 only when ready and no prison failed, restarts or exited in error
+    return 0 if r.get("healthy", r["status"] == "ready") else EX_ERROR
 
 
 def cmd_exec(client: Client, args: list[str]) -> int:

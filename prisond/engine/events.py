@@ -1,7 +1,8 @@
 """What happened to prisons, kept for `prisonctl events` and written to the log.
 
-Each event: {"id", "time", "prison", "kind", "text", ...}.  Kinds: started, adopted, stopped, failed;
-the limit hits oom_kill, pids_max, cpu_throttled; what the kernel layer and the shim coerced,
+Each event: {"id", "time", "prison", "kind", "text", ...}.  Kinds: a prison's states: started,
+adopted, exited, restarting, restarted, stopped, failed (states.py); the limit hits oom_kill,
+pids_max, cpu_throttled; what the kernel layer and the shim coerced,
 refused or dropped: coerced, refused, dropped (with "count": how many since the last one of
 the kind, and "source": kernel or shim).  Bounded: each prison keeps its last PER_PRISON
 events, so a slow reader misses the oldest, the daemon's memory stays flat, and a prison that

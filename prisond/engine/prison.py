@@ -24,7 +24,8 @@ from prisond.host.launcher import wait_host_command
 from prisond.engine.servicelog import ServiceLog
 from prisond.engine.view import PrisonView
 from prisond.engine.tasks import spawn
-from prisond.model.states import EVENT_OF, State, check_move
+from prisond.model.restart import RestartBudget, wants_restart
+from prisond.model.states import EVENT_OF, UP, State, check_move
 
 KILL_WAIT = 5.0  # after SIGKILL, how long the last processes get to vanish
 HOOK_TIMEOUT = 60.0  # exec.prestart / poststart / prestop / poststop
@@ -74,13 +75,18 @@ class Prison:
         self.init_pid: int | None = None  # the prison's init (host pid; PID 1 of a confined prison)
         self.res = deps.resources.for_prison(spec.name, self.cgroup.path) if deps.resources else None
         self.view = PrisonView(self)  # what list, show, top and proc.status see: figures, caches
+        self.budget = RestartBudget(spec.restart)  # the restarts it had lately (restart.burst)
+        self.service_since = 0.0  # monotonic: when the service (or the prison) last started
+        self._again: asyncio.Task | None = None  # a restart waiting for its delay
 
     # ------------------------------------------------------------ start
 
     async def start(self) -> None:
         async with self.lock:
-            if self.state in (State.RUNNING, State.STARTING):
+            if self.state in (State.RUNNING, State.STARTING, State.EXITED):
                 raise StateConflict(f"prison {self.spec.name} is already running", "already_running")
+            if self.state in (State.STOPPED, State.FAILED):  # started by hand: restarts counted afresh
+                self.budget = RestartBudget(self.spec.restart)
             self.change_state(State.STARTING, detail=f"jid {self.jid}, "
                               + (", ".join(map(str, self.spec.addresses)) or "no addresses"))
             try:
@@ -94,9 +100,12 @@ class Prison:
                 await self._teardown(graceful=False)
                 self.change_state(State.FAILED, f"internal error: {exc}")
                 raise PrisonError(f"prison {self.spec.name} failed to start: {exc}") from exc
-            self.started_at = time.time()
+            self.started_at, self.service_since = time.time(), time.monotonic()
             self.view.refresh()  # figures: fresh from now
             self.change_state(State.RUNNING)
+            ended = _ended(self.service)
+            if ended is not None:  # it ended before the prison was up: its watcher saw STARTING
+                self._service_ended(ended)
 
     async def _start(self) -> None:
         spec = self.spec
@@ -144,13 +153,52 @@ class Prison:
         return hello
 
     def _init_lost(self) -> None:
-        if self.state == State.RUNNING:
-            self.log.error("the prison's init is gone: nothing more can be started in it")
-            self.reason = "its init is gone"
+        """The prison's init is gone (killed, out of memory): nothing more can start in the
+        prison.  It is ended, and started again whole unless its restart policy is no."""
+        if self.state in UP:
+            spawn(self._after_init_lost(), f"init-lost:{self.spec.name}")
+
+    async def _after_init_lost(self) -> None:
+        async with self.lock:
+            if self.state not in UP or (self.link is not None and self.link.connected):
+                return
+            self._cancel_again()
+            why = "its init is gone" + (" (out of memory)" if self._oom_killed() else "")
+            await self._teardown(graceful=False)
+            self.started_at = None
+            if self.spec.restart.policy == "no":
+                self.change_state(State.FAILED, why)
+                return
+            delay = self.budget.next_delay(time.monotonic(), time.monotonic() - self.service_since)
+            if delay is None:
+                self.change_state(State.FAILED, f"{why}; {self.budget.limit_text()}")
+                return
+            self.change_state(State.RESTARTING, why, detail=f"the whole prison again in {delay:g}s")
+            self._again = spawn(self._start_again(delay), f"again:{self.spec.name}")
+
+    async def _start_again(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.state is State.RESTARTING:
+            try:
+                await self.start()
+            except PrisonError:
+                pass  # failed, with its reason
+
+    def _oom_killed(self) -> bool:
+        try:
+            return bool(self.res and (self.res.stats().get("oom_kills") or 0) > 0)
+        except PrisonError:
+            return False
+
+    def _cancel_again(self) -> None:
+        if self._again is not None and self._again is not asyncio.current_task():
+            self._again.cancel()
+        self._again = None
 
     async def exec(self, req: SpawnRequest, fds: list[int]) -> tuple[Child, int | None]:
-        """A process in the running prison, started by its init (prisonctl exec)."""
-        if self.state != State.RUNNING or self.link is None:
+        """A process in the running prison, started by its init (prisonctl exec); also while
+        its service is down (exited, or waiting to start again)."""
+        if self.state not in UP or self.link is None or not self.link.connected:
             raise StateConflict(f"prison {self.spec.name} is not running", "not_running")
         return await self.link.spawn(req, fds)
 
@@ -183,13 +231,54 @@ class Prison:
 
     async def _watch_service(self, child: Child) -> None:
         try:
-            status = status_text(await child.exited)
+            status: int | None = await child.exited
         except PrisonError:
-            status = "gone with the prison's init"
-        if self.service is child:
-            self.service_status = status
-        if self.state == State.RUNNING:
-            self.log.warning("exec.start service (pid %s) %s", child.pid or "-", status)
+            status = None  # its init went first: _init_lost decides
+        if self.service is not child:
+            return
+        self.service_status = status_text(status) if status is not None else "gone with the prison's init"
+        if status is not None and self.state is State.RUNNING:
+            self._service_ended(status)
+
+    def _service_ended(self, status: int | None) -> None:
+        """The service ended (status None: unknown, it ended while no daemon watched): exited,
+        or a restart after a delay, or failed once restarts hit their limit."""
+        text = status_text(status) if status is not None else "ended while no daemon watched"
+        clean = status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if not wants_restart(self.spec.restart, status if status is not None else 1):
+            self.change_state(State.EXITED, None if clean else f"exec.start {text}", detail=f"exec.start {text}")
+            return
+        delay = self.budget.next_delay(time.monotonic(), time.monotonic() - self.service_since)
+        if delay is None:
+            self._again = spawn(self._fail(f"exec.start {text}; {self.budget.limit_text()}"), f"fail:{self.spec.name}")
+            return
+        self.change_state(State.RESTARTING, f"exec.start {text}", detail=f"again in {delay:g}s")
+        self._again = spawn(self._service_again(delay), f"again:{self.spec.name}")
+
+    async def _fail(self, why: str) -> None:
+        """Restarts hit their limit: the prison ends, failed with why (nothing is left)."""
+        async with self.lock:
+            if self.state not in UP:
+                return
+            await self._teardown(graceful=False)
+            self.started_at = None
+            self.change_state(State.FAILED, why)
+
+    async def _service_again(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self.lock:
+            start = self.spec.exec.start
+            if self.state is not State.RESTARTING or start is None or self.link is None or not self.link.connected:
+                return
+            try:
+                child = await self._spawn(start)
+            except PrisonError as exc:
+                self.log.error("exec.start: %s", exc.message)
+                self._service_ended(None)
+                return
+            self.service, self.service_status, self.service_since = child, "running", time.monotonic()
+            self.change_state(State.RUNNING, detail=f"exec.start again: pid {child.pid or '-'}", kind="restarted")
+            spawn(self._watch_service(child), f"service:{self.spec.name}")
 
     async def _host_hook(self, hook: str, cmd: Command | None) -> None:
         if cmd is None:
@@ -214,7 +303,7 @@ class Prison:
 
     def record(self) -> dict:
         """What a later daemon needs to adopt this prison."""
-        svc = self.service if self.state == State.RUNNING else None
+        svc = self.service if self.state in UP else None
         return {"jid": self.jid, "state": self.state, "started_at": self.started_at,
                 "service_id": svc.ident if svc else None, "service_pid": svc.pid if svc else None,
                 "enforcement": self.enforcement}
@@ -243,8 +332,11 @@ class Prison:
                 self.service_status = f"{status_text(hello.exited[ident])} (while no daemon watched)"
             elif spec.exec.start:
                 self.service_status = "exited (while no daemon watched)"
+            self.service_since = time.monotonic()
             self.change_state(State.RUNNING, detail=f"adopted: jid {self.jid}, {self.cgroup.count()} processes, "
                               f"{self.enforcement} enforcement", kind="adopted")
+            if spec.exec.start and self.service is None:  # it ended while no daemon watched
+                self._service_ended(hello.exited.get(ident) if ident else None)
 
     async def change_in_place(self, new: PrisonSpec) -> None:
         """A reload that changed only what a running prison can take without a restart: the
@@ -298,9 +390,10 @@ class Prison:
 
     async def stop(self) -> None:
         async with self.lock:
-            if self.state not in (State.RUNNING, State.FAILED):
+            if self.state not in UP | {State.FAILED}:
                 raise StateConflict(f"prison {self.spec.name} is not running", "not_running")
-            if self.state == State.RUNNING:
+            self._cancel_again()
+            if self.state in UP:
                 self.change_state(State.STOPPING)
                 errors = await self._teardown(graceful=True)
             else:
@@ -434,3 +527,10 @@ def reap(pid: int) -> None:
 async def _relay(stream: asyncio.StreamReader, lines: ServiceLog, name: str) -> None:
     while data := await stream.read(65536):
         lines.feed(name, data)
+
+
+def _ended(child: Child | None) -> int | None:
+    """A child's wait status if it has ended (None: running, or none)."""
+    if child is None or not child.exited.done() or child.exited.cancelled() or child.exited.exception():
+        return None
+    return child.exited.result()

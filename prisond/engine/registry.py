@@ -14,7 +14,7 @@ from prisond.model.config import Config, PrisonSpec
 from prisond.model.diff import ConfigDiff, diff
 from prisond.model.errors import NoSuchPrison, PrisonError, StateConflict
 from prisond.engine.prison import Deps, Prison
-from prisond.model.states import ALIVE, State
+from prisond.model.states import ALIVE, UP, State
 from prisond.host.store import StateStore
 
 log = logging.getLogger("prisond")
@@ -80,7 +80,7 @@ class Registry:
                             self.store.directory)
                 continue
             prison, rec = self.prisons.get(name), records[name]
-            if prison and rec.get("state") == State.RUNNING and rec.get("enforcement") == prison.enforcement:
+            if prison and rec.get("state") in UP and rec.get("enforcement") == prison.enforcement:
                 prison.jid = rec["jid"]
                 try:
                     await prison.adopt(rec)
@@ -125,7 +125,7 @@ class Registry:
         sem = asyncio.Semaphore(START_CONCURRENCY)
 
         async def one(p: Prison):
-            if p.state == State.RUNNING:
+            if p.state in UP:
                 return  # adopted
             async with sem:
                 if self.shutting_down:
@@ -139,7 +139,7 @@ class Registry:
 
     async def stop_all(self, names=None) -> None:
         async def one(p: Prison):
-            if p.state in (State.RUNNING, State.FAILED):
+            if p.state in UP | {State.FAILED}:
                 try:
                     await p.stop()
                 except PrisonError as exc:
@@ -189,7 +189,7 @@ class Registry:
                 self.save(self.prisons[name])
             changed = [n for n in d.changed if n not in in_place]
             # a changed prison comes back if it was up (or had failed: the new spec may fix it)
-            restart = [n for n in changed if self.prisons[n].state in (State.RUNNING, State.FAILED)]
+            restart = [n for n in changed if self.prisons[n].state in UP | {State.FAILED}]
             await self.stop_all(list(d.removed) + changed)
             for name in d.removed:
                 del self.prisons[name]
@@ -227,4 +227,10 @@ class Registry:
 
     def counts(self) -> dict:
         states = [p.state for p in self.prisons.values()]
-        return {s.value: states.count(s) for s in (State.RUNNING, State.STOPPED, State.FAILED) if s in states}
+        return {s.value: states.count(s) for s in State if s in states}
+
+    def trouble(self) -> list[dict]:
+        """Prisons that are not as they should be: failed, restarting, or whose service exited
+        with an error (health's answer to monitoring)."""
+        return [{"name": p.spec.name, "state": p.state.value, "reason": p.reason} for p in self.prisons.values()
+                if p.state in (State.FAILED, State.RESTARTING) or (p.state is State.EXITED and p.reason)]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from prisond.host import procinfo
 from prisond.model.errors import PrisonError
 from prisond.model.params import PARAMS
-from prisond.model.states import State
+from prisond.model.states import UP, State
 
 if TYPE_CHECKING:
     from prisond.engine.prison import Prison
@@ -119,7 +119,7 @@ class PrisonView:
 
     def _brief_usage(self) -> dict | None:
         """list's two figures (CPU, memory): at most BRIEF_TTL old (a thousand prisons, many callers)."""
-        if self.p.state not in (State.RUNNING, State.STOPPING) or self.p.res is None:
+        if self.p.state not in UP | {State.STOPPING} or self.p.res is None:
             return None
         now = time.monotonic()
         if now - self._brief_at > BRIEF_TTL:
@@ -142,7 +142,7 @@ class PrisonView:
     def _usage(self, counters: dict | None) -> dict | None:
         """What the prison uses: CPU, memory, limit hits (its cgroups) and its network traffic
         (the kernel layer's counters).  None while it is not running."""
-        if self.p.state not in (State.RUNNING, State.STOPPING) or self.p.res is None:
+        if self.p.state not in UP | {State.STOPPING} or self.p.res is None:
             return None
         try:
             stats = self.p.res.stats()

@@ -12,6 +12,7 @@ from typing import Any
 
 from prisond.model.contract import HOSTNAME_MAX, MAX_ADDRESSES, POLICY_VAR
 from prisond.model.params import PARAMS, default, keys
+from prisond.model.restart import POLICIES, RestartPolicy
 from prisond.model.errors import ConfigError
 from prisond.model.yamlsrc import Source, YamlError, load
 
@@ -107,6 +108,7 @@ class PrisonSpec:
     path: str | None = None     # the prison's root: set, the prison is confined (see README)
     mounts: tuple[Mount, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
     @property
     def confined(self) -> bool:
@@ -329,11 +331,41 @@ class _Validator:
             self.bad(path + ("allow", "set_hostname"), "not available in a confined prison (path:): its root "
                      "has no CAP_SYS_ADMIN; the hostname is the configuration's")
         limits = self.limits(body.get("limits"), path + ("limits",))
+        restart = self.restart(body.get("restart"), path + ("restart",))
         if len(self.problems) != before:
             return None
         return PrisonSpec(name=name, hostname=hostname, ip4=tuple(ip4), ip6=tuple(ip6), interface=interface,
                           exec=execs, stop_timeout=float(timeout), allow=allow, enforce=enforce,
-                          path=_norm(root) if root else None, mounts=tuple(mounts), limits=limits)
+                          path=_norm(root) if root else None, mounts=tuple(mounts), limits=limits,
+                          restart=restart)
+
+    def restart(self, value, path) -> RestartPolicy:
+        shorthand = isinstance(value, str) or value is False  # YAML reads a bare `no` as false
+        if shorthand:
+            value = {"policy": "no" if value is False else value}
+        body = self.mapping(value, path, keys("prisons.NAME.restart"))
+        out: dict[str, Any] = {}
+        if "policy" in body:
+            policy = "no" if body["policy"] is False else body["policy"]
+            if policy not in POLICIES:
+                self.bad(path if shorthand else path + ("policy",),
+                         f"must be one of {', '.join(POLICIES)}, not {body['policy']!r}")
+            else:
+                out["policy"] = policy
+        for key, least in (("delay", 0), ("max_delay", 0), ("interval", 0.001)):
+            if key in body:
+                v = body[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < least:
+                    self.bad(path + (key,), f"must be a number of seconds >= {least:g}, not {v!r}")
+                else:
+                    out[key] = float(v)
+        if "burst" in body:
+            v = body["burst"]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                self.bad(path + ("burst",), f"must be a whole number >= 1, not {v!r}")
+            else:
+                out["burst"] = v
+        return RestartPolicy(**out)
 
     def limits(self, value, path) -> Limits:
         body = self.mapping(value, path, keys("prisons.NAME.limits"))

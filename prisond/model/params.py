@@ -83,6 +83,9 @@ PARAMS: tuple[Param, ...] = (
                '(mounted read-only at the same place) or a mapping (below).')),
     Param('prisons.NAME', 'limits', '',
           doc='What the prison may use, through its cgroup (below).'),
+    Param('prisons.NAME', 'restart', '*no* | *on-failure* | *always* | {...}',
+          doc=('What happens when the service (*exec.start*) ends: a policy, or a mapping (below).\n'
+               'Default *on-failure*.')),
     Param('prisons.NAME.exec', 'prestart', '_COMMAND_',
           doc='Run on the host before anything else.'),
     Param('prisons.NAME.exec', 'start', '_COMMAND_',
@@ -128,6 +131,21 @@ PARAMS: tuple[Param, ...] = (
     Param('prisons.NAME.mounts[]', 'readonly', '_BOOL_', default=True,
           doc=('Default *true*, which holds for the whole tree below, submounts included. *false* gives\n'
                "the prison's root write access to that host directory.")),
+    Param('prisons.NAME.restart', 'policy', '*no* | *on-failure* | *always*', default='on-failure',
+          doc=('*on-failure* (the default): start the service again when it exits non-zero or is\n'
+               'killed by a signal; *always*: whatever its end; *no*: the prison stays up without it\n'
+               '(state *exited*). A prison whose init is gone (killed, out of memory) is started\n'
+               'again whole unless the policy is *no*.')),
+    Param('prisons.NAME.restart', 'delay', '_SECONDS_', default=1.0,
+          doc=('Wait before a restart (default 1), doubled for each restart in a row up to\n'
+               '*max_delay*; a service that ran *interval* seconds starts the doubling afresh.')),
+    Param('prisons.NAME.restart', 'max_delay', '_SECONDS_', default=30.0,
+          doc='The longest wait between restarts (default 30).'),
+    Param('prisons.NAME.restart', 'burst', '_N_', default=5,
+          doc=('At most this many restarts within *interval* (default 5); one more and the prison\n'
+               'fails, with the start limit as its reason (systemd\'s *StartLimitBurst=*).')),
+    Param('prisons.NAME.restart', 'interval', '_SECONDS_', default=60.0,
+          doc='The window *burst* counts in (default 60; systemd\'s *StartLimitIntervalSec=*).'),
     Param('prisons.NAME.limits', 'memory', '_SIZE_',
           maps_to='memory.max (v1 memory.limit_in_bytes)',
           doc=('Hard limit, at least 1M: beyond it the OOM killer kills inside the prison (cgroup v2\n'

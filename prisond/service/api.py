@@ -105,8 +105,10 @@ class Api:
         return {"text": f"Prison:\t{spec.name}\nJID:\t{prison.jid}\nHostname:\t{spec.hostname}\n"}
 
     def health(self, req: Request):
+        trouble = self.registry.trouble()
         return {"status": self.status(), "pid": os.getpid(), "protocol": VERSION,
-                "prisons": self.registry.counts()}
+                "prisons": self.registry.counts(), "healthy": self.status() == "ready" and not trouble,
+                "trouble": trouble}
 
     async def reload(self, req: Request):
         if "config" in req.params:

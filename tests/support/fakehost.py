@@ -27,14 +27,17 @@ class Host:
         self.inits: dict[str, FakeLink] = {}      # prison -> its running init
         self.hooks: list[tuple[str, list[str]]] = []
         self.hook_status: dict[str, int] = {}     # last argument -> exit status of a host hook
+        self.exit_at_once: dict[str, int] = {}    # program -> the exit code it ends with at once
         self.fail_start: set[str] = set()         # programs whose spawn fails (as if missing)
 
     def kill(self, pid: int, sig: int) -> None:
+        """As the kernel would, from any thread (the engine signals cgroups from worker threads):
+        what the daemon hears of it comes on its event loop."""
         for procs in self.procs.values():
             procs.discard(pid)
         child = self.children.pop(pid, None)
-        if child is not None and not child.exited.done():
-            child.exited.set_result(sig)  # a wait status: killed by sig
+        if child is not None:
+            child.loop.call_soon_threadsafe(child.ended, sig)  # a wait status: killed by sig
 
 
 class FakeCgroup:
@@ -64,7 +67,7 @@ class FakeCgroup:
                 continue  # init ignores what PID 1 ignores
             self.host.kill(pid, sig)
             if link is not None and pid == link.init_pid:
-                link.die()
+                link.loop.call_soon_threadsafe(link.die)
         return len(pids)
 
     def kill_all_but(self, keep: int | None) -> None:
@@ -111,7 +114,8 @@ class FakeAliases:
 class FakeChild:
     def __init__(self, ident: str, pid: int):
         self.ident, self.pid = ident, pid
-        self.exited: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future = self.loop.create_future()
         self.host: Host | None = None
 
     def signal(self, sig: int) -> bool:
@@ -119,13 +123,17 @@ class FakeChild:
             self.host.kill(self.pid, sig)
         return True
 
+    def ended(self, status: int) -> None:
+        if not self.exited.done():
+            self.exited.set_result(status)
+
     def exit(self, code: int) -> None:
         """The process ends by itself with this exit code."""
         assert self.host is not None
-        self.host.kill(self.pid, 0)
-        self.exited.cancel()
-        self.exited = asyncio.get_running_loop().create_future()
-        self.exited.set_result(code << 8)
+        for procs in self.host.procs.values():
+            procs.discard(self.pid)
+        self.host.children.pop(self.pid, None)
+        self.ended(code << 8)
 
 
 class FakeLink:
@@ -135,6 +143,7 @@ class FakeLink:
         self.host, self.name = host, name
         self.path = f"/nonexistent/fake-init/{name}.sock"
         self.init_pid = next(PIDS)
+        self.loop = asyncio.get_running_loop()
         self.connected = False
         self.on_lost = None
         self.on_log = None
@@ -154,6 +163,8 @@ class FakeLink:
         child.host = self.host
         self.host.children[child.pid] = child
         self.host.procs.setdefault(self.name, set()).add(child.pid)
+        if argv[0] in self.host.exit_at_once:
+            asyncio.get_running_loop().call_soon(child.exit, self.host.exit_at_once[argv[0]])
         return child
 
     async def sync(self) -> None:
@@ -163,8 +174,18 @@ class FakeLink:
         self.connected = False
 
     def die(self) -> None:
+        """init is gone (killed, out of memory): as InitLink does, its children's ends become
+        errors, then on_lost."""
         self.connected = False
         self.host.inits.pop(self.name, None)
+        for procs in self.host.procs.values():
+            procs.discard(self.init_pid)
+        for child in [c for c in self.host.children.values() if c.pid in self.host.procs.get(self.name, ())]:
+            if not child.exited.done():
+                child.exited.set_exception(SystemLayerError("its init is gone", "init_gone"))
+        if self.on_lost:
+            cb, self.on_lost = self.on_lost, None
+            cb()
 
 
 class FakeProc:

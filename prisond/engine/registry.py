@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Sequence
 
 from prisond.model.config import Config, PrisonSpec
 from prisond.model.diff import ConfigDiff, diff
@@ -229,7 +230,7 @@ class Registry:
         states = [p.state for p in self.prisons.values()]
         return {s.value: states.count(s) for s in State if s in states}
 
-    def trouble(self) -> list[dict]:
+    def trouble(self) -> Sequence[dict]:
         """Prisons that are not as they should be: failed, restarting, or whose service exited
         with an error (health's answer to monitoring)."""
         return [{"name": p.spec.name, "state": p.state.value, "reason": p.reason} for p in self.prisons.values()

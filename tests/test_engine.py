@@ -71,8 +71,9 @@ async def test_a_reload_touches_only_what_changed(tmp_path):
     db, web_service = reg.get("db"), reg.get("web").service
     new = text.replace("hostname", "x").replace("  old:\n    ip4: [127.0.4.1]\n", "  new:\n    ip4: [127.0.5.1]\n")
     new = new.replace("exec: {start: [httpd, -f]}", "hostname: web.example.test\n    exec: {start: [httpd, -f]}")
-    d = await reg.reload(parse(new, "test.yaml"))
-    assert (d.added, d.changed, d.removed, d.unchanged) == (("new",), ("web",), ("old",), ("db",))
+    plan = await reg.reload(parse(new, "test.yaml"))
+    assert plan == {"started": ["new"], "stopped": ["old"], "restarted": ["web"], "changed_in_place": [],
+                    "changed": [], "unchanged": ["db"], "daemon": []}
     assert reg.get("db") is db and db.state == State.RUNNING  # not touched
     assert reg.get("web").state == State.RUNNING and reg.get("web").service is not web_service  # restarted
     assert reg.get("web").jid == 1  # its JID kept, as jail -m keeps it

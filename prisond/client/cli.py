@@ -34,7 +34,7 @@ USAGE = """usage: prisonctl [--socket PATH] COMMAND [ARGS]
 commands:
   list [--json]                       prisons, like jls
   show NAME [--json]                  one prison: addresses, processes, what they bound
-  start NAME... | stop NAME... | restart NAME...
+  start|stop|restart [--json] NAME...
   exec [-l|-E] [-u USER] [-t|-T] NAME [--] [CMD [ARGS...]]
                                       run CMD in the prison (default: a shell), like jexec;
                                       -u: as USER, -l: in USER's home with TERM only,
@@ -43,12 +43,15 @@ commands:
                                       stdout are terminals) / none
   ps NAME [--json]                    the prison's processes and what each one bound
   which PID [--json]                  the prison a process is in
-  reload [--dry-run] [--json]         re-read the configuration; apply only what changed
+  reload [--dry-run] [--keep-processes] [--json]
+                                      re-read the configuration; apply only what changed
+                                      (an address change restarts the prison unless
+                                      --keep-processes, as jail -m)
   health [--json]                     is the daemon up; exit 1 if a prison failed, restarts,
                                       or its service exited in error
-  top [-d SECONDS] [-n COUNT]         every prison's CPU, memory, limit hits, traffic, like top
+  top [-d SECONDS] [-n COUNT] [--json] every prison's CPU, memory, limit hits, traffic, like top
   events [--follow] [--json] [NAME]   starts, stops, failures and limit hits
-  check FILE                          validate a configuration file offline
+  check [--json] FILE                 validate a configuration file offline
   mkroot DIR [--force]                make a root for a confined prison (path: DIR) that
                                       shares the host's /usr read-only
 
@@ -238,35 +241,44 @@ def process_rows(processes: list[dict], indent: str = "") -> list[tuple]:
 
 def _lifecycle(method: str):
     def run(client: Client, args: list[str]) -> int:
-        _, names = flags(args, set())
+        opts, names = flags(args, {"--json"})
         if not names:
             raise Usage("name a prison")
-        status = 0
+        status, done = 0, []
         for name in names:
             try:
                 r = client.call(method, name=name)
-                print(clean(f"{r['name']}: {r['state']}"))
+                done.append(r)
+                if "--json" not in opts:
+                    print(clean(f"{r['name']}: {r['state']}"))
             except DaemonError as exc:
+                done.append({"name": name, "error": {"code": exc.code, "message": str(exc)}})
                 print(f"prisonctl: {clean(exc)}", file=sys.stderr)
                 status = EX_NOPERM if exc.code == "permission_denied" else EX_ERROR
+        if "--json" in opts:
+            print_json(done)  # each prison's summary after the call, or its error
         return status
     return run
 
 
 def cmd_reload(client: Client, args: list[str]) -> int:
-    opts, _ = flags(args, {"--dry-run", "--json"}, 0)
-    r = client.call("daemon.reload", dry_run="--dry-run" in opts)
+    opts, _ = flags(args, {"--dry-run", "--json", "--keep-processes"}, 0)
+    r = client.call("daemon.reload", dry_run="--dry-run" in opts, keep_processes="--keep-processes" in opts)
     if "--json" in opts:
         print_json(r)
         return 0
-    verb = "would" if r["dry_run"] else "did"
-    for key, word in (("added", "add"), ("changed", "restart"), ("removed", "remove")):
-        for name in r[key]:
-            print(clean(f"{verb} {word}: {name}"))
+    would = r["dry_run"]
+    words = (("started", "would start" if would else "started"), ("stopped", "would stop" if would else "stopped"),
+             ("restarted", "would restart" if would else "restarted"),
+             ("changed_in_place", "would change in place" if would else "changed in place"),
+             ("changed", "would change (it stays down)" if would else "changed (it stays down)"))
+    for key, word in words:
+        for name in r.get(key, []):
+            print(clean(f"{word}: {name}"))
     if r.get("daemon"):
-        print(clean(f"{verb} not apply: daemon: {', '.join(r['daemon'])} (read when prisond starts: "
-                    "restart it, which stops every prison)"))
-    if not (r["added"] or r["changed"] or r["removed"] or r.get("daemon")):
+        print(clean(f"{'would not apply' if would else 'did not apply'}: daemon: {', '.join(r['daemon'])} "
+                    "(read when prisond starts: restart it, which stops every prison)"))
+    if not any(r.get(k) for k, _ in words) and not r.get("daemon"):
         print("no changes")
     return 0
 
@@ -322,16 +334,21 @@ def cmd_which(client: Client, args: list[str]) -> int:
 
 
 def cmd_check(args: list[str]) -> int:
-    _, rest = flags(args, set(), 1)
+    opts, rest = flags(args, {"--json"}, 1)
     from prisond.model.config import load_file  # only here: yaml is heavy for the other commands
     from prisond.model.errors import ConfigError
     try:
         config = load_file(rest[0])
     except ConfigError as exc:
+        if "--json" in opts:
+            print_json({"file": rest[0], "ok": False, "problems": exc.problems})
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EX_USAGE
-    print(f"{rest[0]}: ok, {len(config.prisons)} prison{'s' if len(config.prisons) != 1 else ''}")
+    if "--json" in opts:
+        print_json({"file": rest[0], "ok": True, "prisons": [p.name for p in config.prisons]})
+    else:
+        print(f"{rest[0]}: ok, {len(config.prisons)} prison{'s' if len(config.prisons) != 1 else ''}")
     return 0
 
 
@@ -384,7 +401,8 @@ def cmd_top(client: Client, args: list[str]) -> int:
     import time
     delay = _option(args, "-d", float, 2.0)
     count = _option(args, "-n", int, 0)
-    flags(args, set(), 0)
+    opts, _ = flags(args, {"--json"}, 0)
+    as_json = "--json" in opts  # a JSON line per refresh: each prison's figures and CPU share
     if not delay >= 0.1:  # as top(1): no busy loop against the daemon (nor a NaN)
         raise Usage("-d: at least 0.1 seconds")
     if count < 0:
@@ -399,18 +417,24 @@ def cmd_top(client: Client, args: list[str]) -> int:
         for p in prisons:
             u = p.get("usage") or {}
             cpu = u.get("cpu_usec")
-            pct = "-"
+            share = None
             if cpu is not None and t_before is not None and before.get(p["name"]) is not None:
-                pct = f"{100 * (cpu - before[p['name']]) / 1e6 / (now - t_before):.1f}"
+                share = round(100 * (cpu - before[p["name"]]) / 1e6 / (now - t_before), 1)
             before[p["name"]] = cpu
+            p["cpu_percent"] = share
+            pct = "-" if share is None else f"{share:.1f}"
             rows.append((str(p["jid"]), p["name"], p["state"], str(p["procs"]), pct, size(u.get("memory_current")),
                          size(u.get("memory_peak")), _n(u.get("oom_kills")), _n(u.get("pids_refused")),
                          _n(u.get("cpu_throttled")), size(u.get("ingress_bytes")), size(u.get("egress_bytes"))))
         t_before = now
-        if tty:
-            sys.stdout.write("\x1b[H\x1b[2J")
-        print(f"prisonctl top: {len(prisons)} prisons, {time.strftime('%H:%M:%S')} (every {delay:g}s)")
-        print_table(rows)
+        if as_json:
+            import json
+            print(json.dumps({"time": time.time(), "prisons": prisons}))
+        else:
+            if tty:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(f"prisonctl top: {len(prisons)} prisons, {time.strftime('%H:%M:%S')} (every {delay:g}s)")
+            print_table(rows)
         sys.stdout.flush()
         shown += 1
         if count and shown >= count:

@@ -357,6 +357,8 @@ class Prison:
                 gone = tuple(a for a in old.addresses if a.ip not in kept)
                 await asyncio.to_thread(self.deps.aliases.release, old.name, gone)
                 self.log.info("addresses now %s (processes kept)", ", ".join(map(str, new.addresses)) or "none")
+            if new.restart != old.restart:
+                self.budget = RestartBudget(new.restart)
             self.spec = new
 
     def _set_nofile(self, n: int | None) -> None:
@@ -376,13 +378,18 @@ class Prison:
             self.log.warning("limits.nofile: %d running process(es) keep their lower limit (raising it needs "
                              "CAP_SYS_RESOURCE); new processes get %s", refused, value[1])
 
-    def changes_in_place(self, new: PrisonSpec) -> bool:
-        if self.state != State.RUNNING:
+    def changes_in_place(self, new: PrisonSpec, keep_processes: bool = False) -> bool:
+        """Can the running prison take new without a restart?  Limits and the restart policy
+        always; addresses only when asked to keep the processes (jail -m) and the kernel layer
+        holds the prison: by default an address change restarts it, so that no server stays
+        bound to an address the prison no longer has."""
+        if self.state not in UP:
             return False
-        same_rest = dataclasses.replace(self.spec, ip4=(), ip6=(), limits=new.limits) == \
+        same_rest = dataclasses.replace(self.spec, ip4=(), ip6=(), limits=new.limits, restart=new.restart) == \
             dataclasses.replace(new, ip4=(), ip6=())
         addresses_ok = new.addresses == self.spec.addresses or (
-            self.enforcement == "kernel" and self.cgroup_id is not None and self.deps.enforcement(new)[0] == "kernel")
+            keep_processes and self.enforcement == "kernel" and self.cgroup_id is not None
+            and self.deps.enforcement(new)[0] == "kernel")
         limits_ok = new.limits == self.spec.limits or (self.res is not None and not self.res.missing(new.limits))
         return same_rest and addresses_ok and limits_ok
 

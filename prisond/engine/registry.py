@@ -12,7 +12,7 @@ import signal
 from collections.abc import Sequence
 
 from prisond.model.config import Config, PrisonSpec
-from prisond.model.diff import ConfigDiff, diff
+from prisond.model.diff import diff
 from prisond.model.errors import NoSuchPrison, PrisonError, StateConflict
 from prisond.engine.prison import Deps, Prison
 from prisond.model.states import ALIVE, UP, State
@@ -171,39 +171,47 @@ class Registry:
 
     # ------------------------------------------------------------ reload
 
-    async def reload(self, new: Config, dry_run: bool = False) -> ConfigDiff:
-        """Apply only what changed: unchanged prisons are not touched."""
+    def plan(self, new: Config, keep_processes: bool = False) -> dict:
+        """What a reload to new will do, prison by prison: started (new), stopped (removed),
+        restarted (changed, and up or failed), changed in place (its processes stay), changed
+        (but down: it stays down), unchanged; and the daemon: keys it leaves for a restart."""
+        d = diff(self.config, new)
+        in_place = [n for n in d.changed if self.prisons[n].changes_in_place(new.require(n), keep_processes)]
+        rest = [n for n in d.changed if n not in in_place]
+        up = [n for n in rest if self.prisons[n].state in UP | {State.FAILED}]
+        return {"started": list(d.added), "stopped": list(d.removed), "restarted": up,
+                "changed_in_place": in_place, "changed": [n for n in rest if n not in up],
+                "unchanged": list(d.unchanged), "daemon": list(d.daemon)}
+
+    async def reload(self, new: Config, dry_run: bool = False, keep_processes: bool = False) -> dict:
+        """Apply only what changed (plan()); unchanged prisons are not touched."""
         async with self._reload_lock:
-            d = diff(self.config, new)
+            plan = self.plan(new, keep_processes)
             if dry_run:
-                return d
-            log.info("reload: added %s, changed %s, removed %s", list(d.added) or "-", list(d.changed) or "-",
-                     list(d.removed) or "-")
-            if d.daemon:
-                log.warning("reload: daemon: %s changed: read when prisond starts, not now", ", ".join(d.daemon))
+                return plan
+            log.info("reload: %s", "; ".join(f"{k.replace('_', ' ')} {', '.join(v)}" for k, v in plan.items()
+                                              if v and k != "unchanged") or "no changes")
+            if plan["daemon"]:
+                log.warning("reload: daemon: %s changed: read when prisond starts, not now", ", ".join(plan["daemon"]))
             if self.deps.kernel is not None:
                 self.deps.kernel.share(new.prisons)
-            # a running prison whose limits or (kernel prisons) addresses alone changed keeps its processes
-            in_place = [n for n in d.changed if self.prisons[n].changes_in_place(new.require(n))]
-            for name in in_place:
+            for name in plan["changed_in_place"]:
                 await self.prisons[name].change_in_place(new.require(name))
                 self.save(self.prisons[name])
-            changed = [n for n in d.changed if n not in in_place]
-            # a changed prison comes back if it was up (or had failed: the new spec may fix it)
-            restart = [n for n in changed if self.prisons[n].state in UP | {State.FAILED}]
-            await self.stop_all(list(d.removed) + changed)
-            for name in d.removed:
+            changed = plan["restarted"] + plan["changed"]
+            await self.stop_all(plan["stopped"] + changed)
+            for name in plan["stopped"]:
                 del self.prisons[name]
                 self.store.drop_prison(name)
             for name in changed:
                 # the same JID, as jail -m keeps it; a fresh runtime for the new spec
                 self.prisons[name] = Prison(new.require(name), self.prisons[name].jid, self.deps, on_change=self.save)
-            for name in d.added:
+            for name in plan["started"]:
                 self._add(new.require(name))
             self.prisons = {s.name: self.prisons[s.name] for s in new.prisons}  # config order
             self.config = new
-            await self.start_all(restart + list(d.added))
-            return d
+            await self.start_all(plan["restarted"] + plan["started"])
+            return plan
 
     # ------------------------------------------------------------ views
 

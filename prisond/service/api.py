@@ -115,10 +115,11 @@ class Api:
             raise ProtocolError("daemon.reload takes no file: it reads the daemon's own configuration "
                                 f"({self.registry.config.source})", "bad_request")
         dry_run = bool(param(req, "dry_run", bool, required=False))
+        keep = bool(param(req, "keep_processes", bool, required=False))
         path = self.registry.config.source
         new = load_file(path)  # ConfigError: the running configuration stays
-        d = await self.registry.reload(new, dry_run=dry_run)
-        return dict(d.as_dict(), dry_run=dry_run, config=path)
+        plan = await self.registry.reload(new, dry_run=dry_run, keep_processes=keep)
+        return dict(plan, dry_run=dry_run, config=path)
 
     def list(self, req: Request):
         return self.registry.list(full=bool(param(req, "full", bool, required=False)))

@@ -21,6 +21,7 @@ import tempfile
 import pytest
 
 from support.daemon import Daemon, prisonctl_cmd
+from support.fixtures import free_port
 from support.wire import Wire
 
 PRISONS = {  # name: (level, ip4, ip6, allow raw)
@@ -69,12 +70,6 @@ def prison_addrs(name):
 def run(d, prison, *argv, timeout=20):
     r = d.exec(prison, *map(str, argv), timeout=timeout)
     return r.stdout.decode() + r.stderr.decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sink:

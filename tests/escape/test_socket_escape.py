@@ -21,6 +21,7 @@ import time
 import pytest
 
 from support.daemon import Daemon, prisonctl_cmd, wait_for
+from support.fixtures import free_port
 from support.wire import Wire
 
 IPPROTO_UDPLITE, IPPROTO_MPTCP = 136, 262
@@ -65,20 +66,6 @@ def tool(nettool_static):
 def run(d, prison, *argv, timeout=20) -> str:
     r = d.exec(prison, *map(str, argv), timeout=timeout)
     return r.stdout.decode() + r.stderr.decode()
-
-
-def free_port() -> int:
-    """A port free for TCP and UDP on every address (bound on the wildcards, then let go)."""
-    while True:
-        with socket.socket(socket.AF_INET6) as t, socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as u:
-            t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            t.bind(("::", 0))
-            try:
-                u.bind(("::", t.getsockname()[1]))
-            except OSError:
-                continue
-            return t.getsockname()[1]
 
 
 class Service:

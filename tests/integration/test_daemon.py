@@ -220,7 +220,7 @@ prisons:
     ip4: [127.0.6.1]
 """)
     r = d.ctl("reload", "--dry-run")
-    assert r.stdout.decode().splitlines() == ["would add: new", "would restart: change", "would remove: drop"]
+    assert r.stdout.decode().splitlines() == ["would start: new", "would stop: drop", "would restart: change"]
     assert "127.0.4.1" in addresses_on_lo()  # a dry run changes nothing
     r = d.ctl("reload", "--json")
     assert json.loads(r.stdout)["unchanged"] == ["keep"]

@@ -65,14 +65,16 @@ def test_a_restart_without_the_prison_ends_it(daemon):
     assert "127.0.3.1" not in addresses_on_lo()
 
 
-def test_a_reload_changes_addresses_without_restarting_processes(daemon, nettool_static, nettool):
+def test_a_reload_that_keeps_processes_changes_addresses_in_place(daemon, nettool_static, nettool):
+    """jail -m: `reload --keep-processes` moves a kernel prison to its new address with its
+    processes (by default an address change restarts the prison: test_restart.py)."""
     d = daemon(f"prisons:\n  k:\n    enforce: kernel\n    ip4: [127.0.3.1]\n    exec:\n      {SERVICE}\n")
     pid = d.show("k")["service"]["pid"]
     w = worker(d, "k", nettool_static)
     wait_for(lambda: d.show("k")["procs"] == 3, what="the worker (with init and the service)")
     d.write_config(f"prisons:\n  k:\n    enforce: kernel\n    ip4: [127.0.3.9]\n    exec:\n      {SERVICE}\n")
-    r = d.ctl("reload")
-    assert r.returncode == 0, r.stderr
+    r = d.ctl("reload", "--keep-processes")
+    assert r.returncode == 0 and r.stdout == b"changed in place: k\n", r
     assert d.show("k")["service"]["pid"] == pid and d.show("k")["procs"] == 3
     lo = addresses_on_lo()
     assert "127.0.3.9" in lo and "127.0.3.1" not in lo

@@ -90,3 +90,26 @@ def test_an_adopted_service_that_dies_is_restarted(daemon):
     kinds = events(d, "a")
     assert kinds[-3:] == ["adopted", "restarting", "restarted"], kinds
     assert d.show("a")["service"]["status"] == "running"
+
+
+def test_a_reload_that_moves_a_prison_restarts_its_server_on_the_new_address(daemon):
+    import socket
+    from support.fixtures import free_port
+    port = free_port()
+    serve = f"    exec: {{start: [python3, -m, http.server, --bind, 0.0.0.0, '{port}']}}\n"
+    d = daemon("prisons:\n  web:\n    ip4: [127.0.3.1]\n" + serve)
+
+    def answers(ip: str) -> bool:
+        try:
+            with socket.create_connection((ip, port), timeout=2):
+                return True
+        except OSError:
+            return False
+    wait_for(lambda: answers("127.0.3.1"), what="the server on the first address")
+    old = d.show("web")["service"]["pid"]
+    d.write_config("prisons:\n  web:\n    ip4: [127.0.3.9]\n" + serve)
+    assert d.ctl("reload", "--dry-run").stdout == b"would restart: web\n"
+    r = d.ctl("reload")
+    assert r.returncode == 0 and r.stdout == b"restarted: web\n", r
+    wait_for(lambda: answers("127.0.3.9"), what="the server on the new address")
+    assert not answers("127.0.3.1") and d.show("web")["service"]["pid"] != old

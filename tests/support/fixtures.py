@@ -131,3 +131,17 @@ def _servers(cls):
 
 tcp_server = _servers(TcpServer)
 udp_sink = _servers(UdpSink)
+
+
+def free_port() -> int:
+    """A port free for TCP and UDP on every address (bound on the wildcards, then let go)."""
+    while True:
+        with socket.socket(socket.AF_INET6) as t, socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as u:
+            t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            t.bind(("::", 0))
+            try:
+                u.bind(("::", t.getsockname()[1]))
+            except OSError:
+                continue
+            return t.getsockname()[1]

@@ -104,7 +104,7 @@ def test_prisonctl_8_and_the_completion_name_every_command():
     (listed,) = re.findall(r'local commands="([^"]+)"', completion)
     assert commands == set(listed.split())
     for cmd in commands:
-        assert re.search(rf"(^|, )\*{cmd}\* ", page, re.M), cmd
+        assert re.search(rf"(^|, )\*{cmd}\*( |$)", page, re.M), cmd
 
 
 def test_the_completion_is_valid_bash():

@@ -51,6 +51,7 @@ commands:
                                       or its service exited in error
   top [-d SECONDS] [-n COUNT] [--json] every prison's CPU, memory, limit hits, traffic, like top
   events [--follow] [--json] [NAME]   starts, stops, failures and limit hits
+  metrics                             every prison's figures for Prometheus (text format)
   check [--json] FILE                 validate a configuration file offline
   mkroot DIR [--force]                make a root for a confined prison (path: DIR) that
                                       shares the host's /usr read-only
@@ -442,6 +443,14 @@ def cmd_top(client: Client, args: list[str]) -> int:
         time.sleep(delay)
 
 
+def cmd_metrics(client: Client, args: list[str]) -> int:
+    """Prometheus's text exposition of every prison's figures (as the daemon's listener serves
+    it when daemon.metrics_listen is set)."""
+    flags(args, set(), 0)
+    sys.stdout.write(client.call("daemon.metrics")["text"])
+    return 0
+
+
 def _n(v) -> str:
     return "-" if v is None else str(v)
 
@@ -455,7 +464,14 @@ def cmd_events(client: Client, args: list[str]) -> int:
     params = {"name": rest[0]} if rest else {}
     after = 0
     while True:
-        r = client.call("prison.events", after=after, **params)
+        try:
+            r = client.call("prison.events", after=after, **params)
+        except ClientError as exc:
+            if "--follow" not in opts or exc.kind not in ("broken", "not_running"):
+                raise
+            client.close()  # the daemon restarts: its events go on from the same ids
+            time.sleep(1)
+            continue
         for ev in r["events"]:
             if "--json" in opts:
                 import json
@@ -482,6 +498,7 @@ COMMANDS = {
     "health": cmd_health,
     "top": cmd_top,
     "events": cmd_events,
+    "metrics": cmd_metrics,
 }
 
 if __name__ == "__main__":

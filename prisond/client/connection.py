@@ -64,9 +64,11 @@ class Client:
         return s
 
     def close(self) -> None:
+        """Closed; the next call connects again."""
         if self._sock:
             self._sock.close()
             self._sock = None
+        self._buf = b""
 
     def call(self, method: str, **params):
         sock = self._sock or self.connect()

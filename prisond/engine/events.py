@@ -6,13 +6,18 @@ pids_max, cpu_throttled; what the kernel layer and the shim coerced,
 refused or dropped: coerced, refused, dropped (with "count": how many since the last one of
 the kind, and "source": kernel or shim).  Bounded: each prison keeps its last PER_PRISON
 events, so a slow reader misses the oldest, the daemon's memory stays flat, and a prison that
-floods evicts only its own.
+floods evicts only its own.  Kept on disk too (host/eventfile.py): a new daemon goes on from
+the last id, and `prisonctl events --follow` across a daemon's restart.
+
+An event's JSON form (stable; fields may be added, never changed): id (increasing across
+daemons), time (Unix seconds), prison, kind, text, and for the counted kinds count and source.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 
 LIMIT_KINDS = ("oom_kill", "pids_max", "cpu_throttled")
 AUDIT_KINDS = ("coerced", "refused", "dropped")
@@ -23,18 +28,30 @@ PER_PRISON = 128
 
 
 class EventLog:
-    def __init__(self, per_prison: int = PER_PRISON):
+    """past: what earlier daemons recorded (ids go on from theirs); record: where each new
+    event is kept (host/eventfile.py), if anywhere."""
+
+    def __init__(self, per_prison: int = PER_PRISON, past: Iterable[dict] = (), record=None):
         self.per_prison = per_prison
         self.by_prison: dict[str, deque[dict]] = {}
         self.last_id = 0
+        self.record = record
+        for ev in past:
+            self._keep(ev)
+            self.last_id = max(self.last_id, ev["id"])
+
+    def _keep(self, ev: dict) -> None:
+        kept = self.by_prison.get(ev["prison"])
+        if kept is None:
+            kept = self.by_prison[ev["prison"]] = deque(maxlen=self.per_prison)
+        kept.append(ev)
 
     def add(self, prison: str, kind: str, text: str, **data) -> dict:
         self.last_id += 1
         ev = {"id": self.last_id, "time": time.time(), "prison": prison, "kind": kind, "text": text, **data}
-        kept = self.by_prison.get(prison)
-        if kept is None:
-            kept = self.by_prison[prison] = deque(maxlen=self.per_prison)
-        kept.append(ev)
+        self._keep(ev)
+        if self.record is not None:
+            self.record(ev)
         level = logging.WARNING if kind in LIMIT_KINDS or kind == "failed" else \
             logging.INFO if kind in AUDIT_KINDS else logging.DEBUG
         log.log(level, "%s: %s", kind, text, extra={"prison": prison})

@@ -78,6 +78,7 @@ class Prison:
         self.budget = RestartBudget(spec.restart)  # the restarts it had lately (restart.burst)
         self.service_since = 0.0  # monotonic: when the service (or the prison) last started
         self._again: asyncio.Task | None = None  # a restart waiting for its delay
+        self.restarts = 0  # of its service or of the whole prison, by the restart policy
 
     # ------------------------------------------------------------ start
 
@@ -179,6 +180,7 @@ class Prison:
     async def _start_again(self, delay: float) -> None:
         await asyncio.sleep(delay)
         if self.state is State.RESTARTING:
+            self.restarts += 1
             try:
                 await self.start()
             except PrisonError:
@@ -277,6 +279,7 @@ class Prison:
                 self._service_ended(None)
                 return
             self.service, self.service_status, self.service_since = child, "running", time.monotonic()
+            self.restarts += 1
             self.change_state(State.RUNNING, detail=f"exec.start again: pid {child.pid or '-'}", kind="restarted")
             spawn(self._watch_service(child), f"service:{self.spec.name}")
 

@@ -73,9 +73,10 @@ class PrisonView:
         spec = self.p.spec
         if self._addr_cache[0] is not spec:  # listing a thousand prisons is mostly this
             self._addr_cache = (spec, [str(a.ip) for a in spec.ip4], [str(a.ip) for a in spec.ip6])
+        counters = None
         if full:
             procs = len(pids) if pids is not None else self.nprocs()
-            usage = self._figures()[0]
+            usage, counters = self._figures()
         else:
             procs, usage = self._brief_procs(), self._brief_usage()
         return {
@@ -83,7 +84,8 @@ class PrisonView:
             "ip4": self._addr_cache[1], "ip6": self._addr_cache[2],
             "state": self.p.state, "procs": procs, "reason": self.p.reason,
             "enforcement": self.p.enforcement, "enforcement_why": self.p.enforcement_why,
-            "usage": usage,
+            "usage": usage, "restarts": self.p.restarts,
+            **({"kernel_counters": counters} if full else {}),
         }
 
     def details(self) -> dict:

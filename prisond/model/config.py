@@ -126,6 +126,7 @@ class DaemonSpec:  # the defaults are the parameter table's (params.py)
     limits: bool = default("daemon", "limits")  # false: leave the cgroup controllers alone
     control_group: str = default("daemon", "control_group")  # its members may change things
     public_read: bool = default("daemon", "public_read")  # any local user may read; false: root and the group
+    metrics_listen: tuple[str, int] | None = None  # (host address, port) of the Prometheus listener
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,10 @@ class _Validator:
         prisons = []
         for name, body in prisons_raw.items():
             path = ("prisons", name)
-            if not isinstance(name, str) or not _NAME_RE.match(name) or name.isdigit():
+            if isinstance(name, bool):  # YAML 1.1 reads on/off/yes/no as booleans
+                self.bad(path, f"YAML read this prison's name as {str(name).lower()}: quote it (\"off\": ...)")
+                continue
+            elif not isinstance(name, str) or not _NAME_RE.match(name) or name.isdigit():
                 self.bad(path, "prison names are 1-63 letters, digits, '_' or '-', not all digits")
                 continue
             merged = self.merge(defaults, body, ("defaults",), path)
@@ -259,8 +263,23 @@ class _Validator:
         limits = self.boolean(d["limits"], path + ("limits",)) if "limits" in d else dflt.limits
         group = self.string(d["control_group"], path + ("control_group",)) if "control_group" in d else None
         public = self.boolean(d["public_read"], path + ("public_read",)) if "public_read" in d else dflt.public_read
+        listen = self.listen_address(d["metrics_listen"], path + ("metrics_listen",)) if "metrics_listen" in d else None
         return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel, limits=limits,
-                          control_group=group or dflt.control_group, public_read=public)
+                          control_group=group or dflt.control_group, public_read=public, metrics_listen=listen)
+
+    def listen_address(self, value, path) -> tuple[str, int] | None:
+        text = self.string(value, path)
+        host, _, port = (text or "").rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ipaddress.ip_address(host)
+            number = int(port)
+            if not 0 < number < 65536:
+                raise ValueError
+        except ValueError:
+            self.bad(path, f"must be ADDRESS:PORT (127.0.0.1:9688, [::1]:9688), not {value!r}")
+            return None
+        return host, number
 
     def merge(self, defaults: dict, body, dpath, ppath):
         """Deep-merge defaults under a prison's own keys, remembering where each came from."""

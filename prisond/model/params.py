@@ -48,6 +48,11 @@ PARAMS: tuple[Param, ...] = (
     Param('daemon', 'public_read', '_BOOL_', default=True,
           doc=('*true* (the default): any local user may read (*list*, *show*, *ps*, *which*, *health*,\n'
                '*events*). *false*: only root and *control_group*.')),
+    Param('daemon', 'metrics_listen', '_ADDRESS_:_PORT_',
+          doc=('Serve every prison\'s figures for Prometheus over HTTP (*GET /metrics*) on this host\n'
+               'address, such as _127.0.0.1:9688_ or _[::1]:9688_ (default: none; *prisonctl metrics*\n'
+               'gives the same text). The figures say what runs on the host: bind it where only your\n'
+               'monitoring reaches.')),
     Param('prisons.NAME', 'hostname', '_NAME_', default="the prison's name",
           doc=("The prison's hostname, in a UTS namespace of its own: RFC 1123 labels, at most 64\n"
                "characters. Default: the prison's name.")),

@@ -34,15 +34,15 @@ VERSION = contract.PROTOCOL_VERSION
 MAX_LINE = 64 * 1024
 
 METHODS = frozenset({
-    "daemon.health", "daemon.reload",
+    "daemon.health", "daemon.reload", "daemon.metrics",
     "prison.list", "prison.show", "prison.ps", "prison.which",
     "prison.start", "prison.stop", "prison.restart", "prison.exec", "proc.status", "prison.events",
     "exec.signal",
 })
 # asked on a connection while its prison.exec runs (see api.ExecSession)
 SESSION_METHODS = frozenset({"exec.signal"})
-READ_ONLY = frozenset({"daemon.health", "prison.list", "prison.show", "prison.ps", "prison.which", "proc.status",
-                       "prison.events"})
+READ_ONLY = frozenset({"daemon.health", "daemon.metrics", "prison.list", "prison.show", "prison.ps", "prison.which",
+                       "proc.status", "prison.events"})
 # all a process inside a prison may ask, root included: its shim's questions about its own prison
 JAILED_OK = frozenset({"daemon.health", "proc.status"})
 

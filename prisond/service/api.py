@@ -23,6 +23,7 @@ from prisond.model.config import load_file
 from prisond.model.errors import NoSuchProcess, PermissionDenied, ProtocolError
 from prisond.host.initlink import Child, SpawnRequest, wait_status
 from prisond.model.contract import MAX_ARGS, SERVICE_PATH
+from prisond.model.metrics import exposition
 from prisond.model.policy import prison_env
 from prisond.model.protocol import JAILED_OK, READ_ONLY, SESSION_METHODS, VERSION, Request, param
 from prisond.engine.registry import Registry
@@ -61,7 +62,7 @@ class Api:
         self.access = access
         self.public_socket = public_socket  # what the shim of exec'd processes asks
         self.methods: dict[str, Callable[[Request], Any]] = {
-            "daemon.health": self.health, "daemon.reload": self.reload,
+            "daemon.health": self.health, "daemon.reload": self.reload, "daemon.metrics": self.metrics,
             "prison.list": self.list, "prison.show": self.show, "prison.ps": self.ps,
             "prison.which": self.which, "prison.events": self.events,
             "prison.start": self.start, "prison.stop": self.stop, "prison.restart": self.restart,
@@ -109,6 +110,10 @@ class Api:
         return {"status": self.status(), "pid": os.getpid(), "protocol": VERSION,
                 "prisons": self.registry.counts(), "healthy": self.status() == "ready" and not trouble,
                 "trouble": trouble}
+
+    def metrics(self, req: Request):
+        """Prometheus's text exposition of every prison's figures (model/metrics.py)."""
+        return {"text": exposition(self.registry.list(full=True), daemon_up=self.status() == "ready")}
 
     async def reload(self, req: Request):
         if "config" in req.params:

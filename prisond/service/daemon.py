@@ -23,10 +23,13 @@ from prisond.service.api import Access, Api, Peer
 from prisond.service.audit import AuditSocket
 from prisond.host.cgroup import CgroupTree, detect_host
 from prisond.model.config import Config, Limits, load_file
+from prisond.model.metrics import exposition
 from prisond.service.control import ControlServer
+from prisond.service.metrics import MetricsServer
 from prisond.model.errors import ConfigError, PrisonError
 from prisond.engine.events import AUDIT_KINDS, CounterWatch, EventLog
 from prisond.host.launcher import Launcher
+from prisond.host.eventfile import EventFile
 from prisond.host.lock import DaemonLock, lock_paths
 from prisond.host.net import AliasBook, Netlink
 from prisond.host.peer import PeerJudge
@@ -209,7 +212,8 @@ class Daemon:
                        else (None, "disabled by daemon.kernel_layer: false"))
         jail = built(JAIL_NAME)
         public = os.path.dirname(shim_path)
-        self.events = EventLog()
+        self.event_file = EventFile(args.state_dir)
+        self.events = EventLog(past=self.event_file.load(), record=self.event_file.append)
         self.netlink = Netlink()
         self.tree = tree
         self.launcher = Launcher(shim_path, jail if os.access(jail, os.X_OK) else None,
@@ -238,6 +242,9 @@ class Daemon:
         self.prison_server = ControlServer(os.path.join(public, PRISON_SOCKET), self.api.handle, identify=identify,
                                            mode=0o666, jailed_only=True)
         self.stopping = asyncio.Event()
+        listen = config.daemon.metrics_listen
+        self.metrics = MetricsServer(*listen, lambda: exposition(self.registry.list(full=True),
+                                                                 daemon_up=self.status == "ready")) if listen else None
         # the shim's reports (the policy's s= names the prisons' socket; events.sock is beside it)
         self.audit = AuditSocket(os.path.join(public, contract.EVENTS_SOCKET), tree.prison_of, self._shim_event)
 
@@ -259,6 +266,11 @@ class Daemon:
         log.info("control socket %s; cgroups under %s (%s layout)", self.args.socket, self.tree.parent,
                  self.tree.layout.kind)
         await self.registry.start_all()
+        if self.metrics is not None:
+            try:
+                await self.metrics.start()
+            except OSError as exc:
+                log.error("cannot serve metrics on %s:%d: %s", self.metrics.host, self.metrics.port, exc.strerror)
         spawn(self._watch_counters(), "counters")
         interval = sdnotify.watchdog_interval()
         if interval:
@@ -273,6 +285,8 @@ class Daemon:
         log.info("stopping all prisons")
         await self.server.close()
         await self.prison_server.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         self.audit.close(loop)
         await self.registry.stop_all()
         self.store.clear()
@@ -288,6 +302,7 @@ class Daemon:
         if self.resources:
             self.resources.remove_parents()
         self.netlink.close()
+        self.event_file.close()
         log.info("stopped")
         return 0
 

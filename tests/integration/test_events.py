@@ -1,5 +1,6 @@
 """Audit events: what the shim and the kernel layer coerced or refused, in `prisonctl events`."""
 import json
+import os
 import time
 
 import pytest
@@ -67,3 +68,58 @@ def test_a_process_outside_any_prison_cannot_report(daemon):
     assert d.exec("a", "python3", "-c", BIND_ANY).returncode == 0
     wait_for(lambda: any(e["kind"] == "coerced" for e in events(d)), what="a's own event")
     assert not [e for e in events(d) if "10.0.0.1" in e["text"]]
+
+
+def test_events_outlive_the_daemon_and_follow_goes_on_across_its_restart(daemon):
+    import subprocess
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n")
+    first = events(d, "a")
+    assert [e["kind"] for e in first] == ["started"]
+    follower = subprocess.Popen([*d.ctl_argv(), "events", "--follow", "--json", "a"], stdout=subprocess.PIPE)
+    try:
+        assert d.stop() == 0  # a clean stop: the prison stops, the events stay
+        d.start()
+        again = events(d, "a")
+        assert [e["kind"] for e in again] == ["started", "stopped", "started"]
+        assert again[0] == first[0] and again[1]["id"] > first[0]["id"] and again[2]["id"] > again[1]["id"]
+        deadline = time.monotonic() + 15
+        seen: list[dict] = []
+        os.set_blocking(follower.stdout.fileno(), False)
+        buf = b""
+        while len(seen) < 3 and time.monotonic() < deadline:
+            chunk = follower.stdout.read() or b""
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            seen += [json.loads(line) for line in lines if line]
+            time.sleep(0.1)
+        assert [e["kind"] for e in seen] == ["started", "stopped", "started"], seen  # across the restart
+    finally:
+        follower.kill()
+        follower.wait()
+
+
+def test_prometheus_scrapes_the_metrics_listener(daemon):
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    from support.fixtures import free_port
+    port = free_port()
+    d = daemon(f"daemon:\n  metrics_listen: 127.0.0.1:{port}\n"
+               "prisons:\n  web:\n    ip4: [127.0.2.1]\n    limits: {pids: 50}\n    exec: {start: [sleep, '600']}\n"
+               "  idle:\n    ip4: [127.0.3.1]\n    restart: no\n    exec: {start: \"exit 2\"}\n")
+    wait_for(lambda: d.show("idle")["state"] == "exited", what="idle's service to end")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    got = {(s.name, s.labels.get("prison"), s.labels.get("state")): s.value
+           for f in text_string_to_metric_families(text) for s in f.samples}
+    assert got[("prisond_up", None, None)] == 1
+    assert got[("prisond_prison_up", "web", None)] == 1 and got[("prisond_prison_processes", "web", None)] == 2
+    assert got[("prisond_prison_state", "idle", "exited")] == 1 and got[("prisond_prison_state", "idle", "running")] == 0
+    assert got[("prisond_prison_cpu_seconds_total", "web", None)] >= 0
+    assert ("prisond_prison_network_transmit_bytes_total", "web", None) in got  # the kernel layer counts
+    assert d.ctl("metrics").stdout.decode().splitlines()[:3] == text.splitlines()[:3]
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)
+        raise AssertionError("a path other than /metrics answered")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404

@@ -51,8 +51,11 @@ commands:
                                       or its service exited in error
   top [-d SECONDS] [-n COUNT] [--json] every prison's CPU, memory, limit hits, traffic, like top
   events [--follow] [--json] [NAME]   starts, stops, failures and limit hits
+  logs [-f] [-n N] [--since TIME] NAME
+                                      the prison's service output (journal or log files)
   metrics                             every prison's figures for Prometheus (text format)
-  check [--json] FILE                 validate a configuration file offline
+  check [--host] [--json] FILE        validate a configuration file offline; --host: also
+                                      against this host (programs, users, interfaces, ...)
   mkroot DIR [--force]                make a root for a confined prison (path: DIR) that
                                       shares the host's /usr read-only
 
@@ -335,11 +338,15 @@ def cmd_which(client: Client, args: list[str]) -> int:
 
 
 def cmd_check(args: list[str]) -> int:
-    opts, rest = flags(args, {"--json"}, 1)
+    opts, rest = flags(args, {"--json", "--host"}, 1)
     from prisond.model.config import load_file  # only here: yaml is heavy for the other commands
     from prisond.model.errors import ConfigError
     try:
         config = load_file(rest[0])
+        if "--host" in opts:
+            host_problems = _host_problems(config)
+            if host_problems:
+                raise ConfigError(host_problems)
     except ConfigError as exc:
         if "--json" in opts:
             print_json({"file": rest[0], "ok": False, "problems": exc.problems})
@@ -351,6 +358,19 @@ def cmd_check(args: list[str]) -> int:
     else:
         print(f"{rest[0]}: ok, {len(config.prisons)} prison{'s' if len(config.prisons) != 1 else ''}")
     return 0
+
+
+def _host_problems(config) -> list[str]:
+    """check --host: what this host lacks for the configuration (host/check.py)."""
+    from prisond.host import check
+    from prisond.host.cgroup import detect_host
+    from prisond.host.resources import Host
+    from prisond.model.yamlsrc import load
+    with open(config.source, encoding="utf-8") as fh:
+        src = load(fh.read(), config.source)
+    layout = detect_host()
+    controllers = Host(layout, config.daemon.cgroup_parent).available() if layout else None
+    return check.problems(config, src, check.HostView(controllers=controllers))
 
 
 def cmd_mkroot(args: list[str]) -> int:
@@ -443,6 +463,82 @@ def cmd_top(client: Client, args: list[str]) -> int:
         time.sleep(delay)
 
 
+def cmd_logs(client: Client, args: list[str]) -> int:
+    """One prison's service output: from the journal (under systemd) or its log files."""
+    count = _option(args, "-n", int, 50)
+    since = _option(args, "--since", str, None)
+    opts, rest = flags(args, {"-f", "--follow"}, 1)
+    follow = bool(opts & {"-f", "--follow"})
+    if count < 0:
+        raise Usage("-n: a number of lines")
+    r = client.call("prison.logs", name=rest[0])
+    if r.get("journal"):
+        argv = ["journalctl", f"PRISON={r['name']}", "--no-pager", "-o", "short-iso", "-n", str(count)]
+        argv += (["-f"] if follow else []) + (["--since", since] if since else [])
+        try:
+            os.execvp("journalctl", argv)
+        except OSError as exc:
+            return fail(f"cannot run journalctl: {exc.strerror}", EX_ERROR)
+    if since is not None:
+        since = since.replace(" ", "T")
+        if len(since) < 10 or not since[:4].isdigit():
+            raise Usage("--since: a time as YYYY-MM-DD[ HH:MM[:SS]]")
+    path = r["file"]
+    rotated = sorted((f for f in _listdir(os.path.dirname(path)) if f.startswith(os.path.basename(path) + ".")
+                      and f.rsplit(".", 1)[1].isdigit()), key=lambda f: -int(f.rsplit(".", 1)[1]))
+    lines: list[str] = []
+    for name in rotated + [os.path.basename(path)]:
+        try:
+            with open(os.path.join(os.path.dirname(path), name), errors="replace") as fh:
+                lines += fh.read().splitlines()
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            return fail(f"cannot read {path}: permission denied (root or the log's group)", EX_NOPERM)
+    if since is not None:
+        lines = [line for line in lines if line[:19] >= since[:19]]
+    for line in lines[-count:] if count else []:
+        print(clean(line))
+    if not follow:
+        return 0
+    return _follow(path)
+
+
+def _listdir(d: str) -> list[str]:
+    try:
+        return os.listdir(d)
+    except OSError:
+        return []
+
+
+def _follow(path: str) -> int:
+    """Print what is appended to path from now on, across its rotation, until interrupted."""
+    import time
+    fh = None
+    try:
+        while True:
+            try:
+                ino = os.stat(path).st_ino
+            except FileNotFoundError:
+                ino = None
+            if fh is None and ino is not None:
+                fh = open(path, errors="replace")  # noqa: SIM115 (kept open while following)
+                fh.seek(0, os.SEEK_END)
+            elif fh is not None and ino != os.fstat(fh.fileno()).st_ino:  # rotated: the rest, then the new one
+                sys.stdout.write("".join(clean(line) + "\n" for line in fh.read().splitlines()))
+                fh.close()
+                fh = open(path, errors="replace") if ino is not None else None  # noqa: SIM115
+            if fh is not None:
+                for line in fh.read().splitlines():
+                    print(clean(line), flush=True)
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if fh is not None:
+            fh.close()
+
+
 def cmd_metrics(client: Client, args: list[str]) -> int:
     """Prometheus's text exposition of every prison's figures (as the daemon's listener serves
     it when daemon.metrics_listen is set)."""
@@ -499,6 +595,7 @@ COMMANDS = {
     "top": cmd_top,
     "events": cmd_events,
     "metrics": cmd_metrics,
+    "logs": cmd_logs,
 }
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class Deps:
     kernel_why: str = ""                      # why it can, or why not
     resources: seams.Resources | None = None  # limits and accounting (None: neither)
     events: seams.Events | None = None
+    output: seams.Output | None = None        # where service output goes (None: the daemon's log only)
 
     def enforcement(self, spec: PrisonSpec) -> tuple[str, str]:
         """The level a prison gets, and why: asked for, or the host's default."""
@@ -146,7 +147,8 @@ class Prison:
         """Talk to the prison's init: its pid, what it started that still runs, its services'
         output from now on."""
         self.link = link
-        self.logs = ServiceLog(self.spec.name)
+        sink, echo = self.deps.output.sink(self.spec.name, self.jid) if self.deps.output else (None, True)
+        self.logs = ServiceLog(self.spec.name, sink=sink, echo=echo)
         link.on_log = self.logs.feed
         hello = await link.connect()
         self.init_pid = hello.init_pid
@@ -287,7 +289,8 @@ class Prison:
         if cmd is None:
             return
         proc = await self.deps.launcher.spawn_host(self.spec, cmd)
-        lines = ServiceLog(self.spec.name, label=f"exec.{hook}")  # without consolelog: in the daemon's log
+        sink, echo = self.deps.output.sink(self.spec.name, self.jid) if self.deps.output else (None, True)
+        lines = ServiceLog(self.spec.name, label=f"exec.{hook}", sink=sink, echo=echo)  # without consolelog
         streams = {"out": proc.stdout, "err": proc.stderr}
         readers = [asyncio.ensure_future(_relay(s, lines, name)) for name, s in streams.items() if s is not None]
         try:
@@ -462,6 +465,8 @@ class Prison:
         if self.logs is not None:
             self.logs.close()
             self.logs = None
+        if self.deps.output is not None:
+            self.deps.output.forget(self.spec.name)
 
     async def _kill_all(self, grace: float) -> None:
         """SIGTERM to all, stop.timeout, SIGKILL to the rest, then the prison's init.  init

@@ -7,6 +7,7 @@ daemon passes the real ones in (prison.Deps); tests pass a host in memory
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from prisond.host.initlink import Child, InitLink
@@ -48,6 +49,11 @@ class Inits(Protocol):
     async def start_init(self, spec: PrisonSpec, procs_files: list[str]) -> InitLink: ...
     async def spawn_in(self, link: InitLink, spec: PrisonSpec, cmd: Command, kernel: bool) -> Child: ...
     async def spawn_host(self, spec: PrisonSpec, cmd: Command) -> asyncio.subprocess.Process: ...
+
+
+class Output(Protocol):
+    def sink(self, name: str, jid: int) -> tuple[Callable[[str, str], None], bool]: ...
+    def forget(self, name: str) -> None: ...
 
 
 class KernelLayer(Protocol):

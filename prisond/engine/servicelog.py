@@ -15,14 +15,17 @@ import time
 from prisond.model.text import printable
 
 MAX_LINE = 4096
-RATE = 200  # lines a second per prison
+RATE = 1000  # lines a second per prison
 
 log = logging.getLogger("prisond.service")
 
 
 class ServiceLog:
-    def __init__(self, name: str, *, label: str = "", rate: int = RATE, clock=time.monotonic):
+    def __init__(self, name: str, *, label: str = "", rate: int = RATE, clock=time.monotonic,
+                 sink=None, echo: bool = True):
         self.name = name
+        self.sink = sink  # where each line goes besides (or instead of) the daemon's log (host/output.py)
+        self.echo = echo
         self.label = f"{label}: " if label else ""  # a host hook's lines: "exec.prestart: ..."
         self.rate = rate
         self.clock = clock
@@ -61,7 +64,10 @@ class ServiceLog:
             return
         self.logged += 1
         text = printable(raw.rstrip(b"\r").decode("utf-8", "replace"))
-        log.info("%s%s", self.label, text, extra={"prison": self.name, "stream": stream})
+        if self.sink is not None:
+            self.sink(stream, self.label + text)
+        if self.echo:
+            log.info("%s%s", self.label, text, extra={"prison": self.name, "stream": stream})
 
     def _report_dropped(self) -> None:
         if self.dropped:

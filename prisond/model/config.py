@@ -127,6 +127,9 @@ class DaemonSpec:  # the defaults are the parameter table's (params.py)
     control_group: str = default("daemon", "control_group")  # its members may change things
     public_read: bool = default("daemon", "public_read")  # any local user may read; false: root and the group
     metrics_listen: tuple[str, int] | None = None  # (host address, port) of the Prometheus listener
+    log_dir: str = default("daemon", "log_dir")
+    log_max_bytes: int = default("daemon", "log_max_bytes")
+    log_keep: int = default("daemon", "log_keep")
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ def parse(text: str, filename: str) -> Config:
 # ---------------------------------------------------------------- validation
 
 
-def _dotted(path) -> str:
+def dotted(path) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -193,7 +196,7 @@ class _Validator:
         path = self.origin.get(path, path)
         line = self.src.line(path)
         where = f"{self.src.filename}:{line}" if line else self.src.filename
-        problem = f"{where}: {_dotted(path)}: {reason}"
+        problem = f"{where}: {dotted(path)}: {reason}"
         if problem not in self.problems:
             self.problems.append(problem)
 
@@ -264,8 +267,26 @@ class _Validator:
         group = self.string(d["control_group"], path + ("control_group",)) if "control_group" in d else None
         public = self.boolean(d["public_read"], path + ("public_read",)) if "public_read" in d else dflt.public_read
         listen = self.listen_address(d["metrics_listen"], path + ("metrics_listen",)) if "metrics_listen" in d else None
+        log_dir = dflt.log_dir
+        if "log_dir" in d:
+            log_dir = self.string(d["log_dir"], path + ("log_dir",)) or log_dir
+            if not _clean_abs(log_dir):
+                self.bad(path + ("log_dir",), f"must be an absolute path without '..', not {log_dir!r}")
+        max_bytes = dflt.log_max_bytes
+        if "log_max_bytes" in d:
+            try:
+                max_bytes = parse_size(d["log_max_bytes"]) or 0
+                if max_bytes < 4096:
+                    raise ValueError
+            except (ValueError, TypeError):
+                self.bad(path + ("log_max_bytes",), f"must be a size of at least 4K, not {d['log_max_bytes']!r}")
+        keep = d.get("log_keep", dflt.log_keep)
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= 100:
+            self.bad(path + ("log_keep",), f"must be a whole number from 1 to 100, not {keep!r}")
+            keep = dflt.log_keep
         return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel, limits=limits,
-                          control_group=group or dflt.control_group, public_read=public, metrics_listen=listen)
+                          control_group=group or dflt.control_group, public_read=public, metrics_listen=listen,
+                          log_dir=_norm(log_dir), log_max_bytes=max_bytes, log_keep=keep)
 
     def listen_address(self, value, path) -> tuple[str, int] | None:
         text = self.string(value, path)

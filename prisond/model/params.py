@@ -53,6 +53,14 @@ PARAMS: tuple[Param, ...] = (
                'address, such as _127.0.0.1:9688_ or _[::1]:9688_ (default: none; *prisonctl metrics*\n'
                'gives the same text). The figures say what runs on the host: bind it where only your\n'
                'monitoring reaches.')),
+    Param('daemon', 'log_dir', '_DIR_', default='/var/log/prisond',
+          doc=('Where each prison\'s service output goes, as _NAME.log_, when prisond does not run\n'
+               'under systemd (under systemd it goes to the journal, with *PRISON=* and *JID=*\n'
+               'fields). Default _/var/log/prisond_. *prisonctl logs* reads either.')),
+    Param('daemon', 'log_max_bytes', '_SIZE_', default=10 << 20,
+          doc='A prison\'s log file is rotated past this size (default 10M).'),
+    Param('daemon', 'log_keep', '_N_', default=5,
+          doc='Rotated files kept per prison, _NAME.log.1_ being the newest (default 5).'),
     Param('prisons.NAME', 'hostname', '_NAME_', default="the prison's name",
           doc=("The prison's hostname, in a UTS namespace of its own: RFC 1123 labels, at most 64\n"
                "characters. Default: the prison's name.")),

@@ -36,7 +36,7 @@ MAX_LINE = 64 * 1024
 METHODS = frozenset({
     "daemon.health", "daemon.reload", "daemon.metrics",
     "prison.list", "prison.show", "prison.ps", "prison.which",
-    "prison.start", "prison.stop", "prison.restart", "prison.exec", "proc.status", "prison.events",
+    "prison.start", "prison.stop", "prison.restart", "prison.exec", "proc.status", "prison.events", "prison.logs",
     "exec.signal",
 })
 # asked on a connection while its prison.exec runs (see api.ExecSession)

@@ -53,9 +53,10 @@ class Access:
 class Api:
     def __init__(self, registry: Registry, shim_path: str, *, status=lambda: "ready", access: Access = Access(),
                  public_socket: str | None = None, prison_of: Callable[[int], str | None] = lambda pid: None,
-                 events: Events | None = None):
+                 events: Events | None = None, output=None):
         self.registry = registry
         self.event_log = events  # (engine/events.py)
+        self.output = output  # where service output goes (host/output.py)
         self.prison_of = prison_of  # the prison whose cgroup holds a pid (host/cgroup.py)
         self.shim_path = shim_path
         self.status = status
@@ -64,7 +65,7 @@ class Api:
         self.methods: dict[str, Callable[[Request], Any]] = {
             "daemon.health": self.health, "daemon.reload": self.reload, "daemon.metrics": self.metrics,
             "prison.list": self.list, "prison.show": self.show, "prison.ps": self.ps,
-            "prison.which": self.which, "prison.events": self.events,
+            "prison.which": self.which, "prison.events": self.events, "prison.logs": self.logs,
             "prison.start": self.start, "prison.stop": self.stop, "prison.restart": self.restart,
         }  # proc.status and prison.exec take the caller too (handle)
 
@@ -110,6 +111,13 @@ class Api:
         return {"status": self.status(), "pid": os.getpid(), "protocol": VERSION,
                 "prisons": self.registry.counts(), "healthy": self.status() == "ready" and not trouble,
                 "trouble": trouble}
+
+    def logs(self, req: Request):
+        """Where one prison's service output is: the journal (its PRISON= field) or its file
+        and the rotated ones; prisonctl reads it there."""
+        prison = self.registry.get(param(req, "name"))
+        where = self.output.where(prison.spec.name) if self.output else {}
+        return {"name": prison.spec.name, **where}
 
     def metrics(self, req: Request):
         """Prometheus's text exposition of every prison's figures (model/metrics.py)."""

@@ -30,6 +30,7 @@ from prisond.model.errors import ConfigError, PrisonError
 from prisond.engine.events import AUDIT_KINDS, CounterWatch, EventLog
 from prisond.host.launcher import Launcher
 from prisond.host.eventfile import EventFile
+from prisond.host.output import Output, under_journal
 from prisond.host.lock import DaemonLock, lock_paths
 from prisond.host.net import AliasBook, Netlink
 from prisond.host.peer import PeerJudge
@@ -219,13 +220,16 @@ class Daemon:
         self.launcher = Launcher(shim_path, jail if os.access(jail, os.X_OK) else None,
                                  os.path.join(public, PRISON_SOCKET), init_dir, args.landlock_abi)
         self.resources = ResourceHost(layout, config.daemon.cgroup_parent) if config.daemon.limits else None
+        d = config.daemon
+        self.output = Output(d.log_dir, d.log_max_bytes, d.log_keep, journal=under_journal())
         self.deps = Deps(cgroups=tree, aliases=AliasBook(self.netlink, record=self.store), launcher=self.launcher,
-                         kernel=kernel, kernel_why=why, resources=self.resources, events=self.events)
+                         kernel=kernel, kernel_why=why, resources=self.resources, events=self.events,
+                         output=self.output)
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
         gid = control_gid(config.daemon.control_group)
         self.api = Api(self.registry, shim_path, status=lambda: self.status, prison_of=tree.prison_of,
-                       events=self.events,
+                       events=self.events, output=self.output,
                        access=Access(gid, config.daemon.public_read),
                        public_socket=os.path.join(public, PRISON_SOCKET))
         judge = PeerJudge(tree.prison_in, self.registry.uts_owner)
@@ -303,6 +307,7 @@ class Daemon:
             self.resources.remove_parents()
         self.netlink.close()
         self.event_file.close()
+        self.output.close()
         log.info("stopped")
         return 0
 

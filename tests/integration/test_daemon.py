@@ -241,7 +241,7 @@ def test_a_bad_reload_keeps_the_running_config(daemon):
     assert r.returncode == 2
     err = r.stderr.decode()
     assert "invalid configuration, nothing changed" in err
-    assert "prisond.yaml:5: prisons.a.ip4[0]: 0.0.0.0 is the unspecified address" in err
+    assert "prisond.yaml:6: prisons.a.ip4[0]: 0.0.0.0 is the unspecified address" in err  # after the suite's 2 daemon: lines
     assert "prisons.a.bogus: unknown key" in err
     # SIGHUP with the same bad file: logged, nothing changes
     d.proc.send_signal(signal.SIGHUP)

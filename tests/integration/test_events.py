@@ -7,11 +7,14 @@ import pytest
 
 from support.daemon import wait_for
 
-BIND_ANY = "import socket; s = socket.socket(); s.bind(('0.0.0.0', 0)); print(s.getsockname()[0])"
+# each probe lives a second more: a shim's report is placed by its sender's pid, which must
+# still be there when the daemon reads it (README, "Events and audit")
+BIND_ANY = ("import socket, time; s = socket.socket(); s.bind(('0.0.0.0', 0)); print(s.getsockname()[0]);"
+            " import sys; sys.stdout.flush(); time.sleep(1)")
 # a v4-mapped destination from a prison that has no IPv4 address: refused
 CONNECT_V4 = ("import socket, errno\ns = socket.socket(socket.AF_INET6)\n"
               "try:\n    s.connect(('::ffff:127.0.0.9', 9))\nexcept OSError as e:\n"
-              "    print(errno.errorcode[e.errno])")
+              "    print(errno.errorcode[e.errno])\nimport time, sys\nsys.stdout.flush()\ntime.sleep(1)")
 
 
 def events(d, *args) -> list[dict]:

@@ -113,3 +113,27 @@ def test_a_reload_that_moves_a_prison_restarts_its_server_on_the_new_address(dae
     assert r.returncode == 0 and r.stdout == b"restarted: web\n", r
     wait_for(lambda: answers("127.0.3.9"), what="the server on the new address")
     assert not answers("127.0.3.1") and d.show("web")["service"]["pid"] != old
+
+
+def test_a_prisons_output_goes_to_its_own_file_rotated_and_prisonctl_logs_reads_it(daemon):
+    writer = ("import sys, time\n"
+              "for i in range(3000):\n"
+              "    print(f'line {i:06d} ' + 'x' * 60, flush=True)\n"
+              "    time.sleep(0.001)\n"
+              "print('the end', file=sys.stderr, flush=True)\n")
+    d = daemon("daemon:\n  log_max_bytes: 8K\n  log_keep: 2\n"
+               "prisons:\n  w:\n    ip4: [127.0.2.1]\n    restart: no\n"
+               f"    exec: {{start: [python3, -c, {json.dumps(writer)}], prestart: 'echo from the hook'}}\n")
+    wait_for(lambda: d.show("w")["state"] == "exited", 60, "the writer to finish")
+    assert d.show("w")["service"]["status"] == "exited with status 0"  # it never waited on its output
+    wait_for(lambda: "the end" in open(os.path.join(d.log_dir, "w.log")).read(), what="the last line")
+    files = sorted(os.listdir(d.log_dir))
+    assert files == ["w.log", "w.log.1", "w.log.2"], files  # log_keep rotated files, no more
+    for f in files:
+        assert os.path.getsize(os.path.join(d.log_dir, f)) <= 8192, f
+    last = open(os.path.join(d.log_dir, "w.log")).read().splitlines()[-1]
+    assert last.endswith(" err the end") and last[:4].isdigit(), last  # time, stream, text
+    r = d.ctl("logs", "-n", "2", "w")
+    assert r.returncode == 0 and r.stdout.decode().splitlines()[-1] == last, r
+    # the hook's line went to the first file, long rotated away; the daemon's log echoes it
+    assert "prison w: exec.prestart: from the hook" in d.log()

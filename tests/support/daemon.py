@@ -44,6 +44,7 @@ class Daemon:
         self.run_dir = os.path.join(workdir, "run")
         self.socket = os.path.join(self.run_dir, "control.sock")
         self.state_dir = os.path.join(workdir, "state")
+        self.log_dir = os.path.join(workdir, "logs")  # the prisons' log files (daemon.log_dir)
         self.config_path = os.path.join(workdir, "prisond.yaml")
         self.log_path = os.path.join(workdir, "prisond.log")
         self.cgroup_parent = f"prisond-test-{os.getpid()}-{next(_counter)}"
@@ -56,11 +57,13 @@ class Daemon:
 
     def write_config(self, text: str) -> None:
         text = textwrap.dedent(text)
-        if "cgroup_parent" not in text:
+        ours = "".join(f"  {key}: {value}\n" for key, value in (("cgroup_parent", self.cgroup_parent),
+                                                                 ("log_dir", self.log_dir)) if f"{key}:" not in text)
+        if ours:
             if text.startswith("daemon:\n"):
-                text = text.replace("daemon:\n", f"daemon:\n  cgroup_parent: {self.cgroup_parent}\n", 1)
+                text = text.replace("daemon:\n", "daemon:\n" + ours, 1)
             else:
-                text = f"daemon:\n  cgroup_parent: {self.cgroup_parent}\n" + text
+                text = "daemon:\n" + ours + text
         with open(self.config_path, "w") as fh:
             fh.write(text)
 

@@ -430,6 +430,13 @@ def test_6_journal_shows_each_prisons_lines(box: Container):
         say(f"   {n}: {len(mine)} lines, e.g. {served[0]!r}")
     assert any(line.startswith(f"prison {CAPPED[0]}: failed") or line == f"prison {CAPPED[0]}: running"
                for line in log.splitlines())
+    # each service line carries its prison in fields: one prison's log is one query
+    fields = json.loads(c.out("journalctl -b PRISON=web1 -o json -n 1 --no-pager"))
+    assert (fields["PRISON"], fields["JID"], fields["PRISOND_STREAM"]) == ("web1", "1", "err"), fields
+    assert fields["_SYSTEMD_UNIT"] == "prisond.service"
+    own = c.out("prisonctl logs -n 2 web1").splitlines()
+    assert len(own) == 2 and all("prison web1: " in line for line in own), own
+    say(f"   journalctl PRISON=web1: {fields['MESSAGE']!r}; prisonctl logs -n 2 web1: {own[-1]!r}")
     tagged = int(c.out("journalctl -b -t prisond -o cat | wc -l"))
     warn = c.out("journalctl -u prisond -b -p warning -o cat | head -2")
     say(f"   {tagged} lines with SYSLOG_IDENTIFIER=prisond; priorities kept (-p warning): {warn.splitlines()}")

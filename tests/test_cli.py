@@ -77,3 +77,14 @@ def test_a_prisonctl_that_cannot_run_says_why(tmp_path):
     assert r.returncode == 1
     assert r.stderr == (f"prisonctl: cannot run {launcher}: its Python /nonexistent/python3: No such file or "
                         "directory for uid 65534 (scripts/setup installs a prisonctl every user can run)\n")
+
+
+def test_a_short_option_a_command_allows_is_an_option_not_an_argument():
+    from prisond.client.cli import Usage, flags
+    assert flags(["-f", "web"], {"-f", "--follow"}, 1) == ({"-f"}, ["web"])
+    assert flags(["-x"], {"--json"}, None) == (set(), ["-x"])  # not allowed: an argument, as before
+    try:
+        flags(["--nope"], {"-f"}, None)
+        raise AssertionError("an unknown long option passed")
+    except Usage:
+        pass

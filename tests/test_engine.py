@@ -231,3 +231,15 @@ async def test_a_service_that_ended_while_no_daemon_watched_is_restarted_on_adop
     await settle(again, State.RUNNING, lambda: again.get("web").service is not None)
     assert again.get("web").service is not None and again.get("web").service.pid != first.pid
     assert kinds(events, "web") == ["adopted", "restarting", "restarted"]
+
+
+async def test_an_exited_prison_is_adopted_as_exited_not_restarted(tmp_path):
+    host, reg, _ = engine(tmp_path, WEB.replace("exec:", "restart: no\n    exec:"))
+    await reg.start_all()
+    service(reg).exit(3)
+    await settle(reg, State.EXITED)
+    _, again, events = engine(tmp_path, WEB.replace("exec:", "restart: no\n    exec:"), host)
+    await again.recover()
+    web = again.get("web")
+    assert web.state == State.EXITED and web.reason == "exec.start exited with status 3"
+    assert web.service_status == "exited with status 3" and kinds(events, "web") == ["adopted", "exited"]

@@ -131,7 +131,7 @@ def main(argv=None) -> int:
 def flags(args: list[str], allowed: set[str], positional: int | None = None) -> tuple[set[str], list[str]]:
     seen, rest = set(), []
     for a in args:
-        if a.startswith("--"):
+        if a.startswith("--") or (a in allowed and a.startswith("-")):  # short ones where allowed (-f)
             if a not in allowed:
                 raise Usage(f"unknown option {a}")
             seen.add(a)
@@ -282,6 +282,8 @@ def cmd_reload(client: Client, args: list[str]) -> int:
     if r.get("daemon"):
         print(clean(f"{'would not apply' if would else 'did not apply'}: daemon: {', '.join(r['daemon'])} "
                     "(read when prisond starts: restart it, which stops every prison)"))
+    if r.get("changed_in_place") and "--keep-processes" in opts:
+        print("note: processes kept: a server bound to a removed address must bind again (or restart)")
     if not any(r.get(k) for k, _ in words) and not r.get("daemon"):
         print("no changes")
     return 0

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prisond.engine import seams
+from prisond.host import procinfo
 from prisond.model.config import Command, PrisonSpec
 from prisond.model.errors import PrisonError, StateConflict, SystemLayerError
 from prisond.host.initlink import Child, Hello, InitLink, SpawnRequest, status_text
@@ -256,7 +257,9 @@ class Prison:
         if delay is None:
             self._again = spawn(self._fail(f"exec.start {text}; {self.budget.limit_text()}"), f"fail:{self.spec.name}")
             return
-        self.change_state(State.RESTARTING, f"exec.start {text}", detail=f"again in {delay:g}s")
+        # a clean end restarted by `always` is the normal course, not trouble (health stays 0)
+        self.change_state(State.RESTARTING, None if clean else f"exec.start {text}",
+                          detail=f"exec.start {text}: again in {delay:g}s" if clean else f"again in {delay:g}s")
         self._again = spawn(self._service_again(delay), f"again:{self.spec.name}")
 
     async def _fail(self, why: str) -> None:
@@ -274,6 +277,11 @@ class Prison:
             start = self.spec.exec.start
             if self.state is not State.RESTARTING or start is None or self.link is None or not self.link.connected:
                 return
+            old = self.service.pid if self.service is not None else None
+            if old:  # what the old one left in its session (its workers): gone first, as systemd does
+                left = await asyncio.to_thread(procinfo.end_session, old, self.pids())
+                if left:
+                    self.log.info("ended %d process(es) the service left: %s", len(left), " ".join(map(str, left)))
             try:
                 child = await self._spawn(start)
             except PrisonError as exc:
@@ -312,7 +320,7 @@ class Prison:
         svc = self.service if self.state in UP else None
         return {"jid": self.jid, "state": self.state, "started_at": self.started_at,
                 "service_id": svc.ident if svc else None, "service_pid": svc.pid if svc else None,
-                "enforcement": self.enforcement}
+                "service_status": self.service_status, "reason": self.reason, "enforcement": self.enforcement}
 
     async def adopt(self, rec: dict) -> None:
         """Take over a prison a previous daemon left running: its processes stay as they are."""
@@ -341,8 +349,12 @@ class Prison:
             self.service_since = time.monotonic()
             self.change_state(State.RUNNING, detail=f"adopted: jid {self.jid}, {self.cgroup.count()} processes, "
                               f"{self.enforcement} enforcement", kind="adopted")
-            if spec.exec.start and self.service is None:  # it ended while no daemon watched
-                self._service_ended(hello.exited.get(ident) if ident else None)
+            if spec.exec.start and self.service is None:
+                if rec.get("state") == State.EXITED:  # it had ended, and the daemon before knew it
+                    self.service_status = rec.get("service_status") or self.service_status
+                    self.change_state(State.EXITED, rec.get("reason"), detail="as it was")
+                else:  # it ended while no daemon watched
+                    self._service_ended(hello.exited.get(ident) if ident else None)
 
     async def change_in_place(self, new: PrisonSpec) -> None:
         """A reload that changed only what a running prison can take without a restart: the

@@ -242,4 +242,4 @@ class Registry:
         """Prisons that are not as they should be: failed, restarting, or whose service exited
         with an error (health's answer to monitoring)."""
         return [{"name": p.spec.name, "state": p.state.value, "reason": p.reason} for p in self.prisons.values()
-                if p.state in (State.FAILED, State.RESTARTING) or (p.state is State.EXITED and p.reason)]
+                if p.state is State.FAILED or (p.state in (State.RESTARTING, State.EXITED) and p.reason)]

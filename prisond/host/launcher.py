@@ -74,6 +74,11 @@ def listen_seqpacket(path: str) -> socket.socket:
     return s
 
 
+# children something else waits for (a starter's thread, asyncio's child watcher): the orphan
+# reaper (host/reaper.py) leaves them alone
+WAITED: set[int] = set()
+
+
 class Launcher:
     def __init__(self, shim_path: str, jail_path: str | None, public_socket: str | None, init_dir: str,
                  landlock_abi: int | None = None):
@@ -184,8 +189,11 @@ class Launcher:
         out = self._consolelog(spec)
         pipe = subprocess.PIPE if out is None else out  # no consolelog: the daemon logs the lines
         try:
-            return await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(
                 *cmd.argv, env=env, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, start_new_session=True)
+            WAITED.add(proc.pid)  # asyncio's watcher collects it, not the orphan reaper
+            asyncio.ensure_future(proc.wait()).add_done_callback(lambda _: WAITED.discard(proc.pid))
+            return proc
         except OSError as exc:
             raise SystemLayerError(f"cannot run {cmd.argv[0]}: {exc.strerror}", "exec_failed") from None
         finally:
@@ -218,6 +226,7 @@ def run_starter(argv: list[str], stdin: int, timeout: float) -> tuple[int, bytes
     try:
         pid = os.posix_spawn(argv[0], argv, {"PATH": SERVICE_PATH}, setsid=True, file_actions=[
             (os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
+        WAITED.add(pid)
     finally:
         os.close(out_w)
         os.close(err_w)
@@ -228,7 +237,10 @@ def run_starter(argv: list[str], stdin: int, timeout: float) -> tuple[int, bytes
         os.close(err_r)
     if out is None:
         os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        WAITED.discard(pid)
     return (os.waitstatus_to_exitcode(status) if out is not None else -1), out or b"", err or b""
 
 

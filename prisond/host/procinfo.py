@@ -130,3 +130,20 @@ def inner_pids(pids: list[int]) -> dict[int, int]:
         if len(ns) >= 2:
             out[ns[-1]] = pid
     return out
+
+
+def end_session(sid: int, pids: list[int]) -> list[int]:
+    """SIGKILL to those of pids whose session is sid (what a service that ended left behind:
+    it was started as a session of its own); the pids signalled."""
+    import signal
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if int(fh.read().rsplit(")", 1)[1].split()[3]) != sid:
+                    continue
+            os.kill(pid, signal.SIGKILL)
+            out.append(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    return out

@@ -28,14 +28,15 @@ from prisond.service.control import ControlServer
 from prisond.service.metrics import MetricsServer
 from prisond.model.errors import ConfigError, PrisonError
 from prisond.engine.events import AUDIT_KINDS, CounterWatch, EventLog
-from prisond.host.launcher import Launcher
+from prisond.host.launcher import WAITED, Launcher
+from prisond.host.reaper import reap_orphans
 from prisond.host.eventfile import EventFile
 from prisond.host.output import Output, under_journal
 from prisond.host.lock import DaemonLock, lock_paths
 from prisond.host.net import AliasBook, Netlink
 from prisond.host.peer import PeerJudge
 from prisond.engine.prison import Deps, Prison
-from prisond.model.states import State
+from prisond.model.states import UP
 from prisond.engine.registry import Registry
 from prisond.host.resources import Host as ResourceHost
 from prisond.host.store import StateStore
@@ -337,7 +338,8 @@ class Daemon:
             return counters
 
         while not self.stopping.is_set():
-            prisons = [p for p in self.registry.prisons.values() if p.state == State.RUNNING]
+            await asyncio.to_thread(reap_orphans, WAITED.__contains__)  # what dead inits left
+            prisons = [p for p in self.registry.prisons.values() if p.state in UP]
             stats = await asyncio.to_thread(lambda: [(p, read(p)) for p in prisons])  # noqa: B023 (awaited here)
             now = time.monotonic()
             for p, counters in stats:

@@ -135,5 +135,41 @@ def test_a_prisons_output_goes_to_its_own_file_rotated_and_prisonctl_logs_reads_
     assert last.endswith(" err the end") and last[:4].isdigit(), last  # time, stream, text
     r = d.ctl("logs", "-n", "2", "w")
     assert r.returncode == 0 and r.stdout.decode().splitlines()[-1] == last, r
+    follower = subprocess.Popen([*d.ctl_argv(), "logs", "-f", "-n", "1", "w"], stdout=subprocess.PIPE)
+    try:  # -f follows (it waits for more, rather than refusing its arguments)
+        assert follower.stdout.readline().decode().rstrip("\n") == last
+        assert follower.poll() is None
+    finally:
+        follower.kill()
+        follower.wait()
     # the hook's line went to the first file, long rotated away; the daemon's log echoes it
     assert "prison w: exec.prestart: from the hook" in d.log()
+
+
+def daemon_zombies(pid: int) -> list[str]:
+    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid=,stat=,comm="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.split()[1].startswith("Z")]
+
+
+def test_a_dead_init_leaves_no_zombies_in_the_daemon(daemon):
+    d = daemon("prisons:\n  z:\n    ip4: [127.0.2.1]\n    restart: {delay: 0.1}\n"
+               "    exec: {start: \"sleep 600 & sleep 600 & wait\"}\n")
+    for _ in range(2):
+        init = d.show("z")["init_pid"]
+        os.kill(init, signal.SIGKILL)  # its processes go to the daemon (their subreaper), then die
+        wait_for(lambda: d.show("z")["state"] == "running" and d.show("z")["init_pid"] not in (None, init), 20,
+                 "the prison again")
+    wait_for(lambda: not daemon_zombies(d.proc.pid), 10, f"no zombies of the daemon: {daemon_zombies(d.proc.pid)}")
+
+
+def test_what_a_killed_service_left_in_its_session_is_ended_before_it_starts_again(daemon):
+    d = daemon("prisons:\n  s:\n    ip4: [127.0.2.1]\n    restart: {delay: 0.1}\n"
+               "    exec: {start: \"sleep 600 & wait\"}\n")
+    svc = d.show("s")["service"]["pid"]
+    (worker,) = [p["pid"] for p in d.call("prison.ps", name="s")["processes"] if p["command"].startswith("sleep")]
+    os.kill(svc, signal.SIGKILL)  # the service, not its worker
+    wait_for(lambda: d.show("s")["state"] == "running" and d.show("s")["service"]["pid"] not in (None, svc), 20,
+             "the service again")
+    wait_for(lambda: not os.path.exists(f"/proc/{worker}") or open(f"/proc/{worker}/stat").read().split()[2] == "Z",
+             10, "the old worker gone")
+    assert len([p for p in d.call("prison.ps", name="s")["processes"] if p["command"].startswith("sleep")]) == 1

@@ -42,7 +42,7 @@ async def test_a_prison_starts_runs_its_service_and_stops_leaving_nothing(tmp_pa
     assert reg.store.prisons()["web"]["state"] == "running"  # the record a later daemon adopts from
     await reg.stop("web")
     assert web.state == State.STOPPED and host.aliases == {} and host.cgroups == set()
-    assert "web" not in reg.store.prisons()
+    assert reg.store.prisons()["web"] == {"jid": 1, "state": "stopped", "held": True}  # stopped by hand: stays so
     assert kinds(events, "web") == ["started", "stopped"]
 
 
@@ -243,3 +243,18 @@ async def test_an_exited_prison_is_adopted_as_exited_not_restarted(tmp_path):
     web = again.get("web")
     assert web.state == State.EXITED and web.reason == "exec.start exited with status 3"
     assert web.service_status == "exited with status 3" and kinds(events, "web") == ["adopted", "exited"]
+
+
+async def test_a_prison_an_operator_stopped_stays_stopped_after_a_crash_with_its_jid(tmp_path):
+    two = WEB + "  db:\n    ip4: [127.0.3.1]\n"
+    host, reg, _ = engine(tmp_path, two)
+    await reg.start_all()
+    await reg.stop("web")
+    # the daemon dies; a new one on the same host and state directory
+    _, again, _ = engine(tmp_path, two, host)
+    await again.recover()
+    await again.start_all()
+    assert again.get("web").state == State.STOPPED and again.get("web").jid == 1
+    assert again.get("db").state == State.RUNNING and again.get("db").jid == 2
+    await again.start("web")
+    assert again.get("web").state == State.RUNNING

@@ -32,6 +32,7 @@ class Registry:
         self._reload_lock = asyncio.Lock()
         self._uts_index: dict[tuple[int, int], str] | None = None  # UTS namespace -> prison (peer.py)
         self.shutting_down = False  # set on SIGTERM: prisons not yet started are left alone
+        self.held: set[str] = set()  # stopped by an operator: not started again after a crash
         if deps.kernel is not None:  # which addresses prisons share: their binds get recorded
             deps.kernel.share(config.prisons)
         for spec in config.prisons:
@@ -61,6 +62,8 @@ class Registry:
             try:
                 if p.state in ALIVE:
                     self.store.put_prison(p.spec.name, p.record())
+                elif p.spec.name in self.held:  # stopped by an operator: stays stopped after a crash
+                    self.store.put_prison(p.spec.name, {"jid": p.jid, "state": State.STOPPED, "held": True})
                 else:
                     self.store.drop_prison(p.spec.name)
             except OSError as exc:
@@ -90,12 +93,16 @@ class Registry:
                 except PrisonError as exc:
                     log.error("prison %s: cannot adopt: %s", name, exc.message)
             await asyncio.to_thread(self._end_leftover, name)
+        for name, rec in records.items():  # stopped by an operator before the crash: still stopped
+            if rec.get("held") and name in self.prisons and name not in self.deps.cgroups.children():
+                self.held.add(name)
+                self.prisons[name].jid = rec["jid"]
         self.deps.launcher.forget_inits(keep={p.spec.name for p in adopted})
-        self._renumber(adopted)
+        self._renumber(adopted + [self.prisons[n] for n in self.held])
         errors = await asyncio.to_thread(self.deps.aliases.release_unused)
         for e in errors:
             log.error("%s", e)
-        for name in set(records) - {p.spec.name for p in adopted}:
+        for name in set(records) - {p.spec.name for p in adopted} - self.held:
             self.store.drop_prison(name)
 
     def _end_leftover(self, name: str) -> None:
@@ -126,8 +133,8 @@ class Registry:
         sem = asyncio.Semaphore(START_CONCURRENCY)
 
         async def one(p: Prison):
-            if p.state in UP:
-                return  # adopted
+            if p.state in UP or p.spec.name in self.held:
+                return  # adopted, or stopped by an operator before a crash
             async with sem:
                 if self.shutting_down:
                     return
@@ -152,16 +159,24 @@ class Registry:
 
     async def start(self, name: str) -> dict:
         prison = self.get(name)
+        self.held.discard(name)
         await prison.start()
         return prison.view.summary()
 
     async def stop(self, name: str) -> dict:
+        """An operator's stop: the prison stays stopped, also after a crash of the daemon (a
+        clean restart of the daemon starts every prison, as a boot does)."""
         prison = self.get(name)
-        await prison.stop()
+        self.held.add(name)
+        try:
+            await prison.stop()
+        finally:
+            self.save(prison)
         return prison.view.summary()
 
     async def restart(self, name: str) -> dict:
         prison = self.get(name)
+        self.held.discard(name)
         try:
             await prison.stop()
         except StateConflict:

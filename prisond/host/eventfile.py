@@ -41,8 +41,9 @@ class EventFile:
     def append(self, ev: dict) -> None:
         try:
             fh = self._fh
-            if fh is None:
-                fh = self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+            if fh is None:  # root's and its group's only (public_read may be false), never through a link
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
+                fh = self._fh = os.fdopen(fd, "a", encoding="utf-8")
             fh.write(json.dumps(ev, separators=(",", ":")) + "\n")
             fh.flush()
             if fh.tell() > self.max_bytes:

@@ -486,3 +486,14 @@ def test_exec_keeps_the_operators_environment_out_unless_asked(daemon):
     assert (names["HOME"], names["USER"]) == ("/root", "root")
     kept = d.ctl("exec", "-E", "a", "--", "env", env=env).stdout.decode()
     assert "OPERATOR_TOKEN=s3cret" in kept.splitlines() and "PATH=/opt/op:/usr/bin:/bin" in kept.splitlines()
+
+
+def test_a_prison_stopped_by_hand_stays_stopped_after_the_daemon_dies(daemon):
+    d = daemon(f"prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      {SERVICE}\n  b:\n    ip4: [127.0.3.1]\n")
+    assert d.ctl("stop", "a").returncode == 0
+    d.kill9()
+    d.start()
+    listed = {p["name"]: p for p in d.call("prison.list")}
+    assert (listed["a"]["state"], listed["a"]["jid"]) == ("stopped", 1), listed["a"]
+    assert (listed["b"]["state"], listed["b"]["jid"]) == ("running", 2)
+    assert d.ctl("start", "a").returncode == 0 and d.show("a")["state"] == "running"

@@ -258,3 +258,12 @@ async def test_a_prison_an_operator_stopped_stays_stopped_after_a_crash_with_its
     assert again.get("db").state == State.RUNNING and again.get("db").jid == 2
     await again.start("web")
     assert again.get("web").state == State.RUNNING
+
+
+async def test_a_prison_is_named_by_its_jid_too(tmp_path):
+    _, reg, _ = engine(tmp_path, WEB + "  db:\n    ip4: [127.0.3.1]\n")
+    await reg.start_all()
+    assert reg.get("2") is reg.get("db") and reg.get("1") is reg.get("web")
+    from prisond.model.errors import NoSuchPrison
+    with pytest.raises(NoSuchPrison):
+        reg.get("9")

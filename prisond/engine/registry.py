@@ -45,7 +45,10 @@ class Registry:
         return prison
 
     def get(self, name: str) -> Prison:
+        """A prison by name, or by JID as jexec and jail -r take it (names are never all digits)."""
         prison = self.prisons.get(name)
+        if prison is None and isinstance(name, str) and name.isdigit():
+            prison = next((p for p in self.prisons.values() if p.jid == int(name)), None)
         if prison is None:
             raise NoSuchPrison(name)
         return prison

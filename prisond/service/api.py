@@ -158,7 +158,7 @@ class Api:
         after = param(req, "after", int, required=False) or 0
         name = param(req, "name", str, required=False)
         if name is not None:
-            self.registry.get(name)
+            name = self.registry.get(name).spec.name  # a JID names it too
         log = self.event_log
         if log is None:
             return {"events": [], "last_id": 0}

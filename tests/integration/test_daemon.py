@@ -497,3 +497,12 @@ def test_a_prison_stopped_by_hand_stays_stopped_after_the_daemon_dies(daemon):
     assert (listed["a"]["state"], listed["a"]["jid"]) == ("stopped", 1), listed["a"]
     assert (listed["b"]["state"], listed["b"]["jid"]) == ("running", 2)
     assert d.ctl("start", "a").returncode == 0 and d.show("a")["state"] == "running"
+
+
+def test_a_jid_names_a_prison_as_for_jexec(daemon):
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n  b:\n    hostname: b.example.test\n    ip4: [127.0.3.1]\n")
+    assert d.exec("2", "hostname").stdout == b"b.example.test\n"  # the C prisonctl's way in
+    assert json.loads(d.ctl("show", "2", "--json").stdout)["name"] == "b"
+    assert [e["prison"] for e in map(json.loads, d.ctl("events", "--json", "2").stdout.decode().splitlines())] == ["b"]
+    r = d.ctl("show", "9")
+    assert r.returncode == 1 and b"no such prison" in r.stderr.lower(), r

@@ -148,8 +148,7 @@ class Prison:
         """Talk to the prison's init: its pid, what it started that still runs, its services'
         output from now on."""
         self.link = link
-        sink, echo = self.deps.output.sink(self.spec.name, self.jid) if self.deps.output else (None, True)
-        self.logs = ServiceLog(self.spec.name, sink=sink, echo=echo)
+        self.logs = self._lines()
         link.on_log = self.logs.feed
         hello = await link.connect()
         self.init_pid = hello.init_pid
@@ -167,7 +166,8 @@ class Prison:
             if self.state not in UP or (self.link is not None and self.link.connected):
                 return
             self._cancel_again()
-            why = "its init is gone" + (" (out of memory)" if self._oom_killed() else "")
+            oom = await asyncio.to_thread(self._oom_killed)  # the cgroup's files: off the loop
+            why = "its init is gone" + (" (out of memory)" if oom else "")
             await self._teardown(graceful=False)
             self.started_at = None
             if self.spec.restart.policy == "no":
@@ -293,12 +293,17 @@ class Prison:
             self.change_state(State.RUNNING, detail=f"exec.start again: pid {child.pid or '-'}", kind="restarted")
             spawn(self._watch_service(child), f"service:{self.spec.name}")
 
+    def _lines(self, label: str = "") -> ServiceLog:
+        """The prison's output, line by line, to where the host keeps it (journal or file) and,
+        unless that is the journal, to the daemon's log."""
+        sink, echo = self.deps.output.sink(self.spec.name, self.jid) if self.deps.output else (None, True)
+        return ServiceLog(self.spec.name, label=label, sink=sink, echo=echo)
+
     async def _host_hook(self, hook: str, cmd: Command | None) -> None:
         if cmd is None:
             return
         proc = await self.deps.launcher.spawn_host(self.spec, cmd)
-        sink, echo = self.deps.output.sink(self.spec.name, self.jid) if self.deps.output else (None, True)
-        lines = ServiceLog(self.spec.name, label=f"exec.{hook}", sink=sink, echo=echo)  # without consolelog
+        lines = self._lines(label=f"exec.{hook}")  # without consolelog
         streams = {"out": proc.stdout, "err": proc.stderr}
         readers = [asyncio.ensure_future(_relay(s, lines, name)) for name, s in streams.items() if s is not None]
         try:

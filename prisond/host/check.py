@@ -35,6 +35,11 @@ def is_local(ip: str) -> bool:
             return False
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return fh.read()
+
+
 def _iface_exists(name: str) -> bool:
     try:
         socket.if_nametoindex(name)
@@ -48,7 +53,7 @@ class HostView:
     exists: Callable[[str], bool] = os.path.exists
     isdir: Callable[[str], bool] = os.path.isdir
     is_exec: Callable[[str], bool] = lambda p: os.path.isfile(p) and os.access(p, os.X_OK)
-    read: Callable[[str], str] = lambda p: open(p, encoding="utf-8", errors="replace").read()  # noqa: SIM115
+    read: Callable[[str], str] = _read
     iface_exists: Callable[[str], bool] = _iface_exists
     has_address: Callable[[str], bool] = is_local
     controllers: set[str] | None = field(default=None)  # None: no cgroup controllers to enforce limits

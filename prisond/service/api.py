@@ -27,7 +27,7 @@ from prisond.model.metrics import exposition
 from prisond.model.policy import prison_env
 from prisond.model.protocol import JAILED_OK, READ_ONLY, SESSION_METHODS, VERSION, Request, param
 from prisond.engine.registry import Registry
-from prisond.engine.seams import Events
+from prisond.engine.seams import Events, Output
 
 
 
@@ -53,7 +53,7 @@ class Access:
 class Api:
     def __init__(self, registry: Registry, shim_path: str, *, status=lambda: "ready", access: Access = Access(),
                  public_socket: str | None = None, prison_of: Callable[[int], str | None] = lambda pid: None,
-                 events: Events | None = None, output=None):
+                 events: Events | None = None, output: Output | None = None):
         self.registry = registry
         self.event_log = events  # (engine/events.py)
         self.output = output  # where service output goes (host/output.py)

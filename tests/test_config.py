@@ -111,7 +111,8 @@ def test_prisonctl_check(tmp_path):
     r = subprocess.run(prisonctl_cmd() + ["check", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.splitlines() == [f"{bad}:4: prisons.a.colour: unknown key (known: allow, enforce, exec, hostname, "
-                                     "interface, ip4, ip6, limits, mounts, path, restart, stop)",
+                                     "hosts, interface, ip4, ip6, isolate, limits, mounts, path, restart, "
+                                     "runtime_directory, stop)",
                                      f"{bad}:3: prisons.a.ip4[0]: 0.0.0.0 is the unspecified address"]
     r = subprocess.run(prisonctl_cmd() + ["check", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert r.returncode == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr
@@ -141,7 +142,7 @@ def test_bad_path_and_mounts_are_named():
     with pytest.raises(ConfigError) as e:
         parse("prisons:\n  a:\n    ip4: [127.0.2.1]\n    path: srv\n"
               "    mounts: [{source: /a/../b}, {target: /x}, 5, {source: /d, target: /}]\n"
-              "  b:\n    mounts: [/usr]\n"
+              "  b:\n    isolate: false\n    mounts: [/usr]\n"
               "  c:\n    path: /srv/c\n    allow: {set_hostname: true}\n", "x.yaml")
     assert e.value.problems == [
         "x.yaml:4: prisons.a.path: must be an absolute path without '..', not 'srv'",
@@ -149,9 +150,35 @@ def test_bad_path_and_mounts_are_named():
         "x.yaml:5: prisons.a.mounts[1]: needs source:",
         "x.yaml:5: prisons.a.mounts[2]: must be a mapping, not a number",
         "x.yaml:5: prisons.a.mounts[3].target: cannot be the prison's root itself (that is path:)",
-        "x.yaml:7: prisons.b.mounts: needs path: (the prison's root to mount into)",
-        "x.yaml:10: prisons.c.allow.set_hostname: not available in a confined prison (path:): its root has no "
+        "x.yaml:8: prisons.b.mounts: needs path: or isolate: true (a mount namespace to mount into)",
+        "x.yaml:11: prisons.c.allow.set_hostname: not available in a confined prison (path:): its root has no "
         "CAP_SYS_ADMIN; the hostname is the configuration's",
+    ]
+
+
+def test_isolation_hosts_and_runtime_directories():
+    c = parse("prisons:\n  a: {ip4: [127.0.2.1], runtime_directory: [sshd, postgresql/15-main], hosts: all,"
+              " mounts: [{source: /srv/a, target: /var/lib/a, readonly: false}]}\n"
+              "  b: {ip4: [127.0.3.1], isolate: false, hosts: inherit}\n", "x.yaml")
+    a, b = c.prisons
+    assert a.isolate and a.own_pids and not a.confined and a.hosts == "all"
+    assert a.runtime_directory == ("sshd", "postgresql/15-main") and a.mounts[0].target == "/var/lib/a"
+    assert not b.isolate and not b.own_pids and b.hosts == "inherit"
+    with pytest.raises(ConfigError) as e:
+        parse("prisons:\n  a:\n    ip4: [127.0.2.1]\n    isolate: false\n    hosts: all\n"
+              "    runtime_directory: [sshd]\n"
+              "  b:\n    hosts: everyone\n    isolate: maybe\n    runtime_directory: [../etc, 5, /abs/ok, a//b]\n", "x.yaml")
+    assert e.value.problems == [
+        "x.yaml:5: prisons.a.hosts: needs path: or isolate: true (or hosts: inherit)",
+        "x.yaml:6: prisons.a.runtime_directory: needs path: or isolate: true (a private /run)",
+        "x.yaml:9: prisons.b.isolate: must be true or false, not a string",
+        "x.yaml:8: prisons.b.hosts: must be one of own, all, inherit, not 'everyone'",
+        "x.yaml:10: prisons.b.runtime_directory[0]: must be a relative path of letters, digits, '.', '_', '-' "
+        "(no '..'), not '../etc'",
+        "x.yaml:10: prisons.b.runtime_directory[1]: must be a relative path of letters, digits, '.', '_', '-' "
+        "(no '..'), not 5",
+        "x.yaml:10: prisons.b.runtime_directory[3]: must be a relative path of letters, digits, '.', '_', '-' "
+        "(no '..'), not 'a//b'",
     ]
 
 

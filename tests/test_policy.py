@@ -31,11 +31,15 @@ def test_policy_names_the_socket_for_status_lines():
 def test_init_argv_for_prisonjail():
     from prisond.host.launcher import init_argv
     from prisond.model.policy import jail_flags
-    s = dataclasses.replace(spec(), allow=frozenset({"raw_sockets"}))
+    s = dataclasses.replace(spec(), allow=frozenset({"raw_sockets"}), isolate=False)
     assert jail_flags(spec()) == "-" and jail_flags(s) == "r"
-    assert init_argv("/j", 0, s, ["/cg/a/cgroup.procs"], "/run/prisond/public") == [
+    assert init_argv("/j", 0, s, ["/cg/a/cgroup.procs"], "/run/prisond/public", hosts="/h/a") == [
         "/j", "init", "--control", "0", "--hostname", s.hostname, "--allow", "r",
         "--cgroup", "/cg/a/cgroup.procs", "--ipc"]
+    thin = dataclasses.replace(spec(), runtime_directory=("sshd",), mounts=(Mount("/srv/a", "/var/lib/a", False),))
+    assert init_argv("/j", 0, thin, [], "/p", hosts="/h/a")[-14:] == [
+        "--ipc", "--isolate", "--bind", "/srv/a", "/var/lib/a", "rw", "--bind", "/p", "/p", "ro",
+        "--hosts", "/h/a", "--rundir", "sshd"]
     shared = dataclasses.replace(spec(), allow=frozenset({"sysvipc"}))
     assert "--ipc" not in init_argv("/j", 0, shared, [], "/p")
     confined = dataclasses.replace(spec(), path="/srv/r", mounts=(Mount("/usr", "/usr", True),))

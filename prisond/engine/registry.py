@@ -228,6 +228,8 @@ class Registry:
                 self._add(new.require(name))
             self.prisons = {s.name: self.prisons[s.name] for s in new.prisons}  # config order
             self.config = new
+            await asyncio.to_thread(self.deps.launcher.refresh_hosts,
+                                    [p.spec for p in self.prisons.values() if p.state in UP])
             await self.start_all(plan["restarted"] + plan["started"])
             return plan
 

@@ -46,7 +46,7 @@ class PrisonView:
             return self._pidmap[inner]
         pids = set(self.p.pids())
         new = pids - set(self._pidmap.values())
-        found = procinfo.inner_pids(sorted(new)) if self.p.spec.confined else {p: p for p in new}
+        found = procinfo.inner_pids(sorted(new)) if self.p.spec.own_pids else {p: p for p in new}
         self._pidmap = {i: h for i, h in self._pidmap.items() if h in pids} | found
         self._pidmap_at = time.monotonic()
         return self._pidmap.get(inner)

@@ -19,7 +19,9 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 
+from prisond.model import hosts
 from prisond.model.config import Command, PrisonSpec
 from prisond.model.contract import SERVICE_PATH
 from prisond.model.errors import SystemLayerError
@@ -33,11 +35,12 @@ INIT_TIMEOUT = 30.0
 
 
 def init_argv(jail: str, control_fd: int, spec: PrisonSpec, procs_files: list[str], public_dir: str,
-              landlock_abi: int | None = None) -> list[str]:
+              landlock_abi: int | None = None, hosts: str | None = None) -> list[str]:
     """prisonjail init: the prison's cgroups and namespaces (UTS always; IPC unless
     allow.sysvipc, which shares the host's, as FreeBSD does), for a confined prison its root,
-    the configured mounts, then the daemon's public directory (the shim, the prisons' socket)
-    read-only."""
+    for an isolated one its PID namespace and private directories; the configured mounts, then
+    the daemon's public directory (the shim, the prisons' socket) read-only; its hosts file
+    and runtime directories."""
     argv = [jail, "init", "--control", str(control_fd), "--hostname", spec.hostname, "--allow", jail_flags(spec)]
     for f in procs_files:
         argv += ["--cgroup", f]
@@ -45,11 +48,18 @@ def init_argv(jail: str, control_fd: int, spec: PrisonSpec, procs_files: list[st
         argv.append("--ipc")
     if landlock_abi:
         argv += ["--landlock-abi", str(landlock_abi)]
-    if spec.path is not None:  # confined
-        argv += ["--root", spec.path]
-        for m in spec.mounts:
-            argv += ["--bind", m.source, m.target, "ro" if m.readonly else "rw"]
-        argv += ["--bind", public_dir, public_dir, "ro"]
+    if not spec.own_pids:
+        return argv
+    argv += ["--root", spec.path] if spec.path is not None else ["--isolate"]
+    for m in spec.mounts:
+        argv += ["--bind", m.source, m.target, "ro" if m.readonly else "rw"]
+    argv += ["--bind", public_dir, public_dir, "ro"]
+    if hosts is not None:
+        argv += ["--hosts", hosts]
+    for d in spec.runtime_directory:
+        argv += ["--rundir", d]
+    if spec.runtime_directory and spec.exec.jail_user:
+        argv += ["--rundir-user", spec.exec.jail_user]
     return argv
 
 
@@ -81,7 +91,12 @@ WAITED: set[int] = set()
 
 class Launcher:
     def __init__(self, shim_path: str, jail_path: str | None, public_socket: str | None, init_dir: str,
-                 landlock_abi: int | None = None):
+                 landlock_abi: int | None = None, hosts_dir: str | None = None,
+                 peers: Callable[[], Iterable[PrisonSpec]] = tuple):
+        """hosts_dir: where each prison's /etc/hosts is written (root's, outside every root);
+        peers(): the configuration's prisons, for hosts: all."""
+        self.hosts_dir = hosts_dir or os.path.join(os.path.dirname(init_dir), "hosts")
+        self.peers = peers
         self.shim_path = shim_path
         self.jail_path = jail_path
         self.socket_path = public_socket  # the shim asks the daemon there (virtual /proc/PID/status)
@@ -124,10 +139,16 @@ class Launcher:
                     f"{what}: every host user can reach it; make a directory on its way root's alone (0700), "
                     "or a host user could run a set-uid program the prison's root leaves there", "exec_failed")
         os.makedirs(self.init_dir, mode=0o700, exist_ok=True)
+        hosts_path = self.write_hosts(spec) if spec.own_pids and spec.hosts != "inherit" else None
+        if hosts_path and spec.path is None and not os.path.isfile("/etc/hosts"):
+            # nothing to mount it on, and prisond makes no file in the host's /etc
+            log.warning("prison %s: the host has no /etc/hosts: the prison's hostname does not resolve in it "
+                        "(install netbase)", spec.name)
+            hosts_path = None
         path = self.init_socket(spec.name)
         listener = listen_seqpacket(path)
         try:
-            argv = init_argv(self.jail_path, 0, spec, procs_files, self.public_dir, self.landlock_abi)
+            argv = init_argv(self.jail_path, 0, spec, procs_files, self.public_dir, self.landlock_abi, hosts_path)
             rc, out, err = await asyncio.to_thread(run_starter, argv, listener.fileno(), INIT_TIMEOUT)
         finally:
             listener.close()  # init holds it now
@@ -138,6 +159,37 @@ class Launcher:
         link = InitLink(path, spec.name)
         link.init_pid = int(out)
         return link
+
+    def hosts_file(self, name: str) -> str:
+        return os.path.join(self.hosts_dir, name)
+
+    def write_hosts(self, spec: PrisonSpec) -> str:
+        """The prison's /etc/hosts, written in place (a running prison has the file's inode
+        mounted: a new file would not reach it); its path."""
+        os.makedirs(self.hosts_dir, mode=0o755, exist_ok=True)
+        path = self.hosts_file(spec.name)
+        data = hosts.render(spec, self.peers()).encode()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            os.fchmod(fd, 0o644)
+            if os.pread(fd, len(data) + 1, 0) != data:
+                os.ftruncate(fd, len(data))
+                os.pwrite(fd, data, 0)
+        finally:
+            os.close(fd)
+        return path
+
+    def refresh_hosts(self, running: Iterable[PrisonSpec]) -> None:
+        """After a reload: the files of running prisons, whose addresses (changed in place) or
+        whose neighbours (hosts: all) may have changed.  Unchanged files are not written."""
+        for spec in running:
+            if spec.own_pids and spec.hosts != "inherit" and os.path.exists(self.hosts_file(spec.name)):
+                self.write_hosts(spec)
+
+    def forget_hosts(self, keep: set[str]) -> None:
+        for entry in os.listdir(self.hosts_dir) if os.path.isdir(self.hosts_dir) else ():
+            if entry not in keep:
+                _unlink(os.path.join(self.hosts_dir, entry))
 
     def spawn_request(self, spec: PrisonSpec, cmd: Command, kernel: bool) -> SpawnRequest:
         """A service or exec.stop: jail(8)'s clean environment, as exec.jail_user."""

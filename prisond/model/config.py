@@ -109,10 +109,18 @@ class PrisonSpec:
     mounts: tuple[Mount, ...] = ()
     limits: Limits = field(default_factory=Limits)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    isolate: bool = True        # a PID namespace and private /run, /tmp, ... even without path
+    hosts: str = "own"          # own | all | inherit: the prison's /etc/hosts
+    runtime_directory: tuple[str, ...] = ()  # made in its private /run, jail_user's
 
     @property
     def confined(self) -> bool:
         return self.path is not None
+
+    @property
+    def own_pids(self) -> bool:
+        """Whether the prison has a PID namespace of its own (confined or isolated)."""
+        return self.path is not None or self.isolate
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -365,8 +373,20 @@ class _Validator:
             if root and not _clean_abs(root):
                 self.bad(path + ("path",), f"must be an absolute path without '..', not {root!r}")
         mounts = self.mounts(body.get("mounts"), path + ("mounts",))
-        if mounts and root is None:
-            self.bad(path + ("mounts",), "needs path: (the prison's root to mount into)")
+        isolate = body.get("isolate", True)
+        if not isinstance(isolate, bool):  # reported once; the default then, so nothing else follows from it
+            self.boolean(isolate, path + ("isolate",))
+            isolate = True
+        if mounts and root is None and not isolate:
+            self.bad(path + ("mounts",), "needs path: or isolate: true (a mount namespace to mount into)")
+        hosts = body.get("hosts", "own" if root is not None or isolate else "inherit")
+        if hosts not in HOSTS_KINDS:
+            self.bad(path + ("hosts",), f"must be one of {', '.join(HOSTS_KINDS)}, not {hosts!r}")
+        elif hosts != "inherit" and root is None and not isolate:
+            self.bad(path + ("hosts",), "needs path: or isolate: true (or hosts: inherit)")
+        rundirs = self.rundirs(body.get("runtime_directory"), path + ("runtime_directory",))
+        if rundirs and root is None and not isolate:
+            self.bad(path + ("runtime_directory",), "needs path: or isolate: true (a private /run)")
         if root is not None and "set_hostname" in allow:
             self.bad(path + ("allow", "set_hostname"), "not available in a confined prison (path:): its root "
                      "has no CAP_SYS_ADMIN; the hostname is the configuration's")
@@ -377,7 +397,28 @@ class _Validator:
         return PrisonSpec(name=name, hostname=hostname, ip4=tuple(ip4), ip6=tuple(ip6), interface=interface,
                           exec=execs, stop_timeout=float(timeout), allow=allow, enforce=enforce,
                           path=_norm(root) if root else None, mounts=tuple(mounts), limits=limits,
-                          restart=restart)
+                          restart=restart, isolate=isolate, hosts=hosts, runtime_directory=tuple(rundirs))
+
+    def rundirs(self, value, path) -> list[str]:
+        """runtime_directory: names relative to /run, as systemd's RuntimeDirectory=."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.bad(path, f"must be a list of directory names, not {_kind(value)}")
+            return []
+        if len(value) > MAX_RUNDIRS:
+            self.bad(path, f"at most {MAX_RUNDIRS} directories, not {len(value)}")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not _RUNDIR_RE.match(item.lstrip("/")) or ".." in item.split("/"):
+                self.bad(path + (i,), f"must be a relative path of letters, digits, '.', '_', '-' "
+                         f"(no '..'), not {item!r}")
+            else:
+                out.append(item.strip("/"))
+        return out
 
     def restart(self, value, path) -> RestartPolicy:
         shorthand = isinstance(value, str) or value is False  # YAML reads a bare `no` as false
@@ -594,6 +635,9 @@ class _Validator:
 
 
 _PRISON_KEYS = keys("prisons.NAME")
+HOSTS_KINDS = ("own", "all", "inherit")
+MAX_RUNDIRS = 16  # prisonjail init's --rundir holds as many
+_RUNDIR_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 

@@ -92,8 +92,25 @@ PARAMS: tuple[Param, ...] = (
                "a minimal _/dev_, capabilities cut to a jail root's, a seccomp filter). *prisonctl mkroot*\n"
                'makes one. An absolute path, no _.._ component.')),
     Param('prisons.NAME', 'mounts', '[_MOUNT_, ...]',
-          doc=('Host paths shown inside a confined prison, in order (needs *path*). Each is a path\n'
-               '(mounted read-only at the same place) or a mapping (below).')),
+          doc=('Host paths shown inside the prison, in order (needs *path* or *isolate*). Each is a\n'
+               'path (mounted read-only at the same place) or a mapping (below). In an isolated\n'
+               "prison without *path* the target must exist on the host, or lie in its private\n"
+               '_/run_, _/tmp_ or _/var/tmp_.')),
+    Param('prisons.NAME', 'isolate', '_BOOL_', default=True,
+          doc=("*true* (the default): the prison's processes live apart, as in every FreeBSD jail,\n"
+               'even without *path*: a PID namespace and _/proc_ of their own, and private _/run_\n'
+               '(with _/run/lock_), _/tmp_, _/var/tmp_, _/dev/shm_ and _/dev/mqueue_; the rest of the\n'
+               "host's tree is shared (a \"thin\" prison). *false*: the prison sees the host's processes\n"
+               "and those directories (a confined prison, *path*, always has its own).")),
+    Param('prisons.NAME', 'hosts', '*own* | *all* | *inherit*', default='own',
+          doc=("The prison's _/etc/hosts_, which the daemon writes and mounts read-only: *own* (the\n"
+               'default): _localhost_, and the prison\'s hostname on its first address of each family;\n'
+               '*all*: also every other prison of the configuration, by hostname; *inherit*: the\n'
+               "root's own file (the host's, without *path*). Needs *path* or *isolate*.")),
+    Param('prisons.NAME', 'runtime_directory', '[_NAME_, ...]',
+          doc=("Directories made in the prison's private _/run_ before its service starts, owned by\n"
+               '*exec.jail_user* (mode 0755), as systemd\'s _RuntimeDirectory=_: _sshd_ for sshd,\n'
+               '_postgresql_ for PostgreSQL. At most 16; relative paths without _.._.')),
     Param('prisons.NAME', 'limits', '',
           doc='What the prison may use, through its cgroup (below).'),
     Param('prisons.NAME', 'restart', '*no* | *on-failure* | *always* | {...}',

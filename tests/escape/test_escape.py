@@ -212,7 +212,9 @@ def raw_forged_source(d, p, t):
 def resolver_query(d, p, t):
     """glibc's resolver (libc-internal socket calls): getent asks a nameserver on 127.0.0.53."""
     port = 53
-    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as fh:
+    # beside the test programs, which the prisons see (their /tmp is their own)
+    os.makedirs(os.path.dirname(RESULTS_FILE), exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False, dir=os.path.dirname(RESULTS_FILE)) as fh:
         fh.write("nameserver 127.0.0.53\noptions timeout:1 attempts:1\n")
     os.chmod(fh.name, 0o644)
     ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -543,21 +543,22 @@ def test_nginx_reuseport_workers_in_a_prison_with_a_shared_address(daemon, tool,
     conf.write_text(f"""
 worker_processes 2;
 daemon off;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log;
+pid /tmp/nginx.pid;
+error_log /tmp/error.log;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
+    client_body_temp_path /tmp/body;
+    proxy_temp_path /tmp/proxy;
+    fastcgi_temp_path /tmp/fastcgi;
+    uwsgi_temp_path /tmp/uwsgi;
+    scgi_temp_path /tmp/scgi;
     server {{ listen 127.0.7.1:{port} reuseport; root {root}; }}
 }}
 """)
     d = daemon(config(SHARED_PAIR).replace(
-        '  sb:', f'    exec:\n      start: [/usr/sbin/nginx, -c, "{conf}", -p, "{tmp_path}"]\n  sb:', 1))
+        '  sb:', f'    mounts: ["{tmp_path}"]\n'
+        f'    exec:\n      start: [/usr/sbin/nginx, -c, "{conf}", -p, "{tmp_path}"]\n  sb:', 1))
     wait_for(lambda: d.show("sa")["procs"] == 4, what="nginx's master and two workers (and the prison's init)")
     wait_for(lambda: any(s["local"] == f"127.0.7.1:{port}" and s["state"] == "listen"
                          for p in d.show("sa")["processes"] for s in p["sockets"]), what="nginx listening")

@@ -246,7 +246,7 @@ def test_a_socket_directly_in_tmp_changes_nothing_of_tmp(tmp_path, confined_root
 # ------------------------------------------------------------------ 4d: a service's output
 
 
-@pytest.mark.parametrize("kind", ["confined-root", "unconfined-nobody"])
+@pytest.mark.parametrize("kind", ["confined-root", "isolated-nobody", "unconfined-nobody"])
 def test_a_service_without_consolelog_does_not_write_the_daemons_log(public_daemon, confined_root, writable_dir,
                                                                      kind):
     tag = os.urandom(4).hex()
@@ -254,6 +254,8 @@ def test_a_service_without_consolelog_does_not_write_the_daemons_log(public_daem
     shared = pathlib.Path(writable_dir)
     if kind == "confined-root":
         inside, host = f"/tmp/fds-{tag}", os.path.join(confined_root, "tmp", f"fds-{tag}")
+    elif kind == "isolated-nobody":  # its /tmp is its own: seen through its init's root
+        inside, host = f"/tmp/fds-{tag}", None
     else:
         inside = host = str(shared / f"fds-{tag}")
     script = (f"echo 'prisond: FORGED-{tag} reload rejected'; echo 'prisond: FORGED-{tag} stopped' >&2; "
@@ -262,14 +264,16 @@ def test_a_service_without_consolelog_does_not_write_the_daemons_log(public_daem
     if kind == "confined-root":
         body = confined(confined_root, name, "127.0.2.1", extra="    exec:\n      start: [sh, -c, \"%s\"]\n" % script)
     else:
-        body = (f"  {name}:\n    ip4: [127.0.3.1]\n    exec:\n      jail_user: nobody\n"
-                f"      start: [sh, -c, \"{script}\"]\n")
+        body = (f"  {name}:\n    ip4: [127.0.3.1]\n    isolate: {'false' if kind == 'unconfined-nobody' else 'true'}\n"
+                f"    exec:\n      jail_user: nobody\n      start: [sh, -c, \"{script}\"]\n")
     d = public_daemon("prisons:\n" + body, start=False)
     let_others_reach(d.dir)
     sentinel = f"TEST-SENTINEL-{tag}: written before the daemon started"
     with open(d.log_path, "w") as fh:
         fh.write(sentinel + "\n")
     d.start()
+    if host is None:
+        host = f"/proc/{d.show(name)['init_pid']}/root{inside}"
     wait_for(lambda: os.path.exists(host) and "truncated" in open(host).read(), 15, "the service")
     time.sleep(0.3)
     with open(host) as fh:

@@ -32,9 +32,11 @@ def cell(tmp_path_factory, confined_root):
             + confined(confined_root, "c1", "127.0.2.1")
             + confined(confined_root, "c2", "127.0.2.2")
             + confined(confined_root, "craw", "127.0.2.3", extra="    allow: {raw_sockets: true}\n")
-            + "  u1:\n    ip4: [127.0.3.1]\n"
-            + "  u3:\n    ip4: [127.0.3.3]\n    allow: {io_uring: true}\n"
-            + "  u2:\n    ip4: [127.0.3.2]\n    exec:\n      jail_user: www-data\n"
+            # u1-u3 share the host's processes (isolate: false): the same-uid attacks below are
+            # Landlock's to stop, not a PID namespace's (test_isolate.py has the default's)
+            + "  u1:\n    ip4: [127.0.3.1]\n    isolate: false\n"
+            + "  u3:\n    ip4: [127.0.3.3]\n    isolate: false\n    allow: {io_uring: true}\n"
+            + "  u2:\n    ip4: [127.0.3.2]\n    isolate: false\n    exec:\n      jail_user: www-data\n"
             + f"      env: {{SECRET: {SECRET}}}\n      start: [sleep, '600']\n")
     with public_cell(body) as d:
         yield d
@@ -215,7 +217,8 @@ def test_without_landlock_scopes_ptrace_stays_out_but_signals_do_not(tmp_path, t
     domain for its ptrace rule alone.  Reading another prison's environment and tracing it stay
     refused; signals across prisons of the same uid, and abstract sockets, are not scoped (the
     README's stated limit on such kernels)."""
-    body = ("prisons:\n  u1:\n    ip4: [127.0.3.1]\n  u2:\n    ip4: [127.0.3.2]\n    exec:\n"
+    body = ("prisons:\n  u1:\n    ip4: [127.0.3.1]\n    isolate: false\n  u2:\n    ip4: [127.0.3.2]\n"
+            "    isolate: false\n    exec:\n"
             f"      jail_user: www-data\n      env: {{SECRET: {SECRET}}}\n      start: [sleep, '600']\n")
     with public_cell(body, extra_args=["--landlock-abi", "5"]) as d:
         pid = service_pid(d, "u2")

@@ -25,7 +25,10 @@ IDS = ["confined-root", "unconfined-nobody"]
 
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory, confined_root):
-    body = "prisons:\n" + confined(confined_root, "c", "127.0.2.1") + "  u:\n    ip4: [127.0.3.1]\n"
+    # u shares the host's /tmp and processes (isolate: false), as prisons did before isolation
+    # was the default: the widest view a prison can have
+    body = ("prisons:\n" + confined(confined_root, "c", "127.0.2.1")
+            + "  u:\n    ip4: [127.0.3.1]\n    isolate: false\n")
     with public_cell(body) as d:
         yield d
 

@@ -184,7 +184,8 @@ def test_failed_confinement_is_reported_and_leaves_nothing(daemon, confined_root
 
 def test_a_jailed_root_is_refused_the_control_socket(daemon, confined_root):
     d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1") +
-               "  b:\n    ip4: [127.0.3.1]\n    exec: {start: sleep 600}\n")
+               "  b:\n    ip4: [127.0.3.1]\n    exec: {start: sleep 600}\n"
+               "  c:\n    ip4: [127.0.4.1]\n    isolate: false\n    exec: {start: sleep 600}\n")
     # the socket its shim is told of (PRISOND_POLICY's s=): what a prison can reach
     script = ("import json, os, socket, sys\n"
               "path = sys.argv[1] if len(sys.argv) > 1 else dict(p.split('=', 1) for p in "
@@ -196,13 +197,15 @@ def test_a_jailed_root_is_refused_the_control_socket(daemon, confined_root):
               "    r = json.loads(f.readline()); print(m, r['ok'], r.get('error', {}).get('code'))\n")
     refused = ["prison.stop False permission_denied", "prison.list False permission_denied",
                "prison.show False permission_denied", "daemon.health True None"]
-    for prison in ("a", "b"):
+    for prison in ("a", "b", "c"):
         out = d.exec(prison, "python3", "-c", script).stdout.decode().splitlines()
         assert out == refused
-    # the operators' socket is not in a confined prison at all; an unconfined one is refused there too
-    r = d.exec("a", "python3", "-c", script, d.socket)
-    assert r.returncode != 0 and b"No such file or directory" in r.stderr
-    assert d.exec("b", "python3", "-c", script, d.socket).stdout.decode().splitlines() == refused
+    # the operators' socket is not in a confined or isolated prison at all (private /run, /tmp);
+    # one that shares the host's directories (isolate: false) is refused there too
+    for prison in ("a", "b"):
+        r = d.exec(prison, "python3", "-c", script, d.socket)
+        assert r.returncode != 0 and b"No such file or directory" in r.stderr
+    assert d.exec("c", "python3", "-c", script, d.socket).stdout.decode().splitlines() == refused
     assert d.show("b")["state"] == "running"
 
 

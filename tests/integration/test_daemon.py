@@ -156,6 +156,7 @@ def test_stop_timeout_then_sigkill_and_exec_stop_inside(daemon, tmp_path):
 prisons:
   stubborn:
     ip4: [127.0.2.1]
+    mounts: [{{source: "{tmp_path}", readonly: false}}]   # its /tmp is its own: the marker's directory
     stop:
       timeout: 1
     exec:

@@ -117,10 +117,12 @@ def test_servers_on_the_same_port_answer_only_on_their_own_address(daemon, tmp_p
         (tmp_path / name).mkdir()
         (tmp_path / name / "who").write_text(f"prison {name}\n")
     config = CONFIG.replace('    ip6: ["lo|fd00:2::1"]\n',
-                            f'    ip6: ["lo|fd00:2::1"]\n    exec:\n      start: [python3, -m, http.server, --bind, '
+                            f'    ip6: ["lo|fd00:2::1"]\n    mounts: ["{tmp_path}"]\n    exec:\n'
+                            f'      start: [python3, -m, http.server, --bind, '
                             f'0.0.0.0, --directory, "{tmp_path / "a"}", "8080"]\n')
     config = config.replace('    ip6: ["lo|fd00:3::1"]\n',
-                            f'    ip6: ["lo|fd00:3::1"]\n    exec:\n      start: [python3, -m, http.server, --bind, '
+                            f'    ip6: ["lo|fd00:3::1"]\n    mounts: ["{tmp_path}"]\n    exec:\n'
+                            f'      start: [python3, -m, http.server, --bind, '
                             f'0.0.0.0, --directory, "{tmp_path / "b"}", "8080"]\n')
     d = daemon(config)
     _wait_listening(d, "a", f"{A4}:8080")
@@ -162,16 +164,16 @@ def test_nginx_in_a_prison_serves_on_its_address_only(daemon, tmp_path):
     conf.write_text(f"""
 worker_processes 2;
 daemon off;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log;
+pid /tmp/nginx.pid;
+error_log /tmp/error.log;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
+    client_body_temp_path /tmp/body;
+    proxy_temp_path /tmp/proxy;
+    fastcgi_temp_path /tmp/fastcgi;
+    uwsgi_temp_path /tmp/uwsgi;
+    scgi_temp_path /tmp/scgi;
     server {{ listen 8080; root {root}; }}
 }}
 """)
@@ -179,6 +181,7 @@ http {{
 prisons:
   a:
     ip4: ["{A4}"]
+    mounts: ["{tmp_path}"]      # its configuration and pages; it writes in its private /tmp
     exec:
       start: [/usr/sbin/nginx, -c, "{conf}", -p, "{tmp_path}"]
 """)

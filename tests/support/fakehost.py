@@ -25,6 +25,7 @@ class Host:
         self.aliases: dict[str, tuple] = {}       # prison -> addresses
         self.children: dict[int, FakeChild] = {}  # pid -> what init started
         self.inits: dict[str, FakeLink] = {}      # prison -> its running init
+        self.hosts_refreshed: list[str] = []       # prisons whose /etc/hosts a reload rewrote
         self.hooks: list[tuple[str, list[str]]] = []
         self.hook_status: dict[str, int] = {}     # last argument -> exit status of a host hook
         self.exit_at_once: dict[str, int] = {}    # program -> the exit code it ends with at once
@@ -208,6 +209,9 @@ class FakeLauncher:
 
     def forget_inits(self, keep: set[str]) -> None:
         pass
+
+    def refresh_hosts(self, running) -> None:
+        self.host.hosts_refreshed = [s.name for s in running]
 
     def link(self, name: str) -> FakeLink:
         link = self.host.inits.get(name)

@@ -302,7 +302,7 @@ def test_2_start_waits_for_ready_with_two_prisons(box: Container):
     say(f"   systemctl start returned in {took:.1f}s: {u['ActiveState']}, StatusText={u['StatusText']!r}, "
         f"MainPID={u['MainPID']}")
     say("   " + "\n   ".join(c.out("prisonctl list").splitlines()))
-    assert {n: p["state"] for n, p in ps.items()} == {"web1": "running", "web2": "running"}
+    assert {n: p["state"] for n, p in ps.items()} == {"web1": "running", "web2": "running"}, {n: p.get("reason") for n, p in ps.items()}
     assert u["StatusText"] == "2 running"
     assert took >= PRESTART, f"systemctl start returned before web2's {PRESTART}s exec.prestart was over"
     for n in ("web1", "web2"):

@@ -206,7 +206,148 @@ static void bind_mount(int root, const struct mnt *m)
 	set_attr(root, m->dst, m->ro ? RO : MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 }
 
-void confine(const char *root, const struct mnt *mounts, int n)
+/* A fresh tmpfs on an existing directory of the prison's view (never through a link at its
+ * end: a /var/run that is a link to /run is left to it). */
+static int fresh_tmpfs(int root, const char *path, const char *mode)
+{
+	int fd = open_beneath(root, path);
+	if (fd < 0)
+		return errno == ENOENT || errno == ELOOP ? 0 : (fail("cannot find", path), 0);
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		close(fd);
+		return 0;
+	}
+	char p[64], data[32];
+	fdpath(p, sizeof p, fd);
+	snprintf(data, sizeof data, "mode=%s", mode);
+	if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0)
+		fail("cannot mount a tmpfs on", path);
+	close(fd);
+	return 1;
+}
+
+/* A private /run (with /run/lock, 1777, as Debian's), made before the mounts that go into it. */
+static void fresh_run(int root)
+{
+	if (!fresh_tmpfs(root, "run", "0755")) {
+		mount_in(root, "run", 0, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+	}
+	int run = open_in_root(root, "run", 0);
+	if (run < 0)
+		fail("cannot open", "/run");
+	if (mkdirat(run, "lock", 01777) < 0 || fchmodat(run, "lock", 01777, 0) < 0)
+		fail("cannot make", "/run/lock");
+	close(run);
+}
+
+/* The prison's /etc/hosts: the daemon's file for it, read-only, over the root's (or the host's). */
+static void hosts_file(int root, const char *hosts)
+{
+	int fd = open_beneath(root, "etc");
+	if (fd < 0)
+		fail("cannot find", "/etc");
+	close(fd);
+	fd = open_in_root(root, "etc/hosts", 1);
+	if (fd < 0)
+		fail("cannot make mount point", "/etc/hosts");
+	char tp[64];
+	fdpath(tp, sizeof tp, fd);
+	if (mount(hosts, tp, NULL, MS_BIND, NULL) < 0)
+		fail("cannot bind", hosts);
+	close(fd);
+	set_attr(root, "etc/hosts", RO);
+}
+
+/* A prison without a root of its own (isolated, not confined): the host's tree as it is, but a
+ * fresh /proc of its PID namespace, and private /run, /tmp, /var/tmp, /dev/shm (and /dev/mqueue of
+ * its IPC namespace), then the configured mounts.  Mount events of the host still reach it
+ * (slave), none of its own reach the host.  Mount sources are opened before anything is hidden
+ * (the daemon's public directory lies under /run). */
+void isolate(const struct mnt *mounts, int n, const char *hosts, int ipc)
+{
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		fail("cannot make mounts slaves", "/");
+	int src[64];
+	for (int i = 0; i < n && i < 64; i++) {
+		src[i] = mounts[i].src ? open(mounts[i].src, O_PATH | O_CLOEXEC) : -1;
+		if (mounts[i].src && src[i] < 0)
+			fail("cannot bind", mounts[i].src);
+	}
+	int hfd = hosts ? open(hosts, O_PATH | O_CLOEXEC) : -1;
+	if (hosts && hfd < 0)
+		fail("cannot open", hosts);
+	int rfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rfd < 0)
+		fail("cannot open", "/");
+	int pfd = open_beneath(rfd, "proc");
+	char p[64];
+	if (pfd < 0)
+		fail("cannot find", "/proc");
+	fdpath(p, sizeof p, pfd);
+	if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		fail("cannot mount", "/proc");
+	close(pfd);
+	fresh_tmpfs(rfd, "tmp", "1777");
+	fresh_tmpfs(rfd, "var/tmp", "1777");
+	fresh_tmpfs(rfd, "dev/shm", "1777");
+	fresh_run(rfd);
+	fresh_tmpfs(rfd, "var/run", "0755"); /* only where it is not Debian's link to /run */
+	if (ipc) {
+		int q = open_beneath(rfd, "dev/mqueue");
+		if (q >= 0) {
+			fdpath(p, sizeof p, q);
+			if (mount("mqueue", p, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+				fail("cannot mount", "/dev/mqueue");
+			close(q);
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		char sp[64];
+		if (!mounts[i].src) {
+			mount_in(rfd, mounts[i].dst, 0, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+			continue;
+		}
+		struct stat st;
+		if (fstat(src[i], &st) < 0)
+			fail("cannot bind", mounts[i].src);
+		/* the target exists on the host, or lies in a private tmpfs made above */
+		int fd = open_beneath(rfd, mounts[i].dst);
+		if (fd < 0) {
+			const char *d = mounts[i].dst + strspn(mounts[i].dst, "/");
+			if (strncmp(d, "run/", 4) && strncmp(d, "tmp/", 4) && strncmp(d, "var/tmp/", 8))
+				fail("no such mount point on the host:", mounts[i].dst);
+			fd = open_in_root(rfd, d, !S_ISDIR(st.st_mode));
+		}
+		if (fd < 0)
+			fail("cannot make mount point", mounts[i].dst);
+		fdpath(p, sizeof p, fd);
+		fdpath(sp, sizeof sp, src[i]);
+		if (mount(sp, p, NULL, MS_BIND | MS_REC, NULL) < 0)
+			fail("cannot bind", mounts[i].src);
+		close(fd);
+		close(src[i]);
+		set_attr(rfd, mounts[i].dst, mounts[i].ro ? RO : MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+	}
+	if (hosts) {
+		char hp[64];
+		int fd = open_beneath(rfd, "etc/hosts");
+		if (fd < 0)
+			fail("cannot find", "/etc/hosts");
+		fdpath(p, sizeof p, fd);
+		fdpath(hp, sizeof hp, hfd);
+		if (mount(hp, p, NULL, MS_BIND, NULL) < 0)
+			fail("cannot bind", hosts);
+		close(fd);
+		close(hfd);
+		set_attr(rfd, "etc/hosts", RO);
+	}
+	close(rfd);
+	if (chdir("/") < 0)
+		fail("chdir", "/");
+}
+
+void confine(const char *root, const struct mnt *mounts, int n, const char *hosts)
 {
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		fail("cannot make mounts private", "/");
@@ -220,12 +361,15 @@ void confine(const char *root, const struct mnt *mounts, int n)
 	set_attr(rfd, "/", MOUNT_ATTR_NODEV);
 	make_dev(rfd); /* before /proc: its masks are the prison's own /dev/null */
 	make_proc(rfd);
+	fresh_run(rfd); /* before the mounts: the daemon's public directory goes into it */
 	for (int i = 0; i < n; i++)
 		bind_mount(rfd, &mounts[i]);
 	/* tmpfs mounts hold only what was bound on them: read-only now */
 	for (int i = 0; i < n; i++)
 		if (!mounts[i].src)
 			set_attr(rfd, mounts[i].dst, RO);
+	if (hosts)
+		hosts_file(rfd, hosts);
 	if (fchdir(rfd) < 0)
 		fail("cannot enter", root);
 	close(rfd);
@@ -235,4 +379,29 @@ void confine(const char *root, const struct mnt *mounts, int n)
 		fail("cannot detach the host's tree", NULL);
 	if (chdir("/") < 0)
 		fail("chdir", "/");
+}
+
+void make_rundirs(char *const *dirs, int n, const char *user)
+{
+	uid_t uid = 0;
+	gid_t gid = 0;
+	if (n && user && user_ids(user, &uid, &gid) < 0) {
+		errno = ENOENT;
+		fail("runtime_directory: no such user in the prison:", user);
+	}
+	int run = n ? open("/run", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	if (n && run < 0)
+		fail("cannot open", "/run");
+	for (int i = 0; i < n; i++) {
+		int fd = open_in_root(run, dirs[i], 0);
+		if (fd < 0)
+			fail("cannot make /run/", dirs[i]);
+		char p[64];
+		fdpath(p, sizeof p, fd);
+		if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0 || chmod(p, 0755) < 0)
+			fail("cannot set the owner and mode of /run/", dirs[i]);
+		close(fd);
+	}
+	if (run >= 0)
+		close(run);
 }

@@ -1,7 +1,8 @@
 /* `prisonjail init`: a prison's first process, and from then on the only way into it.
  *
  *   prisonjail init --control FD --hostname NAME [--cgroup PROCS ...] [--ipc]
- *                   [--root DIR [MOUNT ...]] [--allow FLAGS] [--landlock-abi N]
+ *                   [--root DIR | --isolate] [MOUNT ...] [--hosts FILE] [--rundir NAME ... [--rundir-user USER]]
+ *                   [--allow FLAGS] [--landlock-abi N]
  *       MOUNT: --tmpfs DST | --bind SRC DST ro|rw      (DST inside the root, in order)
  *
  * The daemon starts it with FD a listening SOCK_SEQPACKET unix socket (bound in a directory
@@ -12,8 +13,13 @@
  *   - confined (--root): PID 1 of a new PID namespace, in a new mount namespace, with the
  *     root, /proc, /dev and mounts of confine.c, the bounding set of a jail's root and the
  *     full seccomp filter;
+ *   - isolated (--isolate): PID 1 of a new PID namespace, in a new mount namespace showing
+ *     the host's tree with a /proc of its own and private /run, /tmp, /var/tmp, /dev/shm
+ *     (confine.c's isolate()), with the terminal and socket rules of the seccomp filter;
  *   - otherwise: a plain process that becomes the subreaper of everything it starts, with
  *     the terminal and socket rules of the seccomp filter.
+ * Either of the first two may have --hosts (bound read-only on /etc/hosts) and --rundir
+ * (directories made in its private /run, 0755, USER's of the prison's /etc/passwd).
  * Either way it enters a Landlock domain, so that every process of the prison shares it, and
  * drops being dumpable.  The outer process prints init's host pid once it is ready, or one
  * line saying what failed, and exits.
@@ -63,6 +69,7 @@
 #include "jail.h"
 
 #define MAX_MOUNTS 64
+#define MAX_RUNDIRS 16 /* config.py: runtime_directory holds at most as many */
 #define MAX_KIDS 256
 #define LOG_PIPE_SIZE (1 << 20)
 
@@ -467,7 +474,7 @@ static void forward_log(int stream)
 }
 
 /* Only root from outside the prison: a peer in init's own PID namespace (a prison process) has
- * a pid here; one outside a confined prison's namespace shows as 0. */
+ * a pid here; one outside a confined or isolated prison's namespace shows as 0. */
 static int trusted(int c, int confined)
 {
 	struct ucred cred;
@@ -528,7 +535,9 @@ int init_main(int argc, char **argv)
 {
 	const char *root = NULL, *hostname = NULL, *cgroups[PD_MAX_CGROUPS];
 	struct mnt mounts[MAX_MOUNTS];
-	int nm = 0, ncg = 0, control = -1, allow = 0, max_abi = 0, ipc = 0;
+	int nm = 0, ncg = 0, control = -1, allow = 0, max_abi = 0, ipc = 0, thin = 0, nrd = 0;
+	const char *hosts = NULL, *rundir_user = NULL;
+	char *rundirs[MAX_RUNDIRS];
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--root") && i + 1 < argc)
@@ -541,6 +550,14 @@ int init_main(int argc, char **argv)
 			cgroups[ncg++] = argv[++i];
 		else if (!strcmp(a, "--ipc"))
 			ipc = 1;
+		else if (!strcmp(a, "--isolate"))
+			thin = 1;
+		else if (!strcmp(a, "--hosts") && i + 1 < argc)
+			hosts = argv[++i];
+		else if (!strcmp(a, "--rundir") && i + 1 < argc && nrd < MAX_RUNDIRS)
+			rundirs[nrd++] = argv[++i];
+		else if (!strcmp(a, "--rundir-user") && i + 1 < argc)
+			rundir_user = argv[++i];
 		else if (!strcmp(a, "--allow") && i + 1 < argc)
 			allow = parse_allow(argv[++i]);
 		else if (!strcmp(a, "--landlock-abi") && i + 1 < argc)
@@ -558,8 +575,10 @@ int init_main(int argc, char **argv)
 	}
 	if (root && root[0] != '/')
 		usage("init: --root needs an absolute path");
-	if (nm && !root)
-		usage("init: mounts need --root");
+	if (root && thin)
+		usage("init: --root or --isolate, not both");
+	if ((nm || hosts || nrd) && !root && !thin)
+		usage("init: mounts, --hosts and --rundir need --root or --isolate");
 	if (!hostname || !*hostname || strlen(hostname) > PD_HOSTNAME_MAX)
 		usage("init: --hostname NAME (at most PD_HOSTNAME_MAX characters)");
 	int type;
@@ -575,7 +594,7 @@ int init_main(int argc, char **argv)
 	fcntl(control, F_SETFD, FD_CLOEXEC);
 	for (int i = 0; i < ncg; i++) /* before anything else: all that follows is the prison's */
 		join_cgroup(cgroups[i]);
-	int flags = CLONE_NEWUTS | (ipc ? CLONE_NEWIPC : 0) | (root ? CLONE_NEWNS | CLONE_NEWPID : 0);
+	int flags = CLONE_NEWUTS | (ipc ? CLONE_NEWIPC : 0) | (root || thin ? CLONE_NEWNS | CLONE_NEWPID : 0);
 	if (unshare(flags) < 0)
 		die("unshare");
 	if (sethostname(hostname, strlen(hostname)) < 0)
@@ -607,9 +626,12 @@ int init_main(int argc, char **argv)
 	report_fd = p[1];
 	setsid();
 	if (root)
-		confine(root, mounts, nm);
+		confine(root, mounts, nm, hosts);
+	else if (thin)
+		isolate(mounts, nm, hosts, ipc);
 	else if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) /* orphans of the prison come here */
 		fail("cannot become a subreaper", NULL);
+	make_rundirs(rundirs, nrd, rundir_user);
 	make_log_pipes();
 	null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null_fd < 0)
@@ -629,5 +651,5 @@ int init_main(int argc, char **argv)
 	close_all_but(keep, sizeof keep / sizeof *keep);
 	close(report_fd); /* EOF without a message: ready */
 	report_fd = -1;
-	serve(control, root != NULL);
+	serve(control, root || thin);
 }

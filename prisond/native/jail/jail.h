@@ -49,7 +49,14 @@ struct mnt {
 
 /* Mounts the root, /proc, /dev, the given mounts, pivots into the root.  Reports a failure
  * through fail() (init.c), which ends the process. */
-void confine(const char *root, const struct mnt *mounts, int n);
+void confine(const char *root, const struct mnt *mounts, int n, const char *hosts);
+/* An isolated prison without a root of its own: /proc of its PID namespace, private /run,
+ * /tmp, /var/tmp, /dev/shm, the given mounts (on the host's tree), hosts over /etc/hosts. */
+void isolate(const struct mnt *mounts, int n, const char *hosts, int ipc);
+/* Directories of the prison's private /run (NAME relative to /run), owned by USER of the
+ * prison's /etc/passwd (root if NULL), 0755, made after the mounts, as systemd's
+ * RuntimeDirectory=. */
+void make_rundirs(char *const *dirs, int n, const char *user);
 
 /* ---- init.c ---- */
 
@@ -57,6 +64,9 @@ void fail(const char *what, const char *path) __attribute__((noreturn));
 int init_main(int argc, char **argv);
 
 /* ---- spawn.c ---- */
+
+/* uid and gid of a user (name or number) of the prison's own /etc/passwd; -1 if none. */
+int user_ids(const char *who, uid_t *uid, gid_t *gid);
 
 #define MAX_ARGS PD_MAX_ARGS
 #define MAX_ENV PD_MAX_ENV

@@ -70,6 +70,16 @@ static int find_user(const char *who, struct user *u)
 	return found ? 0 : -1;
 }
 
+int user_ids(const char *who, uid_t *uid, gid_t *gid)
+{
+	struct user u;
+	if (find_user(who, &u) < 0)
+		return -1;
+	*uid = u.uid;
+	*gid = u.gid;
+	return 0;
+}
+
 static int user_groups(const struct user *u, gid_t *out, int cap)
 {
 	int n = 0;

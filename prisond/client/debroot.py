@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -198,7 +199,7 @@ def check_mirror(p: Plan, timeout: float = 15) -> None:
     """The mirror has the suite's Release file; MkrootError naming the mirror otherwise."""
     url = f"{p.mirror}/dists/{p.suite}/Release"
     if p.mirror.startswith("file:"):
-        if not os.path.isfile(url[len("file:"):].replace("//", "/", 1) if url.startswith("file://") else url[5:]):
+        if not os.path.isfile(urllib.parse.urlsplit(url).path):
             raise MkrootError(f"the mirror {p.mirror} has no dists/{p.suite}/Release")
         return
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -29,6 +30,7 @@ CACHE = os.environ.get("PRISOND_DEBROOT_TEST_CACHE", "/var/cache/prisond/test-de
 PACKAGES = ["nginx", "openssh-server"]
 IP4, IP6 = "127.0.7.1", "fd00::7:1"
 TIMES: dict[str, float] = {}
+TIMES_OUT: list[str] = []  # what mkroot printed
 
 
 def run(argv, timeout=900, **kw) -> subprocess.CompletedProcess:
@@ -52,6 +54,7 @@ def debian_root(tools, tmp_path_factory):
     t = time.monotonic()
     r = run(host_net(prisonctl_cmd() + ["mkroot", "--debian", root]), timeout=1800)
     TIMES["mkroot"] = time.monotonic() - t
+    TIMES_OUT[:] = [r.stdout]
     print(r.stdout)
     return root
 
@@ -73,7 +76,8 @@ def repo(root: str) -> str:
         run(["cp", "-a", "--reflink=auto", root, scratch])
         # apt of the root itself, chrooted (on the host's network: only the host reaches the
         # mirror), downloads into tmp what `apt-get install -y PACKAGES` will want
-        script = (f'mount --bind "$1" "$2/var/cache/apt/archives" && mount --rbind /dev "$2/dev" && exec chroot "$2" sh -c '
+        script = (f'mount --bind "$1" "$2/var/cache/apt/archives" && mount --rbind /dev "$2/dev" && '
+                  f'exec chroot "$2" sh -c '
                   f'"apt-get update -qq && apt-get install -y -qq --download-only {" ".join(PACKAGES)}"')
         run(host_net(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", tmp, scratch]))
         index = run(["dpkg-scanpackages", "--multiversion", "."], cwd=tmp).stdout
@@ -125,6 +129,13 @@ def test_apt_installs_nginx_and_openssh_server_in_a_debian_root(daemon, debian_r
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o755)
     assert not os.path.lexists(os.path.join(root, "etc/hostname"))
     assert os.listdir(os.path.join(root, "dev")) == []
+    with open(os.path.join(root, "etc/shadow")) as fh:  # Debian's own accounts, no password: not the host's
+        assert [ln.split(":")[1] for ln in fh if ln.startswith("root:")] == ["*"]
+    assert not os.path.exists(os.path.join(root, "etc/ssh"))  # no host keys: none before openssh-server
+    cached = re.search(r"(?:cached in|from the cache) (/\S+?)[,;]", TIMES_OUT[0]).group(1)
+    assert cached.startswith("/var/cache/prisond/roots/bookworm-")
+    mine, theirs = os.stat(os.path.join(root, "usr/bin/apt")), os.stat(os.path.join(cached, "usr/bin/apt"))
+    assert mine.st_ino != theirs.st_ino and mine.st_nlink == 1  # a copy, not a hard link to the cache
     # apt inside sees only the local repository (the prison never reaches the mirror)
     with open(os.path.join(root, "etc/apt/sources.list"), "w") as fh:
         fh.write("# the Debian mirror is out of this prison's reach: see sources.list.d/local.list\n")

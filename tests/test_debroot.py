@@ -64,6 +64,21 @@ def test_choose_the_hosts_debian_suite_its_mirror_and_its_updates():
     assert debroot.choose(entries, KNOWN, suite="trixie").suite == "trixie"
 
 
+def test_choose_skips_a_third_partys_repository_and_prefers_the_hosts_codename():
+    docker = Entry("https://download.docker.com/linux/debian", "bookworm", ("stable",))
+    trixie = Entry("http://deb.debian.org/debian", "trixie", ("main",))
+    bookworm = Entry("http://mirror.example.test/debian", "bookworm", ("main", "contrib"))
+    p = debroot.choose([docker, trixie, bookworm], KNOWN, codename="bookworm")
+    assert (p.suite, p.mirror) == ("bookworm", "http://mirror.example.test/debian")
+    assert debroot.choose([docker, trixie, bookworm], KNOWN).suite == "trixie"  # no codename: the first
+
+
+def test_host_codename_from_os_release(tmp_path):
+    (tmp_path / "os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_CODENAME=bookworm\n')
+    assert debroot.host_codename(str(tmp_path / "os-release")) == "bookworm"
+    assert debroot.host_codename(str(tmp_path / "none")) is None
+
+
 def test_choose_says_what_to_give_when_the_host_has_no_debian_source():
     with pytest.raises(MkrootError, match="give --suite and --mirror"):
         debroot.choose([Entry("https://deb.nodesource.com/node_20.x", "nodistro")], KNOWN)

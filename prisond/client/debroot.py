@@ -130,13 +130,17 @@ def deb822_entries(text: str) -> list[Entry]:
 
 
 def choose(entries: list[Entry], known_suite, suite: str | None = None, mirror: str | None = None,
-           arch: str = "amd64") -> Plan:
-    """The plan from the host's entries: the first whose suite debootstrap knows (known_suite(s))
-    gives the mirror and suite, unless given; its -updates and -security siblings go in the
-    root's sources. Pure, but for known_suite. MkrootError when nothing fits."""
-    base = next((e for e in entries if known_suite(e.suite) and (suite is None or e.suite == suite)), None)
+           arch: str = "amd64", codename: str | None = None) -> Plan:
+    """The plan from the host's entries: the first with a `main` component whose suite
+    debootstrap knows (known_suite(s)), the host's own codename first, gives the mirror and
+    suite, unless given (a third party's repository, such as Docker's `bookworm stable`, has
+    no main); its -updates and -security siblings go in the root's sources. Pure, but for
+    known_suite. MkrootError when nothing fits."""
+    debian = [e for e in entries if known_suite(e.suite) and "main" in e.components]
+    debian.sort(key=lambda e: e.suite != codename)  # stable: the host's order otherwise
+    base = next((e for e in debian if suite is None or e.suite == suite), None)
     if base is None and (suite is None or mirror is None):
-        base = next((e for e in entries if known_suite(e.suite)), None)
+        base = next(iter(debian), None)
     chosen_suite = suite or (base.suite if base else None)
     chosen_mirror = mirror or (base.uri if base else None)
     if not chosen_suite or not chosen_mirror:
@@ -191,8 +195,21 @@ def host_arch() -> str:
         raise MkrootError(f"cannot tell the host's architecture (dpkg --print-architecture): {exc}") from None
 
 
+def host_codename(os_release: str = "/etc/os-release") -> str | None:
+    """VERSION_CODENAME of the host's os-release (bookworm), or None."""
+    try:
+        with open(os_release) as fh:
+            for line in fh:
+                name, _, value = line.strip().partition("=")
+                if name == "VERSION_CODENAME":
+                    return value.strip('"\'') or None
+    except OSError:
+        pass
+    return None
+
+
 def plan(suite: str | None = None, mirror: str | None = None) -> Plan:
-    return choose(host_entries(), debootstrap_knows, suite, mirror, host_arch())
+    return choose(host_entries(), debootstrap_knows, suite, mirror, host_arch(), host_codename())
 
 
 def check_mirror(p: Plan, timeout: float = 15) -> None:

@@ -266,3 +266,16 @@ def test_the_command_names_an_unreachable_mirror(tmp_path):
     key = Plan("bookworm", debroot.host_arch(), "http://127.0.0.1:9/debian").key
     assert not os.path.exists(os.path.join(debroot.CACHE, key))  # nothing cached (its empty lock file: removed here)
     os.unlink(os.path.join(debroot.CACHE, f".{key}.lock"))
+
+
+def test_a_failed_copy_leaves_the_directory_empty(fake, monkeypatch, tmp_path):
+    fake("a")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cp").write_text('#!/bin/sh\nmkdir -p "$5/usr/bin"; echo half > "$5/usr/bin/x"\n'
+                               'echo "cp: error writing: No space left on device" >&2; exit 1\n')
+    (bin_dir / "cp").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(MkrootError, match=r"failed \(DIR left empty\): cp: error writing: No space left on device"):
+        fake("b")
+    assert os.listdir(fake.base / "b") == []

@@ -355,7 +355,11 @@ def clone(tree: str, root: str, root_fd: int) -> None:
     r = subprocess.run(["cp", "-a", "--reflink=auto", "--no-target-directory", f"{tree}/.", f"{root}/."],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        raise MkrootError(f"copying the cached root {tree} to {root} failed: {r.stderr.strip().splitlines()[-1:]}")
+        for name in os.listdir(root_fd):  # DIR was empty and in no one's use: what is there is our copy's
+            path = os.path.join(root, name)
+            _remove(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+        reason = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise MkrootError(f"copying the cached root {tree} to {root} failed (DIR left empty): {reason}")
     os.fchmod(root_fd, 0o755)
 
 

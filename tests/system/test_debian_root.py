@@ -1,5 +1,6 @@
 """A customer lives in a `prisonctl mkroot --debian` root: apt installs nginx and openssh-server
-inside a confined prison (enforce: kernel), nginx serves on the prison's addresses, sshd -t passes.
+inside a confined prison (enforce: kernel), nginx serves on the prison's addresses, sshd -t passes
+and sshd answers.
 
 The prison never reaches the mirror: the host downloads what apt will want (the packages and
 their dependencies, as resolved against the root's own dpkg status, recommends included: what
@@ -18,6 +19,7 @@ import http.client
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 
@@ -112,6 +114,14 @@ def get(host: str) -> tuple[int, str]:
         c.close()
 
 
+def banner(host: str, port: int) -> bytes:
+    try:
+        with socket.create_connection((host, port), timeout=3) as s:
+            return s.recv(64)
+    except OSError:
+        return b""
+
+
 def serves(host: str) -> bool:
     try:
         return get(host)[0] == 200
@@ -155,6 +165,11 @@ def test_apt_installs_nginx_and_openssh_server_in_a_debian_root(daemon, debian_r
     assert b"www-data" in d.exec("deb", "id", "www-data").stdout
     r = d.exec("deb", "/usr/sbin/sshd", "-t")
     assert r.returncode == 0, r.stderr
+    # sshd started by hand answers on the prison's address (it forks into the background: its
+    # output goes to /dev/null, or exec would wait for the pipe it holds)
+    r = d.exec("deb", "sh", "-c", "/usr/sbin/sshd -p 2222 </dev/null >/dev/null 2>&1", timeout=20)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: banner(IP4, 2222).startswith(b"SSH-2.0-OpenSSH"), timeout=15, what="sshd's banner")
     # nginx as the prison's service: Debian's default site, on both of its addresses
     d.write_config(config(root, repo_dir, "nginx -g 'daemon off;'"))
     r = d.ctl("reload")

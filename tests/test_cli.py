@@ -30,6 +30,12 @@ def test_socket_from_the_environment(tmp_path):
     (["list", "--yaml"], "unknown option --yaml"),
     (["exec"], "exec needs a prison name"),
     (["start"], "name a prison"),
+    (["mkroot", "--debian", "--force", "/nonexistent/r"],
+     "--force does not go with --debian: a Debian root is copied into an empty directory"),
+    (["mkroot", "--suite", "bookworm", "/nonexistent/r"], "--suite, --mirror and --refresh go with --debian"),
+    (["mkroot", "--debian", "--mirror"], "--mirror needs a value"),
+    (["mkroot", "--debian", "--suite", "--refresh", "/nonexistent/r"], "--suite needs a value"),
+    (["mkroot", "--debian", "--bogus", "/nonexistent/r"], "unknown option --bogus"),
 ])
 def test_bad_arguments(tmp_path, args, message):
     r = ctl("--socket", str(tmp_path / "s"), *args)

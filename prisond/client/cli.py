@@ -12,6 +12,7 @@
     prisonctl [--socket PATH] events [--follow] [--json] [NAME]
     prisonctl check FILE
     prisonctl mkroot DIR [--force]
+    prisonctl mkroot --debian [--suite SUITE] [--mirror URL] [--refresh] DIR
 
 Exit status: 0 success; 1 the daemon refused or failed; 2 bad arguments or an invalid
 configuration file; 69 the daemon is not running; 77 permission denied.  `exec` exits with
@@ -58,6 +59,11 @@ commands:
                                       against this host (programs, users, interfaces, ...)
   mkroot DIR [--force]                make a root for a confined prison (path: DIR) that
                                       shares the host's /usr read-only
+  mkroot --debian [--suite SUITE] [--mirror URL] [--refresh] DIR
+                                      a Debian root of its own (debootstrap minbase, apt),
+                                      from the host's apt sources, cached once per suite,
+                                      arch and mirror in /var/cache/prisond/roots and copied
+                                      into DIR; --refresh makes the cache anew
 
 --socket PATH (or $PRISOND_SOCKET) names the control socket (default /run/prisond/control.sock).
 --version prints the version."""
@@ -376,13 +382,23 @@ def _host_problems(config) -> list[str]:
 
 
 def cmd_mkroot(args: list[str]) -> int:
-    opts, rest = flags(args, {"--force"}, 1)
+    values, args = _valued(args, ("--suite", "--mirror"))
+    opts, rest = flags(args, {"--force", "--debian", "--refresh"}, 1)
+    if not opts & {"--debian"} and (values or "--refresh" in opts):
+        raise Usage("--suite, --mirror and --refresh go with --debian")
+    if "--debian" in opts and "--force" in opts:
+        raise Usage("--force does not go with --debian: a Debian root is copied into an empty directory")
     from prisond.client import mkroot
     if os.geteuid() != 0:
         return fail("mkroot: run it as root: a prison's root must be root's (whoever owns its /etc/passwd "
                     "is root inside the prison, and prisond refuses to start such a root)", EX_NOPERM)
     try:
-        result = mkroot.make(rest[0], force="--force" in opts)
+        if "--debian" in opts:
+            from prisond.client import debroot
+            result, _ = debroot.make(rest[0], suite=values.get("--suite"), mirror=values.get("--mirror"),
+                                     refresh="--refresh" in opts)
+        else:
+            result = mkroot.make(rest[0], force="--force" in opts)
     except mkroot.MkrootError as exc:
         return fail(f"mkroot: {exc}", EX_ERROR)
     except OSError as exc:
@@ -391,6 +407,22 @@ def cmd_mkroot(args: list[str]) -> int:
     for note in result.notes:
         print(f"\nnote: {note}")
     return 0
+
+
+def _valued(args: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """Options that take a value (--suite S or --suite=S) taken out of args."""
+    values, rest, it = {}, [], iter(args)
+    for a in it:
+        name, eq, value = a.partition("=")
+        if name in names:
+            if not eq:
+                value = next(it, "")
+            if not value or value.startswith("-"):
+                raise Usage(f"{name} needs a value")
+            values[name] = value
+        else:
+            rest.append(a)
+    return values, rest
 
 
 def print_json(obj) -> None:

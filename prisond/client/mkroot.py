@@ -5,7 +5,7 @@ shares the host's programs read-only instead of copying them: the directory gets
 /etc, /tmp, /root, /var, empty mount points, and the usr-merge links; the prison's
 configuration then mounts the host's /usr read-only (`mounts: [/usr]`).  Everything the prison
 writes stays in DIR; nothing in it can change a host binary.  For a root of its own (other
-packages, other versions), make one with debootstrap instead (see the README).
+packages, other versions), `mkroot --debian` copies a cached debootstrap (debroot.py).
 
 What a root gets from the host's /etc is an allow-list of what programs need to run, and no
 secrets: passwd and group cut to the system accounts (no user accounts, no shadow or gshadow);

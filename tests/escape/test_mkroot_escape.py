@@ -202,3 +202,46 @@ def test_no_host_secret_or_service_configuration_is_copied(site):
         assert not os.path.lexists(root / rel), rel
     assert (root / "etc/ssl/certs").is_dir() and (root / "etc/ssl/openssl.cnf").is_file()
     assert os.path.lexists(root / "etc/ssl/certs/ca-certificates.crt")
+
+
+# ------------------------------------------------------------------ --debian: the same rules
+
+def test_debian_never_copies_into_a_root_a_prison_used(site):
+    """A root a prison used may hold links it planted: cp into it would write through them.
+    --debian copies only into an empty directory, and --force does not apply."""
+    root, host = site
+    plant(root, "etc/passwd", "file", host)
+    plant(root, "etc", "dir", host)
+    before = snapshot(host)
+    err = one_line_error(mkroot("--debian", root))
+    assert f"{root} exists and is not empty: a Debian root is copied whole" in err
+    r = mkroot("--debian", "--force", root)
+    assert r.returncode == 2 and b"--force does not go with --debian" in r.stderr
+    assert snapshot(host) == before and os.path.islink(root / "etc")
+
+
+def test_debian_refuses_a_symlinked_root(site, tmp_path):
+    _, host = site
+    link = tmp_path / "roots" / "debian-link"
+    os.symlink(host, link)
+    before = snapshot(host)
+    err = one_line_error(mkroot("--debian", link))
+    assert str(link) in err and "symlink" in err
+    assert snapshot(host) == before
+
+
+def test_debian_refuses_an_empty_root_in_use(tmp_path):
+    """Empty, but a process works in it (a prison about to start there, a chroot): refused
+    before anything is copied, with the pid named."""
+    base = tmp_path / "roots"
+    base.mkdir(mode=0o700)
+    root = base / "empty"
+    root.mkdir()
+    p = subprocess.Popen(["sleep", "60"], cwd=root)
+    try:
+        err = one_line_error(mkroot("--debian", root))
+        assert f"pid {p.pid}" in err and "in use" in err
+        assert os.listdir(root) == []
+    finally:
+        p.kill()
+        p.wait()

@@ -16,8 +16,7 @@ writing a file in place would change the cache and every other root).
 
 What the cache gets after debootstrap, once: /usr/sbin/policy-rc.d exiting 101 (no
 maintainer script starts a service: there is no service manager in a prison; Debian's
-container images do the same); /run/sshd (what a service manager would make at boot, as
-RuntimeDirectory=: sshd refuses to start without it); no /etc/hostname (debootstrap copies the host's; a prison's
+container images do the same); no /etc/hostname (debootstrap copies the host's; a prison's
 hostname is the daemon's business), no machine-id; an empty /dev (the prison gets its own);
 no downloaded packages or package lists (apt-get update inside fetches them); the apt sources
 of the suite.  What each root gets when cloned: the host's resolv.conf, and an /etc/hosts
@@ -47,7 +46,7 @@ from prisond.client.mkroot import MkrootError, Result
 from prisond.host.reach import hidden_from_users
 
 CACHE = "/var/cache/prisond/roots"
-RECIPE = "2"  # bump when what the cache holds changes: it is part of the key
+RECIPE = "3"  # bump when what the cache holds changes: it is part of the key
 VARIANT = "minbase"
 INCLUDE = ("apt", "ca-certificates")
 SOURCES_LIST = "/etc/apt/sources.list"
@@ -55,10 +54,6 @@ SOURCES_DIR = "/etc/apt/sources.list.d"
 POLICY_RC_D = b"#!/bin/sh\n# prisond: maintainer scripts start no service in a prison (no service manager)\nexit 101\n"
 HOSTS = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 DEBOOTSTRAP_TIMEOUT = 1800
-# Directories a service manager would make at boot (systemd's RuntimeDirectory=): none runs in a
-# prison, whose /run is the root's own directory, kept between starts.  sshd (sshd -t too)
-# refuses to run without its privilege separation directory.
-RUN_DIRS = {"run/sshd": 0o755}
 
 
 @dataclass(frozen=True)
@@ -276,9 +271,6 @@ def finish_cache(tree: str, p: Plan) -> None:
             mkroot.put_file(apt, "sources.list", f"{tree}/etc/apt/sources.list", p.sources_list().encode(), 0o644)
         finally:
             os.close(apt)
-        for rel, mode in RUN_DIRS.items():
-            os.fchmod(made := mkroot.open_path(fd, rel, tree), mode)
-            os.close(made)
     finally:
         os.close(fd)
     for rel in ("etc/hostname", "etc/machine-id", "var/lib/dbus/machine-id"):

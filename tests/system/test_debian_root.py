@@ -101,6 +101,7 @@ def config(root: str, repo_dir: str, start: str) -> str:
     return (f"prisons:\n  deb:\n    hostname: deb.example.test\n    enforce: kernel\n"
             f"    ip4: [{IP4}]\n    ip6: [\"lo|{IP6}\"]\n    path: {root}\n"
             f"    mounts: [{{source: {repo_dir}, target: /srv/repo}}]\n"
+            f"    runtime_directory: [sshd]\n"  # sshd's privilege separation directory, as systemd makes it
             f"    exec:\n      start: {start}\n")
 
 

@@ -92,6 +92,21 @@ static void join_cgroup(const char *procs)
 	close(fd);
 }
 
+/* The prison is no one's login session: the audit login uid of whoever started the daemon
+ * (an operator's ssh session) is unset, as for a service systemd starts.  Otherwise a login
+ * manager inside (sshd's pam_loginuid, `session required`) fails to set its own: a confined
+ * root has no CAP_AUDIT_CONTROL, and only an unset login uid may be set without it.  A kernel
+ * without audit, or a login uid made immutable, keeps what it has. */
+static void forget_login(void)
+{
+	int fd = open("/proc/self/loginuid", O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "4294967295", 10) < 0) { /* best effort, as above */
+		}
+		close(fd);
+	}
+}
+
 /* What `ps` shows for init: no host paths. */
 static void rename_self(char **argv, int argc)
 {
@@ -594,6 +609,7 @@ int init_main(int argc, char **argv)
 	fcntl(control, F_SETFD, FD_CLOEXEC);
 	for (int i = 0; i < ncg; i++) /* before anything else: all that follows is the prison's */
 		join_cgroup(cgroups[i]);
+	forget_login();
 	int flags = CLONE_NEWUTS | (ipc ? CLONE_NEWIPC : 0) | (root || thin ? CLONE_NEWNS | CLONE_NEWPID : 0);
 	if (unshare(flags) < 0)
 		die("unshare");

@@ -1,5 +1,6 @@
-"""Kernel enforcement for prisons: one set of programs and four maps, attached per prison cgroup
-(the three claim programs only where a prison holds a shared address).
+"""Kernel enforcement for prisons: one set of programs and six maps, attached per prison cgroup
+(the three claim programs only where a prison holds a shared address), and one sk_lookup
+program linked to the network namespace with the daemon's address map.
 
     layer = KernelLayer.open(existing_prison_cgroups)   # adopts what a previous daemon left
     layer.share(config.prisons)                         # which addresses two prisons both hold
@@ -12,6 +13,22 @@ daemon, so a daemon killed with SIGKILL leaves every prison enforced; removing a
 cgroup detaches them.  A new daemon finds the programs on any prison cgroup (BPF_PROG_QUERY)
 and, through them, the maps, so it keeps updating the same policies and the same claims.  A
 cgroup's storage goes with the cgroup: nothing is to be deleted when a prison stops.
+
+Wildcards (see programs.py, "Wildcards"): the sock_ops program is one of the core programs,
+so the sockhash of listeners and the socket storage of wildcard marks live as long as any
+prison cgroup holds the programs, and a new daemon adopts them with the rest.  The sk_lookup
+program, its link to the daemon's network namespace and the address map (address -> prison)
+are the daemon's own: the link goes when the daemon's fds close (a clean exit, or SIGKILL),
+and the next daemon loads the program again on the adopted sockhash, with a new address map
+filled as it enforces each prison it adopts.  Listeners that kept running are then steered
+again, with no restart.  Between the two daemons, connections to a prison's addresses other
+than the one its wildcard socket holds are refused.  Why not pin the link in bpffs to keep
+steering across that gap: the pin would outlive a daemon that dies for good (and with it a
+program and maps nobody removes), it needs a bpffs mount the daemon would have to make in the
+host's mount namespace and remove again, and its name would have to be kept apart for
+daemons in different namespaces; a restart gap on secondary addresses is the price of leaving
+nothing behind.  BPF_LINK_GET_NEXT_ID could not help either: a link nobody pins or holds an
+fd of is gone already.
 
 Shared addresses (see programs.py, "Claims"): a prison's binds on an address the configuration
 also gives another prison are recorded from its first bind, so that the other cannot join
@@ -240,9 +257,9 @@ class KernelLayer:
         """Take note of the configuration's prisons (all of them, running or not): which
         addresses more than one holds.  Call before enforcing any of them, and on every reload."""
         self.shared = shared_addresses(prisons)
-        for cgid, ips in list(self.steered.items()):  # a shared address is steered for nobody
-            if ips & self.shared:
-                self._steer_addresses(cgid, ips - self.shared)
+        # a shared address is steered for nobody; one no longer shared for its holder again
+        for cgid, (_, ips) in list(self.enforced.items()):
+            self._steer_addresses(cgid, ips - self.shared)
 
     def enforce(self, path: str, spec) -> int:
         """Attach (which creates the cgroup's storage, all zero: everything refused), then

@@ -15,20 +15,30 @@ Counter value (u64 each):
     40 ingress_bytes  48 denied  56 rewritten                                   = 64 bytes
 
 What each program does (FreeBSD's rules for a jail's sockets, as jail(8) and in_pcb.c keep them):
-  bind4/6     a wildcard (0.0.0.0, `::`, ::ffff:0.0.0.0) -> the primary address of its family,
-              whatever the number of addresses: a prison's socket never holds a port on an
-              address that is not its own; 127.0.0.1/::1 -> the loopback target; a prison
-              address stays; anything else EADDRNOTAVAIL.  v4-mapped addresses follow IPv4.
+  bind4/6     0.0.0.0 (and ::ffff:0.0.0.0) -> the primary IPv4 address, where the socket holds
+              its port: a prison's AF_INET socket never holds a port on an address that is not
+              its own; with several IPv4 addresses it is also marked a wildcard (see
+              "Wildcards").  `::` stays `::` with port 0 (an ephemeral port nobody asked for)
+              and is marked, unless the prison's IPv6 address is shared (then the primary, as
+              before: v6only, and no steering).  127.0.0.1/::1 -> the loopback target (::1 in
+              a prison without IPv6: ::1 with port 0, which receives nothing); a prison address
+              stays; anything else EADDRNOTAVAIL.  v4-mapped addresses follow IPv4.
   connect4/6  destination 127.0.0.1/::1, and the unspecified 0.0.0.0/`::`/::ffff:0.0.0.0 (which
               the kernel itself turns into loopback after these programs ran) -> the loopback
               target; the source is set with bpf_bind() to the primary (::ffff:primary for
-              v4-mapped destinations).
+              v4-mapped destinations).  In a prison without IPv6, an IPv6 destination that is
+              not v4-mapped fails ENETUNREACH (its AF_INET6 sockets carry IPv4 only).
   sendmsg4/6  the same for UDP: destination rewrite, source set unless the socket is bound;
               an IP_PKTINFO source that is not the prison's is refused.
   sock_create an allow-list: TCP stream and UDP datagram sockets of a family the prison has an
-              address for, raw sockets with allow.raw_sockets; anything else (UDP-Lite, whose
-              connect runs no connect hook, ping sockets, whose bind and sendmsg run none,
-              MPTCP, SCTP, ...) EPROTONOSUPPORT.
+              address for, and AF_INET6 TCP/UDP in a prison with IPv4 only (they carry IPv4 as
+              ::ffff:a.b.c.d: nginx's `listen [::]:80`); raw sockets with allow.raw_sockets (of
+              a family it has an address for); anything else (UDP-Lite, whose connect runs no
+              connect hook, ping sockets, whose bind and sendmsg run none, MPTCP, SCTP, ...)
+              EPROTONOSUPPORT.  An IPv6-only prison's AF_INET sockets stay EPROTONOSUPPORT (an
+              AF_INET socket cannot carry IPv6: nothing to mirror).
+  sock_ops, sk_lookup
+              the wildcard: see "Wildcards" below.
   post_bind4/6, sock_release
               claims on shared addresses: see "Claims" below.
   egress      drop every packet whose source is not a prison address, or whose destination is
@@ -60,6 +70,36 @@ that family, as FreeBSD does).  The policy marks such a family `tracked` (F_TRAC
     addresses with ENOBUFS: fail-closed, and only prisons with shared addresses meet it.
 These three programs are attached only to prisons that hold a shared address (enforce.py):
 the others pay nothing for them.
+
+Wildcards (FreeBSD: a jail's listener on INADDR_ANY answers on every address of the jail, and
+only there; any number of jails hold the same wildcard port).  On a shared stack a real
+wildcard bind would hold its port on every address of the host, so the socket holds a port
+where it harms nobody (above: its primary IPv4 address; `::` with an ephemeral port) and the
+connections for the prison's other addresses are handed to it, before the kernel's own
+listener lookup, by a BPF_PROG_TYPE_SK_LOOKUP program linked to the network namespace:
+  - bind4/6 mark a wildcard socket in socket storage (BPF_MAP_TYPE_SK_STORAGE): the port asked
+    for and its family (4: AF_INET, 6: AF_INET6).
+  - sock_ops (BPF_CGROUP_SOCK_OPS, at BPF_SOCK_OPS_TCP_LISTEN_CB, which every listen() runs)
+    puts the listener in a sockhash: a marked one under (prison's cgroup id, port, TCP,
+    family), any other under (its exact address, port, TCP).  A closed socket leaves the map.
+  - sk_lookup, for a TCP connection request: the destination address -> prison (a hash map the
+    daemon keeps: addresses only one prison holds); none: nothing done (the host, shared
+    addresses, unknown addresses: the kernel's lookup as without us).  Else the exact
+    listener on that address:port if there is one (a specific listener wins over the
+    wildcard, as in FreeBSD and Linux), else that prison's AF_INET wildcard of the port (IPv4
+    only), else its AF_INET6 one (bpf_sk_assign refuses a v6only socket an IPv4 packet, so a
+    v6only `[::]` never gets IPv4).  The kernel still picks within a SO_REUSEPORT group.
+    The key is the destination's prison: one prison's listener never gets another's, or the
+    host's, connections (and its ingress filter would drop them).
+  - not done: UDP.  A sockhash is filled from sock_ops, which never runs for UDP, and no other
+    program type that sees a UDP socket at bind may add it; a UDP wildcard (0.0.0.0) answers
+    on the primary only, and an AF_INET6 UDP socket bound to `::` on nothing but its
+    ephemeral port (which the ingress filter keeps foreign packets from).
+  - not steered: a shared address (keep out of the map: two prisons, each with that one
+    address of the family, bind it as their primary; a dual-stack `[::]` gets no IPv4 there);
+    a SO_REUSEPORT group is steered through the socket that listened last (the sockhash holds
+    one per key): when it closes first, the others of its group get the prison's other
+    addresses' connections no more, until one of them listens again.
 """
 from __future__ import annotations
 

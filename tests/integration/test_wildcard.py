@@ -4,6 +4,7 @@ number of prisons hold the same wildcard port, a specific listener wins on its a
 IPv4-only prison's AF_INET6 sockets carry IPv4 only, and the steering survives a daemon that
 was killed.  Real packets from outside the prisons; what each connection reached is the name
 its listener answers with."""
+import errno
 import json
 import os
 import socket
@@ -307,3 +308,25 @@ def test_steering_survives_a_killed_daemon(daemon, tmp_path):
     assert len(sk_lookup_links()) == 1  # one link: the dead daemon's went with its fds
     assert d.stop() == 0
     assert sk_lookup_links() == []
+
+
+def test_a_shared_address_is_not_steered_and_its_claims_hold(daemon, tmp_path):
+    """Two prisons share 127.0.4.9 (each has exactly that IPv4 address) and each has one IPv6
+    address of its own.  Their 0.0.0.0 listeners answer
+    there as their primary; a port one holds there the other cannot bind (EADDRINUSE, the
+    claims); the shared address is not in the steering map, so the dual-stack `[::]` of
+    prison y gets no IPv4 there, and IPv6 on its own address as usual."""
+    script = _script(tmp_path, "listen.py", LISTENER)
+    p, q = free_port(), free_port()
+    d = daemon("prisons:\n"
+               + prison("x", ip4=["127.0.4.9"], ip6=["fd00:4::9"], start=listen_cmd(script, "4", "0.0.0.0", p, "x"))
+               + prison("y", ip4=["127.0.4.9"], ip6=["fd00:4::a"], start=listen_cmd(script, "6", "::", q, "y")))
+    answered("127.0.4.9", p, "x")
+    answered("fd00:4::a", q, "y")
+    assert reach("127.0.4.9", q) == "refused"  # shared: no steering to y's dual-stack socket
+    assert reach("fd00:4::9", q) == "refused"  # x's IPv6 address: never y's
+    out = d.exec("y", sys.executable, "-c",
+                 "import socket\ns = socket.socket()\n"
+                 "try:\n    s.bind(('0.0.0.0', %d)); print('bound')\n"
+                 "except OSError as e:\n    print(e.errno)\n" % p)
+    assert out.stdout.decode().strip() == str(errno.EADDRINUSE), out

@@ -63,7 +63,8 @@ def program_costs(d: Daemon, static: str) -> None:
         subprocess.run(d.ctl("exec", "k", "--", static, "connect", PRISON_IP, "20000"), capture_output=True,
                        check=True)
         print("   the programs' own cost per call (kernel.bpf_stats_enabled):")
-        for name in ("sock_create", "bind4", "post_bind4", "connect4", "sock_release", "egress", "ingress"):
+        for name in ("sock_create", "bind4", "post_bind4", "connect4", "sock_release", "egress", "ingress",
+                     "sock_ops"):
             for pid in S.prog_query(cg, S.ATTACH[name]) if name in S.ATTACH else ():
                 fd = S.prog_fd_by_id(pid)
                 info = S.prog_info(fd)

@@ -454,6 +454,8 @@ class Prison:
             self.link.on_lost = None
         try:
             await self._kill_all(spec.stop_timeout if graceful else 0.0)
+            if self.cgroup_id is not None and self.deps.kernel is not None:
+                await asyncio.to_thread(self.deps.kernel.release, self.cgroup_id)  # steer nothing to it
             await asyncio.to_thread(self.cgroup.remove)  # detaches the programs, frees the storage
             self.cgroup_id = None
             if self.res:

@@ -63,6 +63,7 @@ class KernelLayer(Protocol):
     def update(self, path: str, spec: PrisonSpec) -> None: ...       # a reload: the policy only
     def counters(self, path_or_id: str | int) -> dict | None: ...    # drops and traffic
     def share(self, prisons) -> None: ...                            # which addresses prisons share
+    def release(self, cgid: int) -> None: ...                        # a prison stopped: steer nothing to it
 
 
 class PrisonResources(Protocol):

@@ -1,5 +1,6 @@
-"""Kernel enforcement for prisons: one set of programs and four maps, attached per prison cgroup
-(the three claim programs only where a prison holds a shared address).
+"""Kernel enforcement for prisons: one set of programs and six maps, attached per prison cgroup
+(the three claim programs only where a prison holds a shared address), and one sk_lookup
+program linked to the network namespace with the daemon's address map.
 
     layer = KernelLayer.open(existing_prison_cgroups)   # adopts what a previous daemon left
     layer.share(config.prisons)                         # which addresses two prisons both hold
@@ -12,6 +13,22 @@ daemon, so a daemon killed with SIGKILL leaves every prison enforced; removing a
 cgroup detaches them.  A new daemon finds the programs on any prison cgroup (BPF_PROG_QUERY)
 and, through them, the maps, so it keeps updating the same policies and the same claims.  A
 cgroup's storage goes with the cgroup: nothing is to be deleted when a prison stops.
+
+Wildcards (see programs.py, "Wildcards"): the sock_ops program is one of the core programs,
+so the sockhash of listeners and the socket storage of wildcard marks live as long as any
+prison cgroup holds the programs, and a new daemon adopts them with the rest.  The sk_lookup
+program, its link to the daemon's network namespace and the address map (address -> prison)
+are the daemon's own: the link goes when the daemon's fds close (a clean exit, or SIGKILL),
+and the next daemon loads the program again on the adopted sockhash, with a new address map
+filled as it enforces each prison it adopts.  Listeners that kept running are then steered
+again, with no restart.  Between the two daemons, connections to a prison's addresses other
+than the one its wildcard socket holds are refused.  Why not pin the link in bpffs to keep
+steering across that gap: the pin would outlive a daemon that dies for good (and with it a
+program and maps nobody removes), it needs a bpffs mount the daemon would have to make in the
+host's mount namespace and remove again, and its name would have to be kept apart for
+daemons in different namespaces; a restart gap on secondary addresses is the price of leaving
+nothing behind.  BPF_LINK_GET_NEXT_ID could not help either: a link nobody pins or holds an
+fd of is gone already.
 
 Shared addresses (see programs.py, "Claims"): a prison's binds on an address the configuration
 also gives another prison are recorded from its first bind, so that the other cannot join
@@ -35,7 +52,9 @@ log = logging.getLogger("prisond.kernel")
 # map names: a changed layout gets a new name, so that no daemon adopts maps it cannot read
 POLICY_MAP, COUNTER_MAP = "prisond_pol3", "prisond_cnt3"  # cgroup storage (v3, v3)
 CLAIMS_MAP, SOCKETS_MAP = "prisond_claims1", "prisond_sockcl1"
-MAP_NAMES = (POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, SOCKETS_MAP)
+WILD_MAP, LISTEN_MAP = "prisond_wild1", "prisond_lsn1"  # wildcard marks (socket storage), listeners
+MAP_NAMES = (POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, SOCKETS_MAP, WILD_MAP, LISTEN_MAP)  # as in P.Maps
+ADDR_MAP = "prisond_addr1"  # address -> prison: the daemon's own, filled again by each daemon
 
 
 def _gen(fn, **kw):
@@ -56,6 +75,7 @@ CORE = {
     "sendmsg6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.sendmsg6),
     "egress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=True)),
     "ingress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=False)),
+    "sock_ops": (S.PROG_TYPE_SOCK_OPS, P.sock_ops),
 }
 CLAIMS = {
     "post_bind4": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=False)),
@@ -123,6 +143,13 @@ class KernelLayer:
         self.adopted = adopted
         self.shared: frozenset = frozenset()
         self.enforced: dict[int, tuple] = {}  # cgroup id -> (path, addresses) of the prisons written
+        self.steered: dict[int, frozenset] = {}  # cgroup id -> its addresses in the address map
+        self.steer_fds: tuple[int, ...] = ()
+        try:
+            self.steer_fds = _steer(maps)
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------ set-up
 
@@ -151,6 +178,9 @@ class KernelLayer:
             made.append(S.map_create(P.CLAIM_KEY_SIZE, P.CLAIM_VALUE_SIZE, P.MAX_CLAIMS, CLAIMS_MAP,
                                      S.MAP_TYPE_HASH, flags=S.F_NO_PREALLOC))
             made.append(_sockets_map())
+            made.append(_wild_map())
+            made.append(S.map_create(P.LISTEN_KEY_SIZE, 8, P.MAX_LISTENERS, LISTEN_MAP, S.MAP_TYPE_SOCKHASH))
+            made.append(_addresses_map())
             maps = P.Maps(*made)
             for name, (ptype, gen) in PROGRAMS.items():
                 fds[name] = S.prog_load(ptype, gen(maps), S.ATTACH[name], f"prisond_{name}")
@@ -175,27 +205,32 @@ class KernelLayer:
             if claims:
                 break
         try:
+            # the address map is only the sk_lookup program's, which went with the last daemon:
+            # a new one, filled again as the daemon enforces each prison it adopts
+            maps[ADDR_MAP] = (_addresses_map(), 0)
+            names = MAP_NAMES + (ADDR_MAP,)
             if claims:
                 fds.update(claims[0])
                 maps.update(claims[1])
             else:
                 maps[SOCKETS_MAP] = (_sockets_map(), 0)
                 for name, (ptype, gen) in CLAIMS.items():
-                    fds[name] = S.prog_load(ptype, gen(P.Maps(*(maps[n][0] for n in MAP_NAMES))), S.ATTACH[name],
+                    fds[name] = S.prog_load(ptype, gen(P.Maps(*(maps[n][0] for n in names))), S.ATTACH[name],
                                             f"prisond_{name}")
-            return cls(P.Maps(*(maps[n][0] for n in MAP_NAMES)), fds, adopted=True)
-        except S.KernelLayerError:
+            return cls(P.Maps(*(maps[n][0] for n in names)), fds, adopted=True)
+        except BaseException:
             for fd in list(fds.values()) + [fd for fd, _ in maps.values()]:
                 os.close(fd)
             return None
 
     def close(self) -> None:
-        for fd in list(self.prog_fds.values()) + list(self.maps):
+        for fd in list(self.steer_fds) + list(self.prog_fds.values()) + list(self.maps):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.prog_fds = {}
+        self.steer_fds = ()
 
     def forget_claims_of_others(self, live_cgroups) -> int:
         """Delete claims whose owner is none of live_cgroups (all the prison cgroups there are,
@@ -222,6 +257,9 @@ class KernelLayer:
         """Take note of the configuration's prisons (all of them, running or not): which
         addresses more than one holds.  Call before enforcing any of them, and on every reload."""
         self.shared = shared_addresses(prisons)
+        # a shared address is steered for nobody; one no longer shared for its holder again
+        for cgid, (_, ips) in list(self.enforced.items()):
+            self._steer_addresses(cgid, ips - self.shared)
 
     def enforce(self, path: str, spec) -> int:
         """Attach (which creates the cgroup's storage, all zero: everything refused), then
@@ -257,6 +295,28 @@ class KernelLayer:
             self._attach(path, CLAIMS)
         S.map_update(self.policy_fd, _key(cgid), policy_value(spec, self.shared, cgid, old, running))
         self.enforced[cgid] = (path, addresses)
+        self._steer_addresses(cgid, addresses - self.shared)
+
+    def _steer_addresses(self, cgid: int, ips: frozenset) -> None:
+        """The address map: these addresses are this prison's (its wildcard listeners answer on
+        them).  Addresses it no longer holds leave, unless another prison has them by now."""
+        for ip in self.steered.get(cgid, frozenset()) - ips:
+            key = _addr_key(ip)
+            raw = S.map_lookup(self.maps.addresses, key, 8)
+            if raw and struct.unpack("<Q", raw)[0] == cgid:
+                S.map_delete(self.maps.addresses, key)
+        for ip in ips:
+            S.map_update(self.maps.addresses, _addr_key(ip), struct.pack("<Q", cgid))
+        if ips:
+            self.steered[cgid] = ips
+        else:
+            self.steered.pop(cgid, None)
+
+    def release(self, cgid: int) -> None:
+        """A prison stopped: its addresses leave the address map (its programs and storage go
+        with its cgroup)."""
+        self._steer_addresses(cgid, frozenset())
+        self.enforced.pop(cgid, None)
 
     def _check_sharers(self, cgid: int, mine: frozenset) -> None:
         """Refuse a shared address another running prison holds without having recorded its
@@ -288,6 +348,39 @@ class KernelLayer:
         cgid = path_or_id if isinstance(path_or_id, int) else cgroup_id(path_or_id)
         raw = S.map_lookup(self.counter_fd, _key(cgid), P.COUNTER_SIZE * self.ncpus)
         return P.decode_counters(raw, self.ncpus) if raw else None
+
+
+def _wild_map() -> int:
+    """The socket storage of wildcard marks (bind4/6 write it, sock_ops reads it)."""
+    btf = S.btf_load(P.claims_btf(P.WILD_SIZE))
+    try:
+        return S.map_create(4, P.WILD_SIZE, 0, WILD_MAP, S.MAP_TYPE_SK_STORAGE, flags=S.F_NO_PREALLOC, btf=(btf, 1, 2))
+    finally:
+        os.close(btf)
+
+
+def _addresses_map() -> int:
+    return S.map_create(P.ADDR_KEY_SIZE, 8, P.MAX_STEERED, ADDR_MAP, S.MAP_TYPE_HASH, flags=S.F_NO_PREALLOC)
+
+
+def _steer(maps: P.Maps) -> tuple[int, int]:
+    """Load the sk_lookup program and link it to this daemon's network namespace (the one its
+    prisons share): (program fd, link fd).  The link goes when the daemon's fds close."""
+    prog = S.prog_load(S.PROG_TYPE_SK_LOOKUP, P.sk_lookup(maps), S.ATTACH["sk_lookup"], "prisond_sk_lookup")
+    try:
+        netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return prog, S.link_create(prog, netns, S.ATTACH["sk_lookup"])
+        finally:
+            os.close(netns)
+    except BaseException:
+        os.close(prog)
+        raise
+
+
+def _addr_key(ip) -> bytes:
+    """An address as the address map's key: IPv4 as ::ffff:a.b.c.d."""
+    return ip.packed if ip.version == 6 else b"\0" * 10 + b"\xff\xff" + ip.packed
 
 
 def _sockets_map() -> int:
@@ -332,7 +425,7 @@ def _find(path: str, programs: dict, known: dict | None = None):
                     else:
                         os.close(mfd)
         ids = {i for _, i in list(known.values()) + list(maps.values())}
-        wanted = {SOCKETS_MAP} if known else {POLICY_MAP, COUNTER_MAP, CLAIMS_MAP}
+        wanted = {SOCKETS_MAP} if known else {POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, WILD_MAP, LISTEN_MAP}
         if set(fds) == set(programs) and all(u <= ids for u in uses) and wanted <= set(maps):
             return fds, maps
     except S.KernelLayerError:

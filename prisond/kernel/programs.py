@@ -15,20 +15,30 @@ Counter value (u64 each):
     40 ingress_bytes  48 denied  56 rewritten                                   = 64 bytes
 
 What each program does (FreeBSD's rules for a jail's sockets, as jail(8) and in_pcb.c keep them):
-  bind4/6     a wildcard (0.0.0.0, `::`, ::ffff:0.0.0.0) -> the primary address of its family,
-              whatever the number of addresses: a prison's socket never holds a port on an
-              address that is not its own; 127.0.0.1/::1 -> the loopback target; a prison
-              address stays; anything else EADDRNOTAVAIL.  v4-mapped addresses follow IPv4.
+  bind4/6     0.0.0.0 (and ::ffff:0.0.0.0) -> the primary IPv4 address, where the socket holds
+              its port: a prison's AF_INET socket never holds a port on an address that is not
+              its own; with several IPv4 addresses it is also marked a wildcard (see
+              "Wildcards").  `::` stays `::` with port 0 (an ephemeral port nobody asked for)
+              and is marked, unless the prison's IPv6 address is shared (then the primary, as
+              before: v6only, and no steering).  127.0.0.1/::1 -> the loopback target (::1 in
+              a prison without IPv6: ::1 with port 0, which receives nothing); a prison address
+              stays; anything else EADDRNOTAVAIL.  v4-mapped addresses follow IPv4.
   connect4/6  destination 127.0.0.1/::1, and the unspecified 0.0.0.0/`::`/::ffff:0.0.0.0 (which
               the kernel itself turns into loopback after these programs ran) -> the loopback
               target; the source is set with bpf_bind() to the primary (::ffff:primary for
-              v4-mapped destinations).
+              v4-mapped destinations).  In a prison without IPv6, an IPv6 destination that is
+              not v4-mapped fails ENETUNREACH (its AF_INET6 sockets carry IPv4 only).
   sendmsg4/6  the same for UDP: destination rewrite, source set unless the socket is bound;
               an IP_PKTINFO source that is not the prison's is refused.
   sock_create an allow-list: TCP stream and UDP datagram sockets of a family the prison has an
-              address for, raw sockets with allow.raw_sockets; anything else (UDP-Lite, whose
-              connect runs no connect hook, ping sockets, whose bind and sendmsg run none,
-              MPTCP, SCTP, ...) EPROTONOSUPPORT.
+              address for, and AF_INET6 TCP/UDP in a prison with IPv4 only (they carry IPv4 as
+              ::ffff:a.b.c.d: nginx's `listen [::]:80`); raw sockets with allow.raw_sockets (of
+              a family it has an address for); anything else (UDP-Lite, whose connect runs no
+              connect hook, ping sockets, whose bind and sendmsg run none, MPTCP, SCTP, ...)
+              EPROTONOSUPPORT.  An IPv6-only prison's AF_INET sockets stay EPROTONOSUPPORT (an
+              AF_INET socket cannot carry IPv6: nothing to mirror).
+  sock_ops, sk_lookup
+              the wildcard: see "Wildcards" below.
   post_bind4/6, sock_release
               claims on shared addresses: see "Claims" below.
   egress      drop every packet whose source is not a prison address, or whose destination is
@@ -60,12 +70,42 @@ that family, as FreeBSD does).  The policy marks such a family `tracked` (F_TRAC
     addresses with ENOBUFS: fail-closed, and only prisons with shared addresses meet it.
 These three programs are attached only to prisons that hold a shared address (enforce.py):
 the others pay nothing for them.
+
+Wildcards (FreeBSD: a jail's listener on INADDR_ANY answers on every address of the jail, and
+only there; any number of jails hold the same wildcard port).  On a shared stack a real
+wildcard bind would hold its port on every address of the host, so the socket holds a port
+where it harms nobody (above: its primary IPv4 address; `::` with an ephemeral port) and the
+connections for the prison's other addresses are handed to it, before the kernel's own
+listener lookup, by a BPF_PROG_TYPE_SK_LOOKUP program linked to the network namespace:
+  - bind4/6 mark a wildcard socket in socket storage (BPF_MAP_TYPE_SK_STORAGE): the port asked
+    for and its family (4: AF_INET, 6: AF_INET6).
+  - sock_ops (BPF_CGROUP_SOCK_OPS, at BPF_SOCK_OPS_TCP_LISTEN_CB, which every listen() runs)
+    puts the listener in a sockhash: a marked one under (prison's cgroup id, port, TCP,
+    family), any other under (its exact address, port, TCP).  A closed socket leaves the map.
+  - sk_lookup, for a TCP connection request: the destination address -> prison (a hash map the
+    daemon keeps: addresses only one prison holds); none: nothing done (the host, shared
+    addresses, unknown addresses: the kernel's lookup as without us).  Else the exact
+    listener on that address:port if there is one (a specific listener wins over the
+    wildcard, as in FreeBSD and Linux), else that prison's AF_INET wildcard of the port (IPv4
+    only), else its AF_INET6 one (bpf_sk_assign refuses a v6only socket an IPv4 packet, so a
+    v6only `[::]` never gets IPv4).  The kernel still picks within a SO_REUSEPORT group.
+    The key is the destination's prison: one prison's listener never gets another's, or the
+    host's, connections (and its ingress filter would drop them).
+  - not done: UDP.  A sockhash is filled from sock_ops, which never runs for UDP, and no other
+    program type that sees a UDP socket at bind may add it; a UDP wildcard (0.0.0.0) answers
+    on the primary only, and an AF_INET6 UDP socket bound to `::` on nothing but its
+    ephemeral port (which the ingress filter keeps foreign packets from).
+  - not steered: a shared address (keep out of the map: two prisons, each with that one
+    address of the family, bind it as their primary; a dual-stack `[::]` gets no IPv4 there);
+    a SO_REUSEPORT group is steered through the socket that listened last (the sockhash holds
+    one per key): when it closes first, the others of its group get the prison's other
+    addresses' connections no more, until one of them listens again.
 """
 from __future__ import annotations
 
 import itertools
 import struct
-from errno import EADDRINUSE, EADDRNOTAVAIL, EEXIST, ENOBUFS, EPERM, EPROTONOSUPPORT
+from errno import EADDRINUSE, EADDRNOTAVAIL, EEXIST, ENETUNREACH, ENOBUFS, EPERM, EPROTONOSUPPORT
 from typing import NamedTuple
 
 from prisond.model.contract import MAX_ADDRESSES
@@ -74,6 +114,7 @@ from prisond.kernel.asm import R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, Prog
 # helpers (include/uapi/linux/bpf.h)
 MAP_LOOKUP, MAP_UPDATE, MAP_DELETE = 1, 2, 3
 SKB_LOAD_BYTES, BIND, GET_LOCAL_STORAGE, SK_STORAGE_GET, SET_RETVAL = 26, 64, 81, 107, 187
+SOCK_HASH_UPDATE, SK_RELEASE, SK_ASSIGN = 70, 86, 124
 NOEXIST, SK_STORAGE_CREATE = 1, 1  # BPF_NOEXIST; BPF_SK_STORAGE_GET_F_CREATE
 
 MAX_ADDRS = MAX_ADDRESSES  # the policy map holds this many per family (contract.py)
@@ -107,18 +148,40 @@ V4MAPPED_W2 = 0xFFFF0000
 # `bpftool btf dump file /sys/kernel/btf/vmlinux format c`)
 SA_USER_IP4, SA_USER_IP6, SA_MSG_SRC_IP4, SA_MSG_SRC_IP6, SA_SK = 4, 8, 40, 44, 64
 SK_FAMILY, SK_TYPE, SK_PROTOCOL, SK_SRC_IP4, SK_SRC_IP6, SK_SRC_PORT = 4, 8, 12, 24, 28, 44
+SA_USER_PORT = 24
+# struct bpf_sock_ops (op, family, local_ip4, local_ip6, local_port in host order, sk) and
+# struct bpf_sk_lookup (sk, family, protocol, local_ip4, local_ip6, local_port in host order)
+SO_OP, SO_FAMILY, SO_LOCAL_IP4, SO_LOCAL_IP6, SO_LOCAL_PORT, SO_SK = 0, 20, 28, 48, 68, 184
+SL_FAMILY, SL_PROTOCOL, SL_LOCAL_IP4, SL_LOCAL_IP6, SL_LOCAL_PORT = 8, 12, 40, 44, 60
+SOCK_OPS_TCP_LISTEN_CB, SK_PASS = 11, 1
 SKB_LEN = 0
 SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, AF_INET, AF_INET6 = 1, 2, 3, 2, 10
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 
 
+# Wildcard steering (see "Wildcards" above).  A socket's wildcard mark (socket storage):
+# u16 port asked for (host order), u8 kind (4: an AF_INET socket, 6: an AF_INET6 one).
+# Listener key (sockhash, 24 bytes): 16 bytes of address (IPv4 as ::ffff:a.b.c.d) for an exact
+# listener, or the prison's cgroup id (u64) and 8 zero bytes for a wildcard one; then the port
+# (u16, host order), the protocol (u8), the kind (u8: 1 exact, 4 or 6 wildcard), 4 zero bytes.
+WILD_SIZE, W_PORT, W_KIND = 4, 0, 2
+LISTEN_KEY_SIZE, LK_PORT, LK_PROTO, LK_KIND = 24, 16, 18, 19
+K_EXACT, K_WILD4, K_WILD6 = 1, 4, 6
+ADDR_KEY_SIZE = 16  # address -> prison (u64 cgroup id): the prison addresses only one prison holds
+MAX_LISTENERS, MAX_STEERED = 1 << 16, 1 << 16
+
+
 class Maps(NamedTuple):
-    """The fds the programs use: the policy and counters (cgroup storage), the claims (hash)
-    and each socket's claim (socket storage)."""
+    """The fds the programs use: the policy and counters (cgroup storage), the claims (hash),
+    each socket's claim and wildcard mark (socket storage), the listeners (sockhash) and the
+    steered addresses (hash)."""
     policy: int
     counters: int
     claims: int = 0
     sockets: int = 0
+    wild: int = 0
+    listeners: int = 0
+    addresses: int = 0
 
 
 def encode_policy(ip4: list[bytes], ip6: list[bytes], lo4: bytes, lo6: bytes, raw: bool,
@@ -156,12 +219,13 @@ def decode_counters(raw: bytes, ncpus: int = 1) -> dict:
     return dict(zip(COUNTERS, totals, strict=True))
 
 
-def claims_btf() -> bytes:
+def claims_btf(value_size: int = CLAIM_STORE_SIZE) -> bytes:
     """The BTF a socket-storage map must be created with (the kernel wants key and value
-    types, "for userspace sk dumping"): [1] int, [2] int[6], the 24-byte claim a socket keeps."""
+    types, "for userspace sk dumping"): [1] int, [2] int[value_size / 4] (the 24-byte claim a
+    socket keeps; the 4-byte wildcard mark)."""
     strings = b"\0int\0"
     types = struct.pack("<IIII", 1, 1 << 24, 4, (1 << 24) | 32)            # INT "int", signed, 32 bits
-    types += struct.pack("<III", 0, 3 << 24, 0) + struct.pack("<III", 1, 1, CLAIM_STORE_SIZE // 4)  # ARRAY
+    types += struct.pack("<III", 0, 3 << 24, 0) + struct.pack("<III", 1, 1, value_size // 4)  # ARRAY
     header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
     return header + types + strings
 
@@ -257,13 +321,26 @@ class _Gen(Program):
 # ---------------------------------------------------------------- bind
 
 
-def _v4_any_or_list(g: _Gen, ctx_off: int) -> None:
+def _mark_wild(g: _Gen, kind: int, then: str) -> None:
+    """Mark the socket a wildcard listener-to-be in its storage (the port asked for, the kind),
+    then jump to then.  Read by sock_ops at listen(); a socket that never listens carries it
+    for nothing.  Clobbers r0-r5.  No storage to be had (memory): unmarked, primary only."""
+    g.ld_map_fd(R1, g.maps.wild).ldx(8, R2, R6, SA_SK).mov(R3, 0).mov(R4, SK_STORAGE_CREATE).call(SK_STORAGE_GET)
+    g.jeq(R0, 0, then)
+    g.ldx(4, R1, R6, SA_USER_PORT).be16(R1).stx(2, R0, W_PORT, R1)
+    g.mov(R1, kind).stx(1, R0, W_KIND, R1).jmp(then)
+
+
+def _v4_any_or_list(g: _Gen, ctx_off: int, kind: int) -> None:
     """Rules for an IPv4 local address held in ctx at ctx_off (used by bind4 and v4-mapped bind6).
-    The wildcard becomes the primary even with several addresses: a wildcard would hold the port
-    on every address of the host (the ingress filter kept the traffic out, not the port)."""
+    The wildcard binds the primary (where it holds its port: never on an address that is not
+    the prison's) and, with several addresses, is marked so that its listener answers on the
+    others too (sk_lookup)."""
     g.ldx(4, R2, R6, ctx_off)
     g.jne32(R2, 0, "v4_not_any")
-    g.ldx(4, R1, R7, IP4).stx(4, R6, ctx_off, R1).count(C_REWRITTEN).jmp("allow")
+    g.ldx(4, R1, R7, IP4).stx(4, R6, ctx_off, R1).count(C_REWRITTEN)
+    g.ldx(4, R1, R7, N4).jeq(R1, 1, "allow")
+    _mark_wild(g, kind, "allow")
     g.label("v4_not_any")
     g.in4(R2, "allow", "v4_not_listed")
     g.label("v4_not_listed").jne32(R2, LOOPBACK4, "deny_count")
@@ -273,7 +350,7 @@ def _v4_any_or_list(g: _Gen, ctx_off: int) -> None:
 def bind4(maps: Maps, with_retval: bool = True) -> bytes:
     g = _Gen(maps).prologue()
     g.ldx(4, R3, R7, N4).jeq(R3, 0, "deny_count")
-    _v4_any_or_list(g, SA_USER_IP4)
+    _v4_any_or_list(g, SA_USER_IP4, K_WILD4)
     g.label("deny_count").count(C_DENIED).jmp("deny")
     return g.finish(EADDRNOTAVAIL, with_retval)
 
@@ -284,18 +361,35 @@ def bind6(maps: Maps, with_retval: bool = True) -> bytes:
     # v4-mapped: the IPv4 rules on the last word
     g.jne32(R2, 0, "native").jne32(R3, 0, "native").jne32(R4, V4MAPPED_W2, "native")
     g.ldx(4, R1, R7, N4).jeq(R1, 0, "deny_count")
-    _v4_any_or_list(g, SA_USER_IP6 + 12)
+    _v4_any_or_list(g, SA_USER_IP6 + 12, K_WILD6)
     g.label("native")
-    g.ldx(4, R1, R7, N6).jeq(R1, 0, "deny_count")
-    # the wildcard, dual-stack or not: the primary v6 address.  A dual-stack `::` socket then
-    # answers IPv6 on the primary only (IPv4 needs a socket of its own, as nginx's default has)
+    g.ldx(4, R1, R7, N6).jne(R1, 0, "has6").ldx(4, R1, R7, N4).jeq(R1, 0, "deny_count")
+    g.label("has6")
     g.jne32(R2, 0, "not_any").jne32(R3, 0, "not_any").jne32(R4, 0, "not_any").jne32(R5, 0, "not_any")
-    g.copy_words(SA_USER_IP6, IP6).count(C_REWRITTEN).jmp("allow")
-    g.label("not_any").in6("allow", "not_listed")
+    # `::`: binding any IPv6 address but `::` makes the socket v6only (__inet6_bind), and a
+    # dual-stack `[::]` must stay able to take IPv4.  So it keeps `::` with port 0: an
+    # ephemeral port, which no bind asked for (two prisons' `[::]:80` never meet, nor the
+    # host's), and which the ingress filter keeps foreign packets from; marked with the port
+    # asked for, so that sk_lookup hands it the prison's connections for that port, IPv6 (and
+    # IPv4 unless v6only: bpf_sk_assign refuses it) on every address.  On a shared IPv6
+    # address (tracked), nothing is steered: the primary, as before (v6only then).
+    g.ldx(4, R1, R7, FLAGS).jset(R1, F_TRACK6, "any_primary")
+    _mark_wild(g, K_WILD6, "any_port0")
+    g.label("any_port0").mov(R1, 0).stx(4, R6, SA_USER_PORT, R1).count(C_REWRITTEN).jmp("allow")
+    g.label("any_primary").copy_words(SA_USER_IP6, IP6).count(C_REWRITTEN).jmp("allow")
+    g.label("not_any").ldx(4, R1, R7, N6).jeq(R1, 0, "no_v6")
+    g.in6("allow", "not_listed")
     g.label("not_listed")
     g.jne32(R2, 0, "deny_count").jne32(R3, 0, "deny_count").jne32(R4, 0, "deny_count")
     g.jne32(R5, LOOPBACK6_W3, "deny_count")
     g.copy_words(SA_USER_IP6, LO6).count(C_REWRITTEN).jmp("allow")
+    # No IPv6 address (an IPv4-only prison's AF_INET6 socket, which carries IPv4 as
+    # ::ffff:a.b.c.d): ::1 binds ::1 with port 0 (v6only: it can never receive anything, and
+    # holds no port anyone asked for); any other IPv6 address is refused.
+    g.label("no_v6")
+    g.jne32(R2, 0, "deny_count").jne32(R3, 0, "deny_count").jne32(R4, 0, "deny_count")
+    g.jne32(R5, LOOPBACK6_W3, "deny_count")
+    g.mov(R1, 0).stx(4, R6, SA_USER_PORT, R1).count(C_REWRITTEN).jmp("allow")
     g.label("deny_count").count(C_DENIED).jmp("deny")
     return g.finish(EADDRNOTAVAIL, with_retval)
 
@@ -331,8 +425,8 @@ def connect4(maps: Maps) -> bytes:
 
 def _v6_destination(g: _Gen, source) -> None:
     """The destination rules of connect6 and sendmsg6, then `source(g, v4)` to set the source:
-    v4-mapped destinations follow the IPv4 rules; ::1 and `::` go to the loopback target."""
-    g.ldx(4, R1, R7, N6).jeq(R1, 0, "deny_count")
+    v4-mapped destinations follow the IPv4 rules; ::1 and `::` go to the loopback target.  In
+    a prison without IPv6 (its AF_INET6 sockets carry IPv4 only), any IPv6 peer: ENETUNREACH."""
     g.load_words(R6, SA_USER_IP6)
     g.jne32(R2, 0, "native").jne32(R3, 0, "native").jne32(R4, V4MAPPED_W2, "native")
     g.ldx(4, R1, R7, N4).jeq(R1, 0, "deny_count")
@@ -340,6 +434,12 @@ def _v6_destination(g: _Gen, source) -> None:
     g.label("src4")
     source(g, True)
     g.label("native")
+    g.ldx(4, R1, R7, N6).jne(R1, 0, "native6")
+    # `::` may still mean IPv4 loopback (below); any other IPv6 destination is unreachable
+    for reg in (R2, R3, R4, R5):
+        g.jne32(reg, 0, "unreach")
+    g.jmp("any6")
+    g.label("native6")
     g.jne32(R2, 0, "src6").jne32(R3, 0, "src6").jne32(R4, 0, "src6")
     g.jeq32(R5, 0, "any6").jne32(R5, LOOPBACK6_W3, "src6")
     g.in6("src6", "lo6_rewrite")
@@ -347,15 +447,17 @@ def _v6_destination(g: _Gen, source) -> None:
     # socket bound to a v4-mapped address, after this program ran (udpv6_sendmsg makes the
     # latter before it, and then runs sendmsg4).  The same choice, towards the prison
     g.label("any6").ldx(8, R1, R6, SA_SK)
-    g.ldx(4, R2, R1, SK_SRC_IP6).jne32(R2, 0, "lo6_rewrite")
-    g.ldx(4, R2, R1, SK_SRC_IP6 + 4).jne32(R2, 0, "lo6_rewrite")
-    g.ldx(4, R2, R1, SK_SRC_IP6 + 8).jne32(R2, V4MAPPED_W2, "lo6_rewrite")
+    g.ldx(4, R2, R1, SK_SRC_IP6).jne32(R2, 0, "any6_native")
+    g.ldx(4, R2, R1, SK_SRC_IP6 + 4).jne32(R2, 0, "any6_native")
+    g.ldx(4, R2, R1, SK_SRC_IP6 + 8).jne32(R2, V4MAPPED_W2, "any6_native")
     g.ldx(4, R1, R7, N4).jeq(R1, 0, "deny_count")
     g.mov(R1, V4MAPPED_W2).stx(4, R6, SA_USER_IP6 + 8, R1)  # words 0 and 1 are zero already
     g.ldx(4, R1, R7, LO4).stx(4, R6, SA_USER_IP6 + 12, R1).count(C_REWRITTEN).jmp("src4")
+    g.label("any6_native").ldx(4, R1, R7, N6).jeq(R1, 0, "unreach")
     g.label("lo6_rewrite").copy_words(SA_USER_IP6, LO6).count(C_REWRITTEN)
     g.label("src6")
     source(g, False)
+    g.label("unreach").refuse(ENETUNREACH)
 
 
 def connect6(maps: Maps) -> bytes:
@@ -437,7 +539,10 @@ def sock_create(maps: Maps, with_retval: bool = True) -> bytes:
     g = _Gen(maps).prologue()
     g.ldx(4, R2, R6, SK_FAMILY).ldx(4, R3, R6, SK_TYPE).ldx(4, R4, R6, SK_PROTOCOL)
     g.jne(R2, AF_INET, "not4").ldx(4, R1, R7, N4).jeq(R1, 0, "no_family").jmp("type")
-    g.label("not4").jne(R2, AF_INET6, "type").ldx(4, R1, R7, N6).jeq(R1, 0, "no_family")
+    g.label("not4").jne(R2, AF_INET6, "type").ldx(4, R1, R7, N6).jne(R1, 0, "type")
+    # AF_INET6 without an IPv6 address: TCP and UDP, which carry IPv4 as ::ffff:a.b.c.d (nginx's
+    # `listen [::]:80` in an IPv4-only prison); bind6/connect6/sendmsg6 keep them to IPv4
+    g.ldx(4, R1, R7, N4).jeq(R1, 0, "no_family").jeq(R3, SOCK_RAW, "no_family")
     g.label("type")
     g.jne(R3, SOCK_STREAM, "not_stream").jeq(R4, IPPROTO_TCP, "allow").jmp("no_protocol")
     g.label("not_stream").jne(R3, SOCK_DGRAM, "not_dgram").jeq(R4, IPPROTO_UDP, "allow").jmp("no_protocol")
@@ -613,4 +718,88 @@ def skb_filter(maps: Maps, egress: bool) -> bytes:
     g.ret(1)
     g.label("drop").count(C_EGRESS_DROP if egress else C_INGRESS_DROP)
     g.label("deny").ret(0)
+    return g.assemble()
+
+
+# ---------------------------------------------------------------- wildcards
+
+
+def sock_ops(maps: Maps) -> bytes:
+    """BPF_CGROUP_SOCK_OPS, at BPF_SOCK_OPS_TCP_LISTEN_CB only (every listen() of the prison,
+    the socket hashed and listening): put the listener in the sockhash, under the prison's
+    wildcard key if bind4/6 marked it, else under its exact address.  Every other operation
+    returns at once.  The sockhash holds no reference that keeps a socket open: a closed
+    listener leaves it (sock_map_close).  Must return 1."""
+    g = _Gen(maps)
+    g.movr(R6, R1)
+    g.ldx(4, R1, R6, SO_OP).jne(R1, SOCK_OPS_TCP_LISTEN_CB, "out")
+    g.ldx(8, R8, R6, SO_SK).jeq(R8, 0, "out")
+    g.policy()
+    for off in (-24, -16, -8):
+        g.st(8, R10, off, 0)
+    g.st(1, R10, -24 + LK_PROTO, IPPROTO_TCP)
+    g.ld_map_fd(R1, maps.wild).movr(R2, R8).mov(R3, 0).mov(R4, 0).call(SK_STORAGE_GET)
+    g.jeq(R0, 0, "exact").ldx(1, R1, R0, W_KIND).jeq(R1, 0, "exact")
+    g.stx(1, R10, -24 + LK_KIND, R1)
+    g.ldx(2, R1, R0, W_PORT).jne(R1, 0, "port")
+    g.ldx(4, R1, R6, SO_LOCAL_PORT)  # port 0 asked for: the one the kernel gave
+    g.label("port").stx(2, R10, -24 + LK_PORT, R1)
+    g.ldx(8, R1, R7, OWNER).stx(8, R10, -24, R1).jmp("update")
+    g.label("exact").st(1, R10, -24 + LK_KIND, K_EXACT)
+    g.ldx(4, R1, R6, SO_LOCAL_PORT).stx(2, R10, -24 + LK_PORT, R1)
+    g.ldx(4, R1, R6, SO_FAMILY).jne(R1, AF_INET, "exact6")
+    g.st(4, R10, -16, V4MAPPED_W2 - (1 << 32)).ldx(4, R1, R6, SO_LOCAL_IP4).stx(4, R10, -12, R1).jmp("update")
+    g.label("exact6")
+    for w in range(4):
+        g.ldx(4, R1, R6, SO_LOCAL_IP6 + 4 * w).stx(4, R10, -24 + 4 * w, R1)
+    g.label("update")
+    g.movr(R1, R6).ld_map_fd(R2, maps.listeners).movr(R3, R10).add(R3, -24).mov(R4, 0).call(SOCK_HASH_UPDATE)
+    g.label("out").ret(1)
+    return g.assemble()
+
+
+def _assign(g: _Gen, kind: int | None, done: str, nxt: str) -> None:
+    """Look the key at r10-24 up (kind: set its kind byte first); a listener found is offered
+    to the kernel (bpf_sk_assign, which refuses a v6only socket an IPv4 packet).  Assigned:
+    jump to done; not found or refused: to nxt."""
+    if kind is not None:
+        g.st(1, R10, -24 + LK_KIND, kind)
+    g.ld_map_fd(R1, g.maps.listeners).movr(R2, R10).add(R2, -24).call(MAP_LOOKUP)
+    g.jeq(R0, 0, nxt).movr(R9, R0)
+    g.movr(R1, R6).movr(R2, R9).mov(R3, 0).call(SK_ASSIGN).movr(R8, R0)
+    g.movr(R1, R9).call(SK_RELEASE)
+    g.jeq(R8, 0, done).jmp(nxt)
+
+
+def sk_lookup(maps: Maps) -> bytes:
+    """BPF_SK_LOOKUP on the network namespace, before the kernel looks for a listener of a TCP
+    connection request: when its destination is a prison address (the address map: addresses
+    only one prison holds), hand it to the prison's listener on exactly that address, else to
+    the prison's wildcard listener of that port (for IPv4: an AF_INET one, then a dual-stack
+    AF_INET6 one).  Nothing found: the kernel's own lookup, as without this program.  Another
+    prison's listeners and the host's are never looked at: the key is the destination's
+    prison.  Always SK_PASS."""
+    g = _Gen(maps)
+    g.movr(R6, R1)
+    g.ldx(4, R1, R6, SL_PROTOCOL).jne(R1, IPPROTO_TCP, "pass")
+    g.ldx(4, R7, R6, SL_FAMILY)
+    for off in (-24, -16, -8):
+        g.st(8, R10, off, 0)
+    g.jne(R7, AF_INET, "dst6")
+    g.st(4, R10, -16, V4MAPPED_W2 - (1 << 32)).ldx(4, R1, R6, SL_LOCAL_IP4).stx(4, R10, -12, R1).jmp("prison")
+    g.label("dst6")
+    for w in range(4):
+        g.ldx(4, R1, R6, SL_LOCAL_IP6 + 4 * w).stx(4, R10, -24 + 4 * w, R1)
+    g.label("prison")
+    g.ld_map_fd(R1, maps.addresses).movr(R2, R10).add(R2, -24).call(MAP_LOOKUP).jeq(R0, 0, "pass")
+    g.ldx(8, R1, R0, 0).stx(8, R10, -32, R1)  # the prison's cgroup id
+    g.ldx(4, R1, R6, SL_LOCAL_PORT).stx(2, R10, -24 + LK_PORT, R1)
+    g.st(1, R10, -24 + LK_PROTO, IPPROTO_TCP)
+    _assign(g, K_EXACT, "pass", "wild")
+    g.label("wild").ldx(8, R1, R10, -32).stx(8, R10, -24, R1).st(8, R10, -16, 0)
+    g.jne(R7, AF_INET, "wild6")
+    _assign(g, K_WILD4, "pass", "wild6")
+    g.label("wild6")
+    _assign(g, K_WILD6, "pass", "pass")
+    g.label("pass").ret(SK_PASS)
     return g.assemble()

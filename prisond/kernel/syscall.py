@@ -19,9 +19,12 @@ _libc.syscall.restype = ctypes.c_long
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
 PROG_LOAD, PROG_ATTACH = 5, 8
 PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY, BTF_LOAD = 13, 14, 15, 16, 18
+LINK_CREATE = 28
 
 MAP_TYPE_HASH, MAP_TYPE_CGROUP_STORAGE, MAP_TYPE_PERCPU_CGROUP_STORAGE, MAP_TYPE_SK_STORAGE = 1, 19, 21, 24
+MAP_TYPE_SOCKHASH = 18
 PROG_TYPE_CGROUP_SKB, PROG_TYPE_CGROUP_SOCK, PROG_TYPE_CGROUP_SOCK_ADDR = 8, 9, 18
+PROG_TYPE_SOCK_OPS, PROG_TYPE_SK_LOOKUP = 13, 30
 F_ALLOW_MULTI = 2
 F_NO_PREALLOC = 1
 ANY, NOEXIST = 0, 1
@@ -29,6 +32,7 @@ ANY, NOEXIST = 0, 1
 ATTACH = {  # attach types (enum bpf_attach_type)
     "ingress": 0, "egress": 1, "sock_create": 2, "bind4": 8, "bind6": 9, "connect4": 10, "connect6": 11,
     "post_bind4": 12, "post_bind6": 13, "sendmsg4": 14, "sendmsg6": 15, "sock_release": 34,
+    "sock_ops": 3, "sk_lookup": 36,
 }
 
 
@@ -154,6 +158,13 @@ def prog_load(prog_type: int, insns: bytes, attach_type: int, name: str) -> int:
 
 def prog_attach(cgroup_fd: int, prog_fd: int, attach_type: int) -> None:
     _bpf(PROG_ATTACH, struct.pack("<IIIII", cgroup_fd, prog_fd, attach_type, F_ALLOW_MULTI, 0), "prog_attach")
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
+    """A bpf_link (BPF_LINK_CREATE): the program stays attached to target (a network namespace
+    for BPF_SK_LOOKUP) while the link's fd (or a pin) lives, and goes when it closes."""
+    fd, _ = _bpf(LINK_CREATE, struct.pack("<IIII", prog_fd, target_fd, attach_type, 0), "link_create")
+    return fd
 
 
 def prog_query(cgroup_fd: int, attach_type: int) -> list[int]:

@@ -2,6 +2,7 @@ import ipaddress
 import struct
 
 from prisond.kernel import programs as P
+from prisond.kernel import enforce as E
 from prisond.kernel.enforce import policy_value, shared_addresses
 from prisond.model.config import parse
 
@@ -26,8 +27,9 @@ def test_per_cpu_counters_are_summed():
 
 
 def test_every_program_assembles_within_the_jump_range():
-    maps = P.Maps(3, 4, 5, 6)
-    for gen in (P.bind4, P.bind6, P.connect4, P.connect6, P.sendmsg4, P.sendmsg6, P.sock_create, P.sock_release):
+    maps = P.Maps(3, 4, 5, 6, 7, 8, 9)
+    for gen in (P.bind4, P.bind6, P.connect4, P.connect6, P.sendmsg4, P.sendmsg6, P.sock_create, P.sock_release,
+                P.sock_ops, P.sk_lookup):
         assert 0 < len(gen(maps)) // 8 < 4096
     for v6 in (False, True):
         assert len(P.post_bind(maps, v6=v6)) // 8 < 4096
@@ -75,6 +77,13 @@ def test_the_socket_storage_btf_describes_a_24_byte_value():
     assert (magic, version, hdr_len) == (0xEB9F, 1, 24) and len(blob) == 24 + type_len + str_len
     nelems = struct.unpack_from("<III", blob, 24 + 16 + 12)[2]
     assert nelems * 4 == P.CLAIM_STORE_SIZE
+    assert struct.unpack_from("<III", P.claims_btf(P.WILD_SIZE), 24 + 16 + 12)[2] * 4 == P.WILD_SIZE
+
+
+def test_the_address_map_keys_ipv4_as_v4_mapped():
+    """The sk_lookup program looks a destination up as 16 bytes, IPv4 as ::ffff:a.b.c.d."""
+    assert E._addr_key(ipaddress.ip_address("127.0.4.2")) == bytes(10) + b"\xff\xff\x7f\x00\x04\x02"
+    assert E._addr_key(ipaddress.ip_address("fd00::1")) == ipaddress.ip_address("fd00::1").packed
 
 
 def test_a_full_policy_keeps_every_address_apart():

@@ -575,7 +575,9 @@ static int prison_socket(int domain, int type, int protocol)
 		break;
 	case AF_INET:
 	case AF_INET6:
-		if ((domain == AF_INET && P.n4 == 0) || (domain == AF_INET6 && P.n6 == 0)) {
+		/* Under the kernel layer its sock_create program decides: an IPv4-only prison's
+		 * AF_INET6 TCP and UDP sockets carry IPv4 (nginx's `listen [::]:80`). */
+		if (!(P.flags & F_KERNEL) && ((domain == AF_INET && P.n4 == 0) || (domain == AF_INET6 && P.n6 == 0))) {
 			errno = EPROTONOSUPPORT; /* FreeBSD: no address of this family */
 			return -1;
 		}

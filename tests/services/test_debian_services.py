@@ -130,7 +130,7 @@ def config(keys, pg_clusters, redis_dirs, deb_root) -> str:
                       f"    mounts: [{{source: '{pg_clusters / n}', target: {PG_DATA}, readonly: false}}]\n"
                       f"    exec:\n      jail_user: postgres\n      start: [{PG}, -c, 'config_file={PG_CONF}']\n")
     out += prison("deb", f"    path: {deb_root}\n    runtime_directory: [sshd]\n"
-                  "    exec:\n      start: \"/usr/sbin/sshd && exec nginx -g 'daemon off;'\"\n")
+                  "    exec:\n      start: \"/usr/sbin/sshd -o UsePAM=no && exec nginx -g 'daemon off;'\"\n")
     return out
 
 
@@ -213,7 +213,7 @@ def test_apache2_in_two_prisons(host):
 
 def ssh(keys, address: str, command: str) -> subprocess.CompletedProcess:
     return run(["ssh", "-i", str(keys / "key"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "-T",
                 f"root@{address}", command], check=False, timeout=30)
 
 
@@ -290,7 +290,7 @@ def test_a_confined_debian_prison_serves_nginx_and_sshd(host, keys):
     wait_for(lambda: curl(A["deb"]).stdout == "200", 30, "nginx in deb")
     with Wire() as wire:
         r = ssh(keys, A["deb"], "hostname; ps -e -o comm=; id -u")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0, (r.stdout, r.stderr)
     lines = r.stdout.split()
     assert lines[0] == "deb.example.test" and lines[-1] == "0"
     assert "nginx" in lines and "apache2" not in lines and "redis-server" not in lines

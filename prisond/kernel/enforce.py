@@ -14,7 +14,7 @@ cgroup detaches them.  A new daemon finds the programs on any prison cgroup (BPF
 and, through them, the maps, so it keeps updating the same policies and the same claims.  A
 cgroup's storage goes with the cgroup: nothing is to be deleted when a prison stops.
 
-Wildcards (see programs.py, "Wildcards"): the sock_ops program is one of the core programs,
+Wildcards (see steer.py): the sock_ops program is one of the core programs,
 so the sockhash of listeners and the socket storage of wildcard marks live as long as any
 prison cgroup holds the programs, and a new daemon adopts them with the rest.  The sk_lookup
 program, its link to the daemon's network namespace and the address map (address -> prison)
@@ -45,6 +45,7 @@ import os
 import struct
 
 from prisond.kernel import programs as P
+from prisond.kernel import steer
 from prisond.kernel import syscall as S
 
 log = logging.getLogger("prisond.kernel")
@@ -75,7 +76,7 @@ CORE = {
     "sendmsg6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.sendmsg6),
     "egress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=True)),
     "ingress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=False)),
-    "sock_ops": (S.PROG_TYPE_SOCK_OPS, P.sock_ops),
+    "sock_ops": (S.PROG_TYPE_SOCK_OPS, steer.sock_ops),
 }
 CLAIMS = {
     "post_bind4": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=False)),
@@ -366,7 +367,7 @@ def _addresses_map() -> int:
 def _steer(maps: P.Maps) -> tuple[int, int]:
     """Load the sk_lookup program and link it to this daemon's network namespace (the one its
     prisons share): (program fd, link fd).  The link goes when the daemon's fds close."""
-    prog = S.prog_load(S.PROG_TYPE_SK_LOOKUP, P.sk_lookup(maps), S.ATTACH["sk_lookup"], "prisond_sk_lookup")
+    prog = S.prog_load(S.PROG_TYPE_SK_LOOKUP, steer.sk_lookup(maps), S.ATTACH["sk_lookup"], "prisond_sk_lookup")
     try:
         netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:

@@ -14,11 +14,12 @@ cgroup detaches them.  A new daemon finds the programs on any prison cgroup (BPF
 and, through them, the maps, so it keeps updating the same policies and the same claims.  A
 cgroup's storage goes with the cgroup: nothing is to be deleted when a prison stops.
 
-Wildcards (see programs.py, "Wildcards"): the sock_ops program is one of the core programs,
+Wildcards (see steer.py): the sock_ops program is one of the core programs,
 so the sockhash of listeners and the socket storage of wildcard marks live as long as any
 prison cgroup holds the programs, and a new daemon adopts them with the rest.  The sk_lookup
 program, its link to the daemon's network namespace and the address map (address -> prison)
-are the daemon's own: the link goes when the daemon's fds close (a clean exit, or SIGKILL),
+are the daemon's own: the link is made when the first address is steered and closed when the
+last prison stops, and it goes when the daemon's fds close (a clean exit, or SIGKILL),
 and the next daemon loads the program again on the adopted sockhash, with a new address map
 filled as it enforces each prison it adopts.  Listeners that kept running are then steered
 again, with no restart.  Between the two daemons, connections to a prison's addresses other
@@ -45,6 +46,7 @@ import os
 import struct
 
 from prisond.kernel import programs as P
+from prisond.kernel import steer
 from prisond.kernel import syscall as S
 
 log = logging.getLogger("prisond.kernel")
@@ -75,7 +77,7 @@ CORE = {
     "sendmsg6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.sendmsg6),
     "egress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=True)),
     "ingress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=False)),
-    "sock_ops": (S.PROG_TYPE_SOCK_OPS, P.sock_ops),
+    "sock_ops": (S.PROG_TYPE_SOCK_OPS, steer.sock_ops),
 }
 CLAIMS = {
     "post_bind4": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=False)),
@@ -144,9 +146,11 @@ class KernelLayer:
         self.shared: frozenset = frozenset()
         self.enforced: dict[int, tuple] = {}  # cgroup id -> (path, addresses) of the prisons written
         self.steered: dict[int, frozenset] = {}  # cgroup id -> its addresses in the address map
-        self.steer_fds: tuple[int, ...] = ()
+        self.link_fd: int | None = None  # the sk_lookup link, while some address is steered
+        self.sk_lookup_fd: int | None = None
         try:
-            self.steer_fds = _steer(maps)
+            self.sk_lookup_fd = S.prog_load(S.PROG_TYPE_SK_LOOKUP, steer.sk_lookup(maps), S.ATTACH["sk_lookup"],
+                                            "prisond_sk_lookup")
         except BaseException:
             self.close()
             raise
@@ -224,13 +228,14 @@ class KernelLayer:
             return None
 
     def close(self) -> None:
-        for fd in list(self.steer_fds) + list(self.prog_fds.values()) + list(self.maps):
+        fds = [fd for fd in (self.link_fd, self.sk_lookup_fd) if fd is not None]
+        for fd in fds + list(self.prog_fds.values()) + list(self.maps):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.prog_fds = {}
-        self.steer_fds = ()
+        self.link_fd = self.sk_lookup_fd = None
 
     def forget_claims_of_others(self, live_cgroups) -> int:
         """Delete claims whose owner is none of live_cgroups (all the prison cgroups there are,
@@ -311,6 +316,13 @@ class KernelLayer:
             self.steered[cgid] = ips
         else:
             self.steered.pop(cgid, None)
+        # the link only while there is something to steer: with no prison, nothing is left
+        # on the network namespace, and its connection requests run no program of ours
+        if self.steered and self.link_fd is None and self.sk_lookup_fd is not None:
+            self.link_fd = _link(self.sk_lookup_fd)
+        elif not self.steered and self.link_fd is not None:
+            os.close(self.link_fd)
+            self.link_fd = None
 
     def release(self, cgid: int) -> None:
         """A prison stopped: its addresses leave the address map (its programs and storage go
@@ -363,19 +375,14 @@ def _addresses_map() -> int:
     return S.map_create(P.ADDR_KEY_SIZE, 8, P.MAX_STEERED, ADDR_MAP, S.MAP_TYPE_HASH, flags=S.F_NO_PREALLOC)
 
 
-def _steer(maps: P.Maps) -> tuple[int, int]:
-    """Load the sk_lookup program and link it to this daemon's network namespace (the one its
-    prisons share): (program fd, link fd).  The link goes when the daemon's fds close."""
-    prog = S.prog_load(S.PROG_TYPE_SK_LOOKUP, P.sk_lookup(maps), S.ATTACH["sk_lookup"], "prisond_sk_lookup")
+def _link(prog: int) -> int:
+    """Link the sk_lookup program to this daemon's network namespace (the one its prisons
+    share); the link goes when its fd closes (the daemon's end included)."""
+    netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return prog, S.link_create(prog, netns, S.ATTACH["sk_lookup"])
-        finally:
-            os.close(netns)
-    except BaseException:
-        os.close(prog)
-        raise
+        return S.link_create(prog, netns, S.ATTACH["sk_lookup"])
+    finally:
+        os.close(netns)
 
 
 def _addr_key(ip) -> bytes:

@@ -145,8 +145,14 @@ def test_wildcard_listeners_answer_on_every_address_of_their_own_prison_only(dae
         assert d.show("a")["state"] == "running" and d.show("b")["state"] == "running"
     finally:
         host.close()
+    assert len(sk_lookup_links()) == 1
+    for name in ("a", "b"):
+        assert d.ctl("stop", name).returncode == 0
+    assert reach("127.0.4.2", port) == "refused"
+    assert len(sk_lookup_links()) == 1  # c's address is still steered
+    assert d.ctl("stop", "c").returncode == 0
+    assert sk_lookup_links() == []  # the last prison stopped: nothing left on the namespace
     assert d.stop() == 0
-    assert sk_lookup_links() == []  # the daemon's link went with it
 
 
 def test_a_wildcard_never_takes_another_prisons_or_the_hosts_connections(daemon, tmp_path):

@@ -3,6 +3,7 @@ import struct
 
 from prisond.kernel import programs as P
 from prisond.kernel import enforce as E
+from prisond.kernel import steer
 from prisond.kernel.enforce import policy_value, shared_addresses
 from prisond.model.config import parse
 
@@ -29,7 +30,7 @@ def test_per_cpu_counters_are_summed():
 def test_every_program_assembles_within_the_jump_range():
     maps = P.Maps(3, 4, 5, 6, 7, 8, 9)
     for gen in (P.bind4, P.bind6, P.connect4, P.connect6, P.sendmsg4, P.sendmsg6, P.sock_create, P.sock_release,
-                P.sock_ops, P.sk_lookup):
+                steer.sock_ops, steer.sk_lookup):
         assert 0 < len(gen(maps)) // 8 < 4096
     for v6 in (False, True):
         assert len(P.post_bind(maps, v6=v6)) // 8 < 4096

@@ -35,7 +35,8 @@ log = logging.getLogger("prisond.kernel")
 # map names: a changed layout gets a new name, so that no daemon adopts maps it cannot read
 POLICY_MAP, COUNTER_MAP = "prisond_pol3", "prisond_cnt3"  # cgroup storage (v3, v3)
 CLAIMS_MAP, SOCKETS_MAP = "prisond_claims1", "prisond_sockcl1"
-MAP_NAMES = (POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, SOCKETS_MAP)
+LOCALHOST_MAP = "prisond_lohost1"  # socket storage: which sockets addressed loopback (programs.py)
+MAP_NAMES = (POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, SOCKETS_MAP, LOCALHOST_MAP)
 
 
 def _gen(fn, **kw):
@@ -56,6 +57,14 @@ CORE = {
     "sendmsg6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, P.sendmsg6),
     "egress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=True)),
     "ingress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=False)),
+    # localhost fidelity (programs.py, "Localhost"): what getpeername, getsockname, accept and
+    # recvfrom report; cheap (a compare, unless both ends are the loopback target)
+    "getpeername4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=False)),
+    "getpeername6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=True)),
+    "getsockname4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=False)),
+    "getsockname6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=True)),
+    "recvmsg4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.recvmsg, v6=False)),
+    "recvmsg6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.recvmsg, v6=True)),
 }
 CLAIMS = {
     "post_bind4": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=False)),
@@ -151,6 +160,7 @@ class KernelLayer:
             made.append(S.map_create(P.CLAIM_KEY_SIZE, P.CLAIM_VALUE_SIZE, P.MAX_CLAIMS, CLAIMS_MAP,
                                      S.MAP_TYPE_HASH, flags=S.F_NO_PREALLOC))
             made.append(_sockets_map())
+            made.append(_localhost_map())
             maps = P.Maps(*made)
             for name, (ptype, gen) in PROGRAMS.items():
                 fds[name] = S.prog_load(ptype, gen(maps), S.ATTACH[name], f"prisond_{name}")
@@ -300,6 +310,16 @@ def _sockets_map() -> int:
         os.close(btf)
 
 
+def _localhost_map() -> int:
+    """The socket storage of localhost marks (programs.py, "Localhost"); BTF as for claims."""
+    btf = S.btf_load(P.localhost_btf())
+    try:
+        return S.map_create(4, P.LOCAL_STORE_SIZE, 0, LOCALHOST_MAP, S.MAP_TYPE_SK_STORAGE,
+                            flags=S.F_NO_PREALLOC, btf=(btf, 1, 2))
+    finally:
+        os.close(btf)
+
+
 def _find(path: str, programs: dict, known: dict | None = None):
     """({name: fd}, {map name: (fd, id)}) of our programs in `programs` attached to the cgroup at
     path: all of them, all on the same maps (those in `known`, and the others by our names:
@@ -332,7 +352,7 @@ def _find(path: str, programs: dict, known: dict | None = None):
                     else:
                         os.close(mfd)
         ids = {i for _, i in list(known.values()) + list(maps.values())}
-        wanted = {SOCKETS_MAP} if known else {POLICY_MAP, COUNTER_MAP, CLAIMS_MAP}
+        wanted = {SOCKETS_MAP} if known else {POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, LOCALHOST_MAP}
         if set(fds) == set(programs) and all(u <= ids for u in uses) and wanted <= set(maps):
             return fds, maps
     except S.KernelLayerError:

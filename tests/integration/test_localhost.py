@@ -1,0 +1,139 @@
+"""Localhost inside a kernel prison looks like localhost to the prison's own programs.
+
+A client in the prison that connects (or sends) to 127.0.0.1 / ::1 reaches the prison's own
+address (the rewrite), and leaves from it: that is what the wire carries, both ways.  The
+programs at both ends see 127.0.0.1 / ::1 (::ffff:127.0.0.1 on a dual-stack socket): accept()'s
+address, getpeername, getsockname, recvfrom (programs.py, "Localhost").  What must never look
+like localhost (other prisons, the host, a prison sharing the address) is tests/escape's
+test_localhost_escape.py.
+"""
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from support.daemon import Daemon, prisonctl_cmd, wait_for
+from support.fixtures import free_port
+from support.wire import Wire
+
+PROBE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "support", "lo_probe.py")
+P4, P6 = "127.0.4.1", "fd00:4::1"
+
+
+@pytest.fixture(scope="module")
+def jail(tmp_path_factory):
+    d = Daemon(str(tmp_path_factory.mktemp("localhost")),
+               f'prisons:\n  lo:\n    enforce: kernel\n    ip4: [{P4}]\n    ip6: ["lo|{P6}"]\n').start()
+    yield d
+    try:
+        assert d.stop() == 0
+    finally:
+        d.remove_cgroups()
+
+
+class Server:
+    """A probe serving in a prison until stopped; its lines as they come."""
+
+    def __init__(self, d, prison, *argv):
+        self.proc = subprocess.Popen(prisonctl_cmd() + ["--socket", d.socket, "exec", prison, "--", "python3", PROBE,
+                                                        *map(str, argv)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.first = self.proc.stdout.readline().decode().strip()
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.decode().strip())
+
+    def line(self, n: int = 1) -> str:
+        wait_for(lambda: len(self.lines) >= n, what=f"line {n} of the server")
+        return self.lines[n - 1]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._t.join(5)
+
+
+def probe(d, prison, *argv) -> str:
+    r = d.exec(prison, "python3", PROBE, *map(str, argv), timeout=30)
+    return (r.stdout.decode() + r.stderr.decode()).strip()
+
+
+def fields(line: str) -> dict:
+    return dict(part.split("=", 1) for part in line.split() if "=" in part)
+
+
+def host(addr: str) -> str:
+    return addr.rsplit(":", 1)[0].strip("[]")
+
+
+CASES = {  # name: (server's bind address, client's destination, what both ends see, the prison's address)
+    "ipv4": ("127.0.0.1", "127.0.0.1", "127.0.0.1", P4),
+    "ipv6": ("::1", "::1", "::1", P6),
+    "dual-stack, v4-mapped": ("::ffff:127.0.0.1", "::ffff:127.0.0.1", "::ffff:127.0.0.1", P4),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_tcp_connection_through_localhost_looks_like_localhost_at_both_ends(jail, case):
+    bind, dst, seen, wire_addr = CASES[case]
+    port = free_port()
+    srv = Server(jail, "lo", "tcp-serve", bind, port)
+    try:
+        assert srv.first.startswith("listening"), srv.first
+        with Wire() as wire:
+            client = fields(probe(jail, "lo", "tcp-connect", dst, port))
+        server = fields(srv.line())
+    finally:
+        srv.stop()
+    assert client.get("reply") == "hello", client
+    cport = int(client["sock"].rsplit(":", 1)[1])
+    # the server: accept()'s address, getpeername and getsockname
+    assert {k: host(v) for k, v in server.items()} == {"accept": seen, "peer": seen, "sock": seen}, server
+    assert server["accept"].endswith(f":{cport}") and server["sock"].endswith(f":{port}")
+    # the client: both ends
+    assert (host(client["sock"]), host(client["peer"])) == (seen, seen), client
+    # the wire: the prison's own address, both ways
+    assert wire.syns(port) and set(wire.syns(port)) == {(wire_addr, wire_addr)}, wire.syns(port)
+    answers = wire.tcp_from(port)
+    assert answers and {(s, d) for s, d, _ in answers} == {(wire_addr, wire_addr)}, answers
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_udp_exchange_through_localhost_looks_like_localhost_at_both_ends(jail, case):
+    bind, dst, seen, wire_addr = CASES[case]
+    port = free_port()
+    srv = Server(jail, "lo", "udp-serve", bind, port)
+    try:
+        assert srv.first.startswith("listening"), srv.first
+        with Wire() as wire:
+            client = fields(probe(jail, "lo", "udp-ask", dst, port))
+        server = fields(srv.line())
+    finally:
+        srv.stop()
+    assert client.get("reply") == "pong:ping", client
+    assert host(server["from"]) == seen, server  # the server's recvfrom
+    assert client["from"] == (f"[{seen}]:{port}" if ":" in seen else f"{seen}:{port}"), client  # the client's
+    assert {(s, d) for s, d in wire.udp(port)} == {(wire_addr, wire_addr)}, wire.udp(port)
+    cport = int(server["from"].rsplit(":", 1)[1])
+    assert {(s, d) for s, d in wire.udp(cport)} == {(wire_addr, wire_addr)}, wire.udp(cport)  # the answer
+
+
+def test_a_connection_to_the_prisons_own_address_keeps_it(jail):
+    """Only what addressed localhost looks like it: a client of the prison that connects to the
+    prison's address by name sees that address at both ends, and so does the server."""
+    port = free_port()
+    srv = Server(jail, "lo", "tcp-serve", P4, port)
+    try:
+        client = fields(probe(jail, "lo", "tcp-connect", P4, port))
+        server = fields(srv.line())
+    finally:
+        srv.stop()
+    assert {k: host(v) for k, v in server.items()} == {"accept": P4, "peer": P4, "sock": P4}, server
+    assert (host(client["sock"]), host(client["peer"])) == (P4, P4), client

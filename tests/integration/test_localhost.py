@@ -7,18 +7,13 @@ address, getpeername, getsockname, recvfrom (programs.py, "Localhost").  What mu
 like localhost (other prisons, the host, a prison sharing the address) is tests/escape's
 test_localhost_escape.py.
 """
-import os
-import socket
-import subprocess
-import threading
-
 import pytest
 
-from support.daemon import Daemon, prisonctl_cmd, wait_for
+from support.daemon import Daemon
 from support.fixtures import free_port
+from support.localhost import Server, fields, host, probe
 from support.wire import Wire
 
-PROBE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "support", "lo_probe.py")
 P4, P6 = "127.0.4.1", "fd00:4::1"
 
 
@@ -31,46 +26,6 @@ def jail(tmp_path_factory):
         assert d.stop() == 0
     finally:
         d.remove_cgroups()
-
-
-class Server:
-    """A probe serving in a prison until stopped; its lines as they come."""
-
-    def __init__(self, d, prison, *argv):
-        self.proc = subprocess.Popen(prisonctl_cmd() + ["--socket", d.socket, "exec", prison, "--", "python3", PROBE,
-                                                        *map(str, argv)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.first = self.proc.stdout.readline().decode().strip()
-        self.lines: list[str] = []
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.decode().strip())
-
-    def line(self, n: int = 1) -> str:
-        wait_for(lambda: len(self.lines) >= n, what=f"line {n} of the server")
-        return self.lines[n - 1]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._t.join(5)
-
-
-def probe(d, prison, *argv) -> str:
-    r = d.exec(prison, "python3", PROBE, *map(str, argv), timeout=30)
-    return (r.stdout.decode() + r.stderr.decode()).strip()
-
-
-def fields(line: str) -> dict:
-    return dict(part.split("=", 1) for part in line.split() if "=" in part)
-
-
-def host(addr: str) -> str:
-    return addr.rsplit(":", 1)[0].strip("[]")
 
 
 CASES = {  # name: (server's bind address, client's destination, what both ends see, the prison's address)

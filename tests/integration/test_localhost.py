@@ -7,6 +7,8 @@ address, getpeername, getsockname, recvfrom (programs.py, "Localhost").  What mu
 like localhost (other prisons, the host, a prison sharing the address) is tests/escape's
 test_localhost_escape.py.
 """
+import os
+
 import pytest
 
 from support.daemon import Daemon
@@ -92,3 +94,27 @@ def test_a_connection_to_the_prisons_own_address_keeps_it(jail):
         srv.stop()
     assert {k: host(v) for k, v in server.items()} == {"accept": P4, "peer": P4, "sock": P4}, server
     assert (host(client["sock"]), host(client["peer"])) == (P4, P4), client
+
+
+@pytest.mark.parametrize("nameserver", ["127.0.0.1", "::1"])
+def test_glibcs_resolver_takes_the_answer_of_a_dns_server_on_localhost_in_the_prison(jail, tmp_path, nameserver):
+    """A real resolver, end to end: glibc's stub resolver (getent) asks a DNS server of the
+    prison on localhost and takes its answer; the server sees its client at localhost.  (glibc
+    2.36 connects its UDP socket to the nameserver and leaves the check of the answer's source
+    to the kernel, so its answer would pass without the recvmsg programs too: the programs
+    that check a source themselves are test_a_udp_exchange_...'s probe, and, here, the
+    server.)  The resolver reads /etc/resolv.conf, which for this test (only) is another, in a
+    mount namespace of its own."""
+    conf = tmp_path / "resolv.conf"
+    conf.write_text(f"nameserver {nameserver}\noptions timeout:2 attempts:1\n")
+    os.chmod(tmp_path, 0o755)
+    srv = Server(jail, "lo", "dns-serve", nameserver, 53)
+    try:
+        assert srv.first.startswith("listening"), srv.first
+        r = jail.exec("lo", "unshare", "-m", "sh", "-c",
+                      f"mount --bind {conf} /etc/resolv.conf && exec getent ahostsv4 web.prison.test", timeout=30)
+        asked = fields(srv.line())
+    finally:
+        srv.stop()
+    assert r.returncode == 0 and r.stdout.decode().split()[0] == "192.0.2.7", (r.returncode, r.stdout, r.stderr)
+    assert host(asked["from"]) == nameserver, asked  # and the server saw its client at localhost

@@ -7,6 +7,8 @@
                                              BIND first if given), open until the answer came
     lo_probe.py udp-serve ADDR PORT          "from=A" per datagram; answers it to that address
     lo_probe.py udp-ask ADDR PORT            sends one datagram, "from=A reply=..." of the answer
+    lo_probe.py dns-serve ADDR PORT          a DNS server answering every A question with
+                                             192.0.2.7 (no other records): "from=A" per query
 
 Addresses print as host:port, IPv6 as [host]:port.  Families follow ADDR (an address with ':'
 is IPv6, v4-mapped ones included).
@@ -25,6 +27,18 @@ def fam(addr: str) -> int:
 
 def say(line: str) -> None:
     print(line, flush=True)
+
+
+def dns_answer(query: bytes) -> bytes:
+    """The answer to a one-question query: 192.0.2.7 for type A, no record for anything else."""
+    end = 12
+    while query[end]:
+        end += query[end] + 1
+    question = query[12:end + 5]
+    is_a = query[end + 1:end + 5] == b"\x00\x01\x00\x01"
+    header = query[:2] + b"\x81\x80" + b"\x00\x01" + (b"\x00\x01" if is_a else b"\x00\x00") + b"\x00\x00\x00\x00"
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([192, 0, 2, 7]) if is_a else b""
+    return header + question + answer
 
 
 def main(argv) -> int:
@@ -63,6 +77,14 @@ def main(argv) -> int:
             data, peer = s.recvfrom(1000)
             say(f"from={fmt(peer)}")
             s.sendto(b"pong:" + data, peer)
+    if what == "dns-serve":
+        s = socket.socket(fam(addr), socket.SOCK_DGRAM)
+        s.bind((addr, port))
+        say(f"listening {fmt(s.getsockname())}")
+        while True:
+            query, peer = s.recvfrom(1500)
+            say(f"from={fmt(peer)}")
+            s.sendto(dns_answer(query), peer)
     if what == "udp-ask":
         s = socket.socket(fam(addr), socket.SOCK_DGRAM)
         s.settimeout(5)

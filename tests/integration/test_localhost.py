@@ -8,10 +8,11 @@ like localhost (other prisons, the host, a prison sharing the address) is tests/
 test_localhost_escape.py.
 """
 import os
+import socket
 
 import pytest
 
-from support.daemon import Daemon
+from support.daemon import Daemon, wait_for
 from support.fixtures import free_port
 from support.localhost import Server, fields, host, probe
 from support.wire import Wire
@@ -118,3 +119,34 @@ def test_glibcs_resolver_takes_the_answer_of_a_dns_server_on_localhost_in_the_pr
         srv.stop()
     assert r.returncode == 0 and r.stdout.decode().split()[0] == "192.0.2.7", (r.returncode, r.stdout, r.stderr)
     assert host(asked["from"]) == nameserver, asked  # and the server saw its client at localhost
+
+
+def test_redis_in_protected_mode_answers_its_own_prison_and_denies_the_host(jail, tmp_path):
+    """redis-server bound to 127.0.0.1 in protected mode (no password) answers only clients it
+    sees at a loopback address: `redis-cli ping` in its own prison gets PONG; a host client
+    connecting to the prison's address (from that address: the local route's source) is
+    DENIED, as is one bound to it on purpose."""
+    os.chmod(tmp_path, 0o777)
+    # through sh: prisonctl exec takes no empty argument, and `--save ''` is one
+    redis = Server(jail, "lo", "sh", "-c", "exec /usr/bin/redis-server --port 6379 --bind 127.0.0.1 --protected-mode yes"
+                   f" --daemonize no --dir {tmp_path} --save ''", python=False)
+    try:
+        def answers() -> bool:
+            r = jail.exec("lo", "redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping", timeout=10)
+            return r.stdout.decode().strip() == "PONG"
+        wait_for(answers, what="redis to answer PONG in its own prison")
+        r = jail.exec("lo", "redis-cli", "ping", timeout=10)  # the default: 127.0.0.1:6379
+        assert r.stdout.decode().strip() == "PONG", (r.stdout, r.stderr)
+        for bind in (None, P4):
+            with socket.socket() as c:
+                c.settimeout(10)
+                if bind:
+                    c.bind((bind, 0))
+                c.connect((P4, 6379))
+                assert c.getsockname()[0] == P4  # the host client comes from the prison's address
+                c.sendall(b"PING\r\n")
+                reply = c.recv(1000)
+            assert reply.startswith(b"-DENIED Redis is running in protected mode"), reply
+    finally:
+        jail.exec("lo", "redis-cli", "shutdown", "nosave", timeout=10)
+        redis.stop()

@@ -13,11 +13,13 @@ PROBE = os.path.join(os.path.dirname(__file__), "lo_probe.py")
 class Server:
     """A probe serving in a prison until stopped; its lines as they come."""
 
-    def __init__(self, d, prison, *argv):
-        self.proc = subprocess.Popen(prisonctl_cmd() + ["--socket", d.socket, "exec", prison, "--", "python3", PROBE,
-                                                        *map(str, argv)],
+    def __init__(self, d, prison, *argv, python: bool = True):
+        """python: argv are the probe's; else a command of its own, whose lines are read from
+        the start (no first line waited for)."""
+        command = ["python3", PROBE, *map(str, argv)] if python else list(map(str, argv))
+        self.proc = subprocess.Popen(prisonctl_cmd() + ["--socket", d.socket, "exec", prison, "--", *command],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.first = self.proc.stdout.readline().decode().strip()
+        self.first = self.proc.stdout.readline().decode().strip() if python else ""
         self.lines: list[str] = []
         self._t = threading.Thread(target=self._read, daemon=True)
         self._t.start()

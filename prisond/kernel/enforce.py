@@ -18,6 +18,13 @@ also gives another prison are recorded from its first bind, so that the other ca
 them.  Binds made while an address was not shared were not recorded: a prison that has held an
 address untracked (or tainted: it became tracked while the prison ran) blocks any other prison
 from getting that address until it restarts; the newcomer fails with the reason.
+
+Localhost (programs.py, "Localhost"): the getpeername, getsockname and recvmsg programs are
+attached to every kernel prison with the core ones, and a fifth map, the socket storage that
+marks the sockets that addressed loopback, goes with the core maps.  A prison running under
+programs from before them (an upgrade) gets them attached beside its old ones at adoption; its
+old connect and sendmsg programs run first and have already rewritten 127.0.0.1 when the new
+ones look, so its sockets are marked, and look like localhost, only once it restarts.
 """
 from __future__ import annotations
 

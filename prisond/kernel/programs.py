@@ -31,6 +31,9 @@ What each program does (FreeBSD's rules for a jail's sockets, as jail(8) and in_
               MPTCP, SCTP, ...) EPROTONOSUPPORT.
   post_bind4/6, sock_release
               claims on shared addresses: see "Claims" below.
+  getpeername4/6, getsockname4/6, recvmsg4/6
+              what the prison's own programs are told of a connection through localhost: see
+              "Localhost" below (connect4/6 and sendmsg4/6 mark the sockets that addressed it).
   egress      drop every packet whose source is not a prison address, or whose destination is
               the host's own loopback (127.0.0.1, ::1) or unspecified, unless a prison address;
   ingress     drop every packet whose destination is not a prison address, and datagrams for
@@ -60,6 +63,52 @@ that family, as FreeBSD does).  The policy marks such a family `tracked` (F_TRAC
     addresses with ENOBUFS: fail-closed, and only prisons with shared addresses meet it.
 These three programs are attached only to prisons that hold a shared address (enforce.py):
 the others pay nothing for them.
+
+Localhost (beyond FreeBSD, whose jails see their own address there).  A connection, or a
+datagram, that addressed 127.0.0.1 / ::1 (or the unspecified address, which the kernel takes
+for loopback) goes to the loopback target, the primary, from the primary: on the wire, and to
+the host and every other prison, it is the prison's own address at both ends.  To the prison's
+own programs it looks like localhost:
+  - connect4/6 and sendmsg4/6, on their loopback rewrite only, mark the socket (socket storage,
+    not cloned to accepted sockets: the prison's owner, and a bit per loopback: L_V4 for
+    127.0.0.1 and ::ffff:127.0.0.1, L_V6 for ::1);
+  - getpeername4/6 and getsockname4/6 (one program: accept() reports its peer through the
+    getpeername hook) look only at a socket whose two ends are both the loopback target of
+    their family (::ffff:primary on a v6 socket).  It reports 127.0.0.1 (::1,
+    ::ffff:127.0.0.1) for the address asked for if the socket carries this prison's mark, or
+    (TCP) if its peer socket does: found with bpf_sk_lookup_tcp on the reversed 4-tuple,
+    established only (a listener the lookup falls back to does not count).  A TCP socket that
+    was found to be such keeps the mark itself: its next calls need no lookup, and the answer
+    stays the same after the client closed;
+  - recvmsg4/6 (recvfrom/recvmsg asking for the source): a datagram whose source is the loopback
+    target reports loopback if the socket that sent it carries this prison's mark, found with
+    bpf_sk_lookup_udp (the socket that holds the source address and port, as seen from the
+    receiving socket): the client that sent to 127.0.0.1, and the server that answered it at
+    "127.0.0.1" (its answer went through sendmsg4's rewrite, which marked it, to the primary).
+What never looks like localhost: the host (an unbound host socket takes the prison's address
+as its source towards it, and host users may bind it), a neighbour prison, a prison sharing the
+address (its own 127.0.0.1 leads to the same address; its marks carry its own owner), and the
+prison's own connections to its address by name.  The limits, each within the prison itself
+or towards its real address:
+  - TCP: the server's side is judged when it first asks (accept with an address, getpeername,
+    getsockname); a client socket already closed by then (a timewait socket has no storage)
+    leaves the server seeing the prison's address;
+  - only connections between the primary and itself: a client bound to another address of the
+    prison that connects to 127.0.0.1 shows that address to the server (as Linux would), and
+    the server's getsockname shows the primary; a listener, or any socket not connected,
+    reports the address it holds (the primary for one bound to 127.0.0.1);
+  - a mark is the socket's, not its destination's: a UDP socket that sent to 127.0.0.1 once
+    still looks like localhost to the prison's own servers when it sends to the primary by
+    name, and a socket bound to the primary by name that then connects to 127.0.0.1 reports
+    127.0.0.1 as its own address;
+  - UDP: the sender is known by its address and port only.  A datagram forged with the source
+    address and port of a marked socket of this prison (by a raw socket of a prison that shares
+    the address and has allow.raw_sockets, or by the host's root), or sent by a host socket that
+    shares the port of such a socket bound to the wildcard (both set SO_REUSEADDR, or
+    SO_REUSEPORT under one uid), can be taken for it;
+  - a client that addressed localhost sees loopback as its peer whoever holds the prison's
+    address and port (a host server squatting it, as a client of 127.0.0.1 anywhere sees
+    whoever holds that port); the server's side, which services trust, is the one checked.
 """
 from __future__ import annotations
 

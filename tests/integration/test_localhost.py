@@ -48,10 +48,14 @@ def test_a_tcp_connection_through_localhost_looks_like_localhost_at_both_ends(ja
         with Wire() as wire:
             client = fields(probe(jail, "lo", "tcp-connect", dst, port))
         server = fields(srv.line())
+        closed = fields(srv.line(2))
     finally:
         srv.stop()
     assert client.get("reply") == "hello", client
     cport = int(client["sock"].rsplit(":", 1)[1])
+    # after the client closed (its socket a timewait one, which nothing can look up), the server
+    # still sees the same: the answer was kept with its socket
+    assert {k: host(v) for k, v in closed.items()} == {"peer": seen, "sock": seen}, closed
     # the server: accept()'s address, getpeername and getsockname
     assert {k: host(v) for k, v in server.items()} == {"accept": seen, "peer": seen, "sock": seen}, server
     assert server["accept"].endswith(f":{cport}") and server["sock"].endswith(f":{port}")

@@ -2,7 +2,8 @@
 
     lo_probe.py tcp-serve ADDR PORT          one line per connection accepted:
                                              "accept=A peer=A sock=A" (accept()'s address,
-                                             getpeername, getsockname); answers "hello\\n"
+                                             getpeername, getsockname); answers "hello\\n";
+                                             "closed peer=A sock=A" once the client closed
     lo_probe.py tcp-connect ADDR PORT [BIND] "sock=A peer=A reply=..." of a client (bound to
                                              BIND first if given), open until the answer came
     lo_probe.py udp-serve ADDR PORT          "from=A" per datagram; answers it to that address
@@ -56,6 +57,9 @@ def main(argv) -> int:
             say(f"accept={fmt(peer)} peer={fmt(c.getpeername())} sock={fmt(c.getsockname())}")
             c.recv(100)
             c.sendall(b"hello\n")
+            while c.recv(100):  # until the client closed
+                pass
+            say(f"closed peer={fmt(c.getpeername())} sock={fmt(c.getsockname())}")
             c.close()
     if what == "tcp-connect":
         c = socket.socket(fam(addr), socket.SOCK_STREAM)

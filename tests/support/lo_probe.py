@@ -16,6 +16,7 @@ is IPv6, v4-mapped ones included).
 """
 import socket
 import sys
+import time
 
 
 def fmt(addr) -> str:
@@ -59,6 +60,7 @@ def main(argv) -> int:
             c.sendall(b"hello\n")
             while c.recv(100):  # until the client closed
                 pass
+            time.sleep(0.3)  # its socket is a timewait one by now
             say(f"closed peer={fmt(c.getpeername())} sock={fmt(c.getsockname())}")
             c.close()
     if what == "tcp-connect":

@@ -50,6 +50,7 @@ class Program:
     def addr(self, dst, src): return self._emit(ALU64 | ADD | X, dst, src)
     def and_(self, dst, imm): return self._emit(ALU64 | AND | K, dst, 0, 0, imm)
     def lsh(self, dst, imm): return self._emit(ALU64 | LSH | K, dst, 0, 0, imm)
+    def or_(self, dst, imm): return self._emit(ALU64 | OR | K, dst, 0, 0, imm)
 
     def be16(self, dst):
         """dst = htons(dst & 0xffff): BPF_END takes the width from imm, 16 here."""

@@ -36,6 +36,13 @@ also gives another prison are recorded from its first bind, so that the other ca
 them.  Binds made while an address was not shared were not recorded: a prison that has held an
 address untracked (or tainted: it became tracked while the prison ran) blocks any other prison
 from getting that address until it restarts; the newcomer fails with the reason.
+
+Localhost (programs.py, "Localhost"): the getpeername, getsockname and recvmsg programs are
+attached to every kernel prison with the core ones, and a fifth map, the socket storage that
+marks the sockets that addressed loopback, goes with the core maps.  A prison running under
+programs from before them (an upgrade) gets them attached beside its old ones at adoption; its
+old connect and sendmsg programs run first and have already rewritten 127.0.0.1 when the new
+ones look, so its sockets are marked, and look like localhost, only once it restarts.
 """
 from __future__ import annotations
 
@@ -55,7 +62,8 @@ log = logging.getLogger("prisond.kernel")
 POLICY_MAP, COUNTER_MAP = "prisond_pol3", "prisond_cnt3"  # cgroup storage (v3, v3)
 CLAIMS_MAP, SOCKETS_MAP = "prisond_claims1", "prisond_sockcl1"
 WILD_MAP, LISTEN_MAP = "prisond_wild1", "prisond_lsn1"  # wildcard marks (socket storage), listeners
-MAP_NAMES = (POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, SOCKETS_MAP, WILD_MAP, LISTEN_MAP)  # as in P.Maps
+LOCALHOST_MAP = "prisond_lohost1"  # socket storage: which sockets addressed loopback (programs.py)
+MAP_NAMES = (POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, SOCKETS_MAP, WILD_MAP, LISTEN_MAP, LOCALHOST_MAP)  # as in P.Maps
 ADDR_MAP = "prisond_addr1"  # address -> prison: the daemon's own, filled again by each daemon
 
 
@@ -78,6 +86,14 @@ CORE = {
     "egress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=True)),
     "ingress": (S.PROG_TYPE_CGROUP_SKB, _gen(P.skb_filter, egress=False)),
     "sock_ops": (S.PROG_TYPE_SOCK_OPS, steer.sock_ops),
+    # localhost fidelity (programs.py, "Localhost"): what getpeername, getsockname, accept and
+    # recvfrom report; cheap (a compare, unless both ends are the loopback target)
+    "getpeername4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=False)),
+    "getpeername6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=True)),
+    "getsockname4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=False)),
+    "getsockname6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=True)),
+    "recvmsg4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.recvmsg, v6=False)),
+    "recvmsg6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.recvmsg, v6=True)),
 }
 CLAIMS = {
     "post_bind4": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=False)),
@@ -184,6 +200,7 @@ class KernelLayer:
             made.append(_sockets_map())
             made.append(_wild_map())
             made.append(S.map_create(P.LISTEN_KEY_SIZE, 8, P.MAX_LISTENERS, LISTEN_MAP, S.MAP_TYPE_SOCKHASH))
+            made.append(_localhost_map())
             made.append(_addresses_map())
             maps = P.Maps(*made)
             for name, (ptype, gen) in PROGRAMS.items():
@@ -400,6 +417,16 @@ def _sockets_map() -> int:
         os.close(btf)
 
 
+def _localhost_map() -> int:
+    """The socket storage of localhost marks (programs.py, "Localhost"); BTF as for claims."""
+    btf = S.btf_load(P.localhost_btf())
+    try:
+        return S.map_create(4, P.LOCAL_STORE_SIZE, 0, LOCALHOST_MAP, S.MAP_TYPE_SK_STORAGE,
+                            flags=S.F_NO_PREALLOC, btf=(btf, 1, 2))
+    finally:
+        os.close(btf)
+
+
 def _find(path: str, programs: dict, known: dict | None = None):
     """({name: fd}, {map name: (fd, id)}) of our programs in `programs` attached to the cgroup at
     path: all of them, all on the same maps (those in `known`, and the others by our names:
@@ -432,7 +459,7 @@ def _find(path: str, programs: dict, known: dict | None = None):
                     else:
                         os.close(mfd)
         ids = {i for _, i in list(known.values()) + list(maps.values())}
-        wanted = {SOCKETS_MAP} if known else {POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, WILD_MAP, LISTEN_MAP}
+        wanted = {SOCKETS_MAP} if known else {POLICY_MAP, COUNTER_MAP, CLAIMS_MAP, WILD_MAP, LISTEN_MAP, LOCALHOST_MAP}
         if set(fds) == set(programs) and all(u <= ids for u in uses) and wanted <= set(maps):
             return fds, maps
     except S.KernelLayerError:

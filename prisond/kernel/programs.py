@@ -41,6 +41,9 @@ What each program does (FreeBSD's rules for a jail's sockets, as jail(8) and in_
               the wildcard: steer.py.
   post_bind4/6, sock_release
               claims on shared addresses: see "Claims" below.
+  getpeername4/6, getsockname4/6, recvmsg4/6
+              what the prison's own programs are told of a connection through localhost: see
+              "Localhost" below (connect4/6 and sendmsg4/6 mark the sockets that addressed it).
   egress      drop every packet whose source is not a prison address, or whose destination is
               the host's own loopback (127.0.0.1, ::1) or unspecified, unless a prison address;
   ingress     drop every packet whose destination is not a prison address, and datagrams for
@@ -73,6 +76,52 @@ the others pay nothing for them.
 
 Wildcards: bind4/6 mark a wildcard socket (below); steer.py puts its listener in a sockhash
 and hands it its prison's connections (sk_lookup), and says what is and is not covered.
+
+Localhost (beyond FreeBSD, whose jails see their own address there).  A connection, or a
+datagram, that addressed 127.0.0.1 / ::1 (or the unspecified address, which the kernel takes
+for loopback) goes to the loopback target, the primary, from the primary: on the wire, and to
+the host and every other prison, it is the prison's own address at both ends.  To the prison's
+own programs it looks like localhost:
+  - connect4/6 and sendmsg4/6, on their loopback rewrite only, mark the socket (socket storage,
+    not cloned to accepted sockets: the prison's owner, and a bit per loopback: L_V4 for
+    127.0.0.1 and ::ffff:127.0.0.1, L_V6 for ::1);
+  - getpeername4/6 and getsockname4/6 (one program: accept() reports its peer through the
+    getpeername hook) look only at a socket whose two ends are both the loopback target of
+    their family (::ffff:primary on a v6 socket).  It reports 127.0.0.1 (::1,
+    ::ffff:127.0.0.1) for the address asked for if the socket carries this prison's mark, or
+    (TCP) if its peer socket does: found with bpf_sk_lookup_tcp on the reversed 4-tuple,
+    established only (a listener the lookup falls back to does not count).  A TCP socket that
+    was found to be such keeps the mark itself: its next calls need no lookup, and the answer
+    stays the same after the client closed;
+  - recvmsg4/6 (recvfrom/recvmsg asking for the source): a datagram whose source is the loopback
+    target reports loopback if the socket that sent it carries this prison's mark, found with
+    bpf_sk_lookup_udp (the socket that holds the source address and port, as seen from the
+    receiving socket): the client that sent to 127.0.0.1, and the server that answered it at
+    "127.0.0.1" (its answer went through sendmsg4's rewrite, which marked it, to the primary).
+What never looks like localhost: the host (an unbound host socket takes the prison's address
+as its source towards it, and host users may bind it), a neighbour prison, a prison sharing the
+address (its own 127.0.0.1 leads to the same address; its marks carry its own owner), and the
+prison's own connections to its address by name.  The limits, each within the prison itself
+or towards its real address:
+  - TCP: the server's side is judged when it first asks (accept with an address, getpeername,
+    getsockname); a client socket already closed by then (a timewait socket has no storage)
+    leaves the server seeing the prison's address;
+  - only connections between the primary and itself: a client bound to another address of the
+    prison that connects to 127.0.0.1 shows that address to the server (as Linux would), and
+    the server's getsockname shows the primary; a listener, or any socket not connected,
+    reports the address it holds (the primary for one bound to 127.0.0.1);
+  - a mark is the socket's, not its destination's: a UDP socket that sent to 127.0.0.1 once
+    still looks like localhost to the prison's own servers when it sends to the primary by
+    name, and a socket bound to the primary by name that then connects to 127.0.0.1 reports
+    127.0.0.1 as its own address;
+  - UDP: the sender is known by its address and port only.  A datagram forged with the source
+    address and port of a marked socket of this prison (by a raw socket of a prison that shares
+    the address and has allow.raw_sockets, or by the host's root), or sent by a host socket that
+    shares the port of such a socket bound to the wildcard (both set SO_REUSEADDR, or
+    SO_REUSEPORT under one uid), can be taken for it;
+  - a client that addressed localhost sees loopback as its peer whoever holds the prison's
+    address and port (a host server squatting it, as a client of 127.0.0.1 anywhere sees
+    whoever holds that port); the server's side, which services trust, is the one checked.
 """
 from __future__ import annotations
 
@@ -154,6 +203,7 @@ class Maps(NamedTuple):
     sockets: int = 0
     wild: int = 0
     listeners: int = 0
+    localhost: int = 0
     addresses: int = 0
 
 
@@ -379,7 +429,8 @@ def _rewrite_loopback4(g: _Gen, ctx_off: int, then: str) -> None:
     g.ldx(4, R2, R6, ctx_off).jeq32(R2, 0, rewrite).jne32(R2, LOOPBACK4, then)
     g.in4(R2, then, done)
     g.label(done).label(rewrite)
-    g.ldx(4, R1, R7, LO4).stx(4, R6, ctx_off, R1).count(C_REWRITTEN).jmp(then)
+    g.ldx(4, R1, R7, LO4).stx(4, R6, ctx_off, R1).count(C_REWRITTEN)
+    mark_localhost(g, L_V4).jmp(then)
 
 
 def connect4(maps: Maps) -> bytes:
@@ -425,9 +476,11 @@ def _v6_destination(g: _Gen, source) -> None:
     g.ldx(4, R2, R1, SK_SRC_IP6 + 8).jne32(R2, V4MAPPED_W2, "any6_native")
     g.ldx(4, R1, R7, N4).jeq(R1, 0, "deny_count")
     g.mov(R1, V4MAPPED_W2).stx(4, R6, SA_USER_IP6 + 8, R1)  # words 0 and 1 are zero already
-    g.ldx(4, R1, R7, LO4).stx(4, R6, SA_USER_IP6 + 12, R1).count(C_REWRITTEN).jmp("src4")
+    g.ldx(4, R1, R7, LO4).stx(4, R6, SA_USER_IP6 + 12, R1).count(C_REWRITTEN)
+    mark_localhost(g, L_V4).jmp("src4")
     g.label("any6_native").ldx(4, R1, R7, N6).jeq(R1, 0, "unreach")
     g.label("lo6_rewrite").copy_words(SA_USER_IP6, LO6).count(C_REWRITTEN)
+    mark_localhost(g, L_V6)
     g.label("src6")
     source(g, False)
     g.label("unreach").refuse(ENETUNREACH)
@@ -691,4 +744,190 @@ def skb_filter(maps: Maps, egress: bool) -> bytes:
     g.ret(1)
     g.label("drop").count(C_EGRESS_DROP if egress else C_INGRESS_DROP)
     g.label("deny").ret(0)
+    return g.assemble()
+
+
+# ---------------------------------------------------------------- localhost
+
+# A socket's localhost mark (socket storage, not cloned to accepted sockets): u64 owner (the
+# prison's cgroup id, from its policy), u32 flags (which loopback it addressed), u32 pad.
+LOCAL_STORE_SIZE, L_OWNER, L_FLAGS = 16, 0, 8
+L_V4, L_V6 = 1, 2
+SK_LOOKUP_TCP, SK_LOOKUP_UDP, SK_RELEASE = 84, 85, 86
+SA_USER_PORT = 24
+SK_DST_PORT, SK_DST_IP4, SK_DST_IP6, SK_STATE = 48, 52, 56, 72
+TCP_LISTEN = 10
+
+
+def localhost_btf() -> bytes:
+    """The BTF of the localhost marks' socket storage: [1] int, [2] int[4] (owner, flags, pad)."""
+    strings = b"\0int\0"
+    types = struct.pack("<IIII", 1, 1 << 24, 4, (1 << 24) | 32)
+    types += struct.pack("<III", 0, 3 << 24, 0) + struct.pack("<III", 1, 1, LOCAL_STORE_SIZE // 4)
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return header + types + strings
+
+
+def mark_localhost(g: _Gen, bit: int) -> _Gen:
+    """Mark the socket of a sock_addr program (ctx in r6, policy in r7) as this prison's that
+    addressed loopback (bit: L_V4 for 127.0.0.1 and ::ffff:127.0.0.1, L_V6 for ::1), with the
+    prison's owner.  Only the loopback paths of connect4/6 and sendmsg4/6 (and getname, for a
+    connection it found to be one) call this: other calls pay nothing.  Clobbers r0-r5."""
+    done, same = g.uniq("marked"), g.uniq("same_owner")
+    g.ld_map_fd(R1, g.maps.localhost).ldx(8, R2, R6, SA_SK).mov(R3, 0).mov(R4, SK_STORAGE_CREATE)
+    g.call(SK_STORAGE_GET).jeq(R0, 0, done)
+    g.ldx(8, R1, R7, OWNER).ldx(8, R2, R0, L_OWNER).jeqr(R1, R2, same)
+    g.stx(8, R0, L_OWNER, R1).mov(R2, 0).stx(4, R0, L_FLAGS, R2)  # never another prison's bits
+    g.label(same).ldx(4, R1, R0, L_FLAGS).or_(R1, bit).stx(4, R0, L_FLAGS, R1)
+    return g.label(done)
+
+
+def _marked(g: _Gen, sk_reg: int, bit: int, yes: str, no: str) -> None:
+    """Jump to yes if the socket in sk_reg carries this prison's mark for bit, else to no
+    (clobbers r0-r5)."""
+    g.ld_map_fd(R1, g.maps.localhost).movr(R2, sk_reg).mov(R3, 0).mov(R4, 0).call(SK_STORAGE_GET)
+    g.jeq(R0, 0, no)
+    g.ldx(8, R1, R0, L_OWNER).ldx(8, R2, R7, OWNER).jner(R1, R2, no)
+    g.ldx(4, R1, R0, L_FLAGS).jset(R1, bit, yes).jmp(no)
+
+
+def _peer_verdict(g: _Gen, helper: int, tuple_len: int, bit: int, tag: str, listener_check: bool) -> None:
+    """Look up the peer socket with the tuple at r10-40 (bpf_sk_lookup_tcp/udp: the socket that
+    would receive a packet from the tuple's source to its destination), r8 = 1 if it carries
+    this prison's mark for bit, else 0; release it.  Jumps to "out" when there is none."""
+    g.movr(R1, R6).movr(R2, R10).add(R2, -40).mov(R3, tuple_len).mov(R4, -1).mov(R5, 0).call(helper)
+    g.jeq(R0, 0, "out").movr(R9, R0).mov(R8, 0)
+    if listener_check:  # no established socket: the lookup falls back to a listener on that port
+        g.ldx(4, R1, R9, SK_STATE).jeq(R1, TCP_LISTEN, f"release{tag}")
+    g.ld_map_fd(R1, g.maps.localhost).movr(R2, R9).mov(R3, 0).mov(R4, 0).call(SK_STORAGE_GET)
+    g.jeq(R0, 0, f"release{tag}")
+    g.ldx(8, R1, R0, L_OWNER).ldx(8, R2, R7, OWNER).jner(R1, R2, f"release{tag}")
+    g.ldx(4, R1, R0, L_FLAGS).and_(R1, bit).movr(R8, R1)
+    g.label(f"release{tag}").movr(R1, R9).call(SK_RELEASE)
+    g.jeq(R8, 0, "out")
+
+
+def _report_loopback(g: _Gen, v6: bool, mapped: bool) -> _Gen:
+    """ctx's user address = 127.0.0.1, ::ffff:127.0.0.1 or ::1 (the port is left alone)."""
+    if not v6:
+        return g.mov(R1, LOOPBACK4).stx(4, R6, SA_USER_IP4, R1)
+    words = (0, 0, V4MAPPED_W2, LOOPBACK4) if mapped else (0, 0, 0, LOOPBACK6_W3)
+    for w, value in enumerate(words):
+        g.mov(R1, value).stx(4, R6, SA_USER_IP6 + 4 * w, R1)
+    return g
+
+
+def _same_words(g: _Gen, base_reg: int, off: int, policy_off: int, no: str) -> None:
+    """Fall through if the 16 bytes at base_reg+off equal the policy's at policy_off."""
+    for w in range(4):
+        g.ldx(4, R2, base_reg, off + 4 * w).ldx(4, R1, R7, policy_off + 4 * w).jne32r(R2, R1, no)
+
+
+def _is_mapped(g: _Gen, base_reg: int, off: int, no: str) -> None:
+    """Fall through if the address at base_reg+off is v4-mapped (r5 = its IPv4 word)."""
+    g.load_words(base_reg, off)
+    g.jne32(R2, 0, no).jne32(R3, 0, no).jne32(R4, V4MAPPED_W2, no)
+
+
+def _getname_case(g: _Gen, v6: bool, mapped: bool, tag: str) -> None:
+    """Both ends of the socket (r8) are the loopback target, checked by the caller: say loopback
+    if the socket carries the mark, or (TCP) if its peer socket does (and mark this one)."""
+    bit = L_V4 if not v6 or mapped else L_V6
+    yes = f"yes{tag}"
+    _marked(g, R8, bit, yes, f"look{tag}")
+    g.label(f"look{tag}")
+    g.ldx(4, R1, R8, SK_PROTOCOL).jne(R1, IPPROTO_TCP, "out")
+    # the tuple of a packet from this socket's end to the peer's: saddr, daddr, sport, dport
+    if v6 and not mapped:
+        for w in range(4):
+            g.ldx(4, R1, R7, LO6 + 4 * w).stx(4, R10, -40 + 4 * w, R1).stx(4, R10, -24 + 4 * w, R1)
+        ports, size = -8, 36
+    else:
+        g.ldx(4, R1, R7, LO4).stx(4, R10, -40, R1).stx(4, R10, -36, R1)
+        ports, size = -32, 12
+    g.ldx(4, R1, R8, SK_SRC_PORT).be16(R1).stx(2, R10, ports, R1)
+    g.ldx(2, R1, R8, SK_DST_PORT).stx(2, R10, ports + 2, R1)
+    _peer_verdict(g, SK_LOOKUP_TCP, size, bit, tag, listener_check=True)
+    mark_localhost(g, bit)  # the answer is final for this connection: the next call needs no lookup
+    g.label(yes)
+    _report_loopback(g, v6, mapped).jmp("out")
+
+
+def getname(maps: Maps, v6: bool) -> bytes:
+    """BPF_CGROUP_INET4/6_GETPEERNAME and _GETSOCKNAME (accept() reports its peer through the
+    getpeername hook): one program for both, since it judges the connection, not the address
+    asked for.  A connection whose two ends are both the prison's loopback target reports
+    loopback for the address asked for if this socket was marked (it addressed loopback), or,
+    for TCP, if the peer socket found with bpf_sk_lookup_tcp carries this prison's mark.
+    Must return 1."""
+    g = _Gen(maps).prologue()
+    g.ldx(8, R8, R6, SA_SK)
+    if not v6:
+        g.ldx(4, R1, R7, N4).jeq(R1, 0, "out").ldx(4, R1, R7, LO4)
+        g.ldx(4, R2, R8, SK_SRC_IP4).jne32r(R2, R1, "out")
+        g.ldx(4, R2, R8, SK_DST_IP4).jne32r(R2, R1, "out")
+        _getname_case(g, False, False, "4")
+    else:
+        _is_mapped(g, R8, SK_SRC_IP6, "native")
+        g.ldx(4, R1, R7, N4).jeq(R1, 0, "out").ldx(4, R1, R7, LO4).jne32r(R5, R1, "out")
+        _is_mapped(g, R8, SK_DST_IP6, "out")
+        g.ldx(4, R1, R7, LO4).jne32r(R5, R1, "out")
+        _getname_case(g, True, True, "m")
+        g.label("native")
+        g.ldx(4, R1, R7, N6).jeq(R1, 0, "out")
+        _same_words(g, R8, SK_SRC_IP6, LO6, "out")
+        _same_words(g, R8, SK_DST_IP6, LO6, "out")
+        _getname_case(g, True, False, "6")
+    g.label("out").ret(1)
+    return g.assemble()
+
+
+def recvmsg(maps: Maps, v6: bool) -> bytes:
+    """BPF_CGROUP_UDP4/6_RECVMSG: a datagram from the prison's loopback target reports loopback
+    (::ffff:127.0.0.1 on a dual-stack socket) if the socket that sent it, found with
+    bpf_sk_lookup_udp at the datagram's source as seen from this socket, carries this prison's
+    mark: the client that sent to 127.0.0.1, or the server that answered "127.0.0.1" (sendmsg4
+    marked it).  Must return 1."""
+    g = _Gen(maps).prologue()
+    g.ldx(8, R8, R6, SA_SK)
+    cases = [(False, False, "4")] if not v6 else [(True, True, "m"), (True, False, "6")]
+    for _, mapped, tag in cases:
+        if v6 and mapped:
+            _is_mapped(g, R6, SA_USER_IP6, "native")
+            g.ldx(4, R1, R7, N4).jeq(R1, 0, "out").ldx(4, R1, R7, LO4).jne32r(R5, R1, "out")
+        elif not v6:
+            g.ldx(4, R1, R7, N4).jeq(R1, 0, "out").ldx(4, R1, R7, LO4)
+            g.ldx(4, R2, R6, SA_USER_IP4).jne32r(R2, R1, "out")
+        if not v6 or mapped:
+            # the tuple of a packet from this socket to the sender: saddr = this socket's
+            # address (an autobound socket has none: the primary), daddr = the datagram's source
+            g.stx(4, R10, -36, R1)
+            if v6:
+                _is_mapped(g, R8, SK_SRC_IP6, f"primary{tag}")
+                g.jeq32(R5, 0, f"primary{tag}").stx(4, R10, -40, R5).jmp(f"ports{tag}")
+            else:
+                g.ldx(4, R2, R8, SK_SRC_IP4).jeq32(R2, 0, f"primary{tag}").stx(4, R10, -40, R2).jmp(f"ports{tag}")
+            g.label(f"primary{tag}").ldx(4, R1, R7, IP4).stx(4, R10, -40, R1)
+            ports, size, bit = -32, 12, L_V4
+        else:
+            g.label("native")
+            g.ldx(4, R1, R7, N6).jeq(R1, 0, "out")
+            _same_words(g, R6, SA_USER_IP6, LO6, "out")
+            for w in range(4):
+                g.ldx(4, R1, R7, LO6 + 4 * w).stx(4, R10, -24 + 4 * w, R1)
+            g.load_words(R8, SK_SRC_IP6)
+            g.jne32(R2, 0, "own6").jne32(R3, 0, "own6").jne32(R4, 0, "own6").jne32(R5, 0, "own6")
+            for w in range(4):
+                g.ldx(4, R1, R7, IP6 + 4 * w).stx(4, R10, -40 + 4 * w, R1)
+            g.jmp(f"ports{tag}")
+            g.label("own6")
+            for w, reg in enumerate((R2, R3, R4, R5)):
+                g.stx(4, R10, -40 + 4 * w, reg)
+            ports, size, bit = -8, 36, L_V6
+        g.label(f"ports{tag}")
+        g.ldx(4, R1, R8, SK_SRC_PORT).be16(R1).stx(2, R10, ports, R1)
+        g.ldx(4, R1, R6, SA_USER_PORT).stx(2, R10, ports + 2, R1)
+        _peer_verdict(g, SK_LOOKUP_UDP, size, bit, tag, listener_check=False)
+        _report_loopback(g, v6, mapped).jmp("out")
+    g.label("out").ret(1)
     return g.assemble()

@@ -33,6 +33,8 @@ ATTACH = {  # attach types (enum bpf_attach_type)
     "ingress": 0, "egress": 1, "sock_create": 2, "bind4": 8, "bind6": 9, "connect4": 10, "connect6": 11,
     "post_bind4": 12, "post_bind6": 13, "sendmsg4": 14, "sendmsg6": 15, "sock_release": 34,
     "sock_ops": 3, "sk_lookup": 36,
+    "recvmsg4": 19, "recvmsg6": 20, "getpeername4": 29, "getpeername6": 30, "getsockname4": 31,
+    "getsockname6": 32,
 }
 
 

@@ -89,7 +89,7 @@ def test_ipv6_and_v4_mapped_sources(two, tcp_server, nettool):
     assert {src for src, _ in wire.syns(srv4.port)} == {A4}  # v4 on the wire, from the prison's v4
 
 
-def test_connect_to_loopback_goes_to_the_primary(two, nettool):
+def test_connect_to_loopback_goes_to_the_primary(two, level, nettool):
     port = 18080
     server = subprocess.Popen([*two_ctl(two), "exec", "a", "--", nettool, "serve", "0.0.0.0", str(port)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -98,7 +98,10 @@ def test_connect_to_loopback_goes_to_the_primary(two, nettool):
         with Wire() as wire:
             r = two.exec("a", nettool, "connect", "127.0.0.1", port)
             assert r.returncode == 0, r.stdout
-            assert f"peer={A4}:{port}" in r.stdout.decode()
+            # the wire carries the prison's address; to a kernel prison's own programs it looks
+            # like localhost (programs.py, "Localhost"), the shim leaves what the kernel says
+            seen = "127.0.0.1" if level == "kernel" else A4
+            assert f"local={seen}:" in r.stdout.decode() and f"peer={seen}:{port}" in r.stdout.decode(), r.stdout
         assert wire.syns(port) and all(s == (A4, A4) for s in wire.syns(port)), wire.syns(port)
     finally:
         server.kill()

@@ -94,3 +94,13 @@ def test_a_full_policy_keeps_every_address_apart():
     back = P.decode_policy(v)
     assert (back["ip4"], back["ip6"], back["owner"]) == (ip4, ip6, 7)
     assert P.IP4 + 4 * P.MAX_ADDRS <= P.IP6 and P.IP6 + 16 * P.MAX_ADDRS <= P.OWNER
+
+
+def test_the_localhost_programs_assemble_and_their_storage_btf_describes_16_bytes():
+    maps = P.Maps(3, 4, 5, 6, 7)
+    for v6 in (False, True):
+        assert 0 < len(P.getname(maps, v6=v6)) // 8 < 4096
+        assert 0 < len(P.recvmsg(maps, v6=v6)) // 8 < 4096
+    blob = P.localhost_btf()
+    nelems = struct.unpack_from("<III", blob, 24 + 16 + 12)[2]
+    assert nelems * 4 == P.LOCAL_STORE_SIZE == 16

@@ -23,7 +23,8 @@ P4, P6 = "127.0.4.1", "fd00:4::1"
 @pytest.fixture(scope="module")
 def jail(tmp_path_factory):
     d = Daemon(str(tmp_path_factory.mktemp("localhost")),
-               f'prisons:\n  lo:\n    enforce: kernel\n    ip4: [{P4}]\n    ip6: ["lo|{P6}"]\n').start()
+               f'prisons:\n  lo:\n    enforce: kernel\n    isolate: false\n    ip4: [{P4}]\n    ip6: ["lo|{P6}"]\n'
+               ).start()  # isolate: false: its programs and files are the test's, in /tmp
     yield d
     try:
         assert d.stop() == 0

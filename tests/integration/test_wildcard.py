@@ -95,7 +95,9 @@ def answered(host: str, port: int, name: str) -> None:
 
 
 def prison(name: str, ip4=(), ip6=(), start: str | None = None) -> str:
-    text = f"  {name}:\n    enforce: kernel\n"
+    # isolate: false: the servers are scripts in the test's /tmp, which an isolated prison
+    # does not see (tests/services runs Debian's nginx in isolated prisons on the same steering)
+    text = f"  {name}:\n    enforce: kernel\n    isolate: false\n"
     if ip4:
         text += f"    ip4: [{', '.join(ip4)}]\n"
     if ip6:

@@ -30,11 +30,15 @@ import time
 from benchlib import Daemon, enter_netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# what the prison runs (the loop program, nginx's files) lies here, on the host's tree, which an
+# isolated prison sees; /tmp is its own
+BUILD = os.path.join(HERE, "_build")
 PRISON_IP, OUTSIDE_IP = "127.0.2.1", "127.0.0.20"
 
 
 def build(static: bool) -> str:
-    out = os.path.join(tempfile.gettempdir(), "prisond-kbench" + ("-static" if static else ""))
+    os.makedirs(BUILD, exist_ok=True)
+    out = os.path.join(BUILD, "kbench" + ("-static" if static else ""))
     subprocess.run(["cc", "-O2", *(["-static"] if static else []), "-o", out,
                     os.path.join(HERE, "progs", "shimbench.c")], check=True)
     return out
@@ -189,7 +193,11 @@ def main() -> int:
         d = Daemon(f"prisons:\n  k:\n    enforce: kernel\n    ip4: [{PRISON_IP}]\n" + twin, work)
         try:
             socket_loops(d, args.rounds)
-            http(d, work, args.rounds)
+            nginx_dir = tempfile.mkdtemp(prefix="nginx-", dir=BUILD)
+            try:
+                http(d, nginx_dir, args.rounds)
+            finally:
+                shutil.rmtree(nginx_dir, ignore_errors=True)
         finally:
             d.stop()
         many(work, args.prisons)

@@ -167,18 +167,21 @@ def test_isolation_hosts_and_runtime_directories():
     with pytest.raises(ConfigError) as e:
         parse("prisons:\n  a:\n    ip4: [127.0.2.1]\n    isolate: false\n    hosts: all\n"
               "    runtime_directory: [sshd]\n"
-              "  b:\n    hosts: everyone\n    isolate: maybe\n    runtime_directory: [../etc, 5, /abs/ok, a//b]\n", "x.yaml")
+              "  b:\n    hosts: everyone\n    isolate: maybe\n    runtime_directory: [../etc, 5, /abs/ok, a//b, ., lock/x]\n", "x.yaml")
     assert e.value.problems == [
         "x.yaml:5: prisons.a.hosts: needs path: or isolate: true (or hosts: inherit)",
         "x.yaml:6: prisons.a.runtime_directory: needs path: or isolate: true (a private /run)",
         "x.yaml:9: prisons.b.isolate: must be true or false, not a string",
         "x.yaml:8: prisons.b.hosts: must be one of own, all, inherit, not 'everyone'",
         "x.yaml:10: prisons.b.runtime_directory[0]: must be a relative path of letters, digits, '.', '_', '-' "
-        "(no '..'), not '../etc'",
+        "(no '.' or '..'), not '../etc'",
         "x.yaml:10: prisons.b.runtime_directory[1]: must be a relative path of letters, digits, '.', '_', '-' "
-        "(no '..'), not 5",
+        "(no '.' or '..'), not 5",
         "x.yaml:10: prisons.b.runtime_directory[3]: must be a relative path of letters, digits, '.', '_', '-' "
-        "(no '..'), not 'a//b'",
+        "(no '.' or '..'), not 'a//b'",
+        "x.yaml:10: prisons.b.runtime_directory[4]: must be a relative path of letters, digits, '.', '_', '-' "
+        "(no '.' or '..'), not '.'",
+        "x.yaml:10: prisons.b.runtime_directory[5]: /run/lock is every user's (1777), not a runtime directory",
     ]
 
 

@@ -54,6 +54,7 @@ class HostView:
     isdir: Callable[[str], bool] = os.path.isdir
     is_exec: Callable[[str], bool] = lambda p: os.path.isfile(p) and os.access(p, os.X_OK)
     read: Callable[[str], str] = _read
+    realpath: Callable[[str], str] = os.path.realpath
     iface_exists: Callable[[str], bool] = _iface_exists
     has_address: Callable[[str], bool] = is_local
     controllers: set[str] | None = field(default=None)  # None: no cgroup controllers to enforce limits
@@ -99,6 +100,9 @@ def _files(spec: PrisonSpec, base: tuple, host: HostView, bad) -> None:
     for i, m in enumerate(spec.mounts):
         if not host.exists(m.source):
             bad(base + ("mounts", i), f"{m.source} does not exist here")
+        elif host.realpath(m.source) != m.source:
+            bad(base + ("mounts", i), f"{m.source}: a symbolic link on its way (it leads to "
+                f"{host.realpath(m.source)}): prisond mounts no source through a link")
     log = spec.exec.consolelog
     if log and not host.isdir(os.path.dirname(log)):
         bad(base + ("exec", "consolelog"), f"{os.path.dirname(log)} does not exist here")

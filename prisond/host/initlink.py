@@ -198,7 +198,11 @@ class InitLink:
         self.sock = s
         loop.add_reader(s.fileno(), self._readable)
         self._hello = loop.create_future()
-        self._send(encode("hello", []), [])
+        ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)  # init's proof that this is the daemon
+        try:
+            self._send(encode("hello", []), [ns])
+        finally:
+            os.close(ns)
         try:
             return await asyncio.wait_for(self._hello, timeout)
         except TimeoutError:

@@ -132,6 +132,13 @@ class Launcher:
                     f"path {spec.path}: {owner} belongs to uid {os.lstat(owner).st_uid}, not root: whoever owns a "
                     "prison's /etc/passwd is root inside it; make the root root's (chown -R root:root), or make it "
                     "with prisonctl mkroot as root", "exec_failed")
+        for m in spec.mounts:
+            real = os.path.realpath(m.source)
+            if real != m.source:  # prisonjail refuses it too, whatever changes after this look
+                raise SystemLayerError(
+                    f"mounts: {m.source}: a symbolic link on its way (it leads to {real}): give the real path; "
+                    "whoever can change the link could show the prison anything, the host's / included",
+                    "exec_failed")
         for what, where in ([("path", spec.path)] if spec.path else []) + [
                 (f"mounts: {m.source} (read-write)", m.source) for m in spec.mounts if not m.readonly]:
             if not hidden_from_users(where):
@@ -173,8 +180,10 @@ class Launcher:
         try:
             os.fchmod(fd, 0o644)
             if os.pread(fd, len(data) + 1, 0) != data:
-                os.ftruncate(fd, len(data))
+                # the new text first, then the end cut: a reader at that moment sees the new
+                # lines with the old file's tail, never a hole of NULs (a longer file's)
                 os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
         finally:
             os.close(fd)
         return path

@@ -413,9 +413,12 @@ class _Validator:
             return []
         out = []
         for i, item in enumerate(value):
-            if not isinstance(item, str) or not _RUNDIR_RE.match(item.lstrip("/")) or ".." in item.split("/"):
+            if (not isinstance(item, str) or not _RUNDIR_RE.match(item.lstrip("/"))
+                    or {".", ".."} & set(item.split("/"))):
                 self.bad(path + (i,), f"must be a relative path of letters, digits, '.', '_', '-' "
-                         f"(no '..'), not {item!r}")
+                         f"(no '.' or '..'), not {item!r}")
+            elif item.strip("/").split("/")[0] == "lock":
+                self.bad(path + (i,), "/run/lock is every user's (1777), not a runtime directory")
             else:
                 out.append(item.strip("/"))
         return out

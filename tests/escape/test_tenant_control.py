@@ -191,3 +191,59 @@ def test_a_control_group_member_in_a_confined_prison_cannot_read_host_files(memb
         got = open(host_out).read()
     print("exit", code, repr(got))
     assert "HOST-SECRET-1c" not in got + out + err
+
+
+# ------------------------------------------------------------------ 1d: a prison's init
+
+
+HIJACK = r"""
+import os, socket, sys, time
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(path)
+ns = os.open("/proc/self/ns/pid", os.O_RDONLY)  # its own PID namespace: all a prison's root has
+s.sendmsg([b"op=hello\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, ns.to_bytes(4, "little"))])
+s.settimeout(5)
+try:
+    got = s.recv(65536)
+except OSError as e:
+    got = repr(e).encode()
+print("hello answer:", got[:40])
+try:
+    s.send(b"op=spawn\0id=x1\0arg=/bin/sh\0arg=-c\0arg=touch /tmp/hijacked\0stdio=null\0")
+    time.sleep(0.5)
+    print("spawn answer:", s.recv(65536)[:40])
+except OSError as e:
+    print("spawn refused:", e)
+"""
+
+
+def test_root_of_another_prison_cannot_take_over_a_prisons_init(daemon, confined_root, tmp_path):
+    """Root of a confined prison that reaches another prison's init socket (here through an
+    operator's mount of the daemon's init directory) is refused: init answers only a
+    connection that proves it is the daemon's (a descriptor of the daemon's PID namespace),
+    and the daemon's own connection stays.  Before, root of any other PID namespace was taken
+    for the daemon: its hello replaced the daemon's link (the victim was restarted) and it
+    could spawn processes in the victim as root."""
+    script = tmp_path / "hijack.py"
+    script.write_text(HIJACK)
+    os.chmod(tmp_path, 0o755)
+    d = daemon("prisons:\n  victim:\n    ip4: [127.0.4.1]\n    exec: {start: [sleep, '600']}\n", start=False)
+    d.write_config("prisons:\n  victim:\n    ip4: [127.0.4.1]\n    exec: {start: [sleep, '600']}\n"
+                   + confined(confined_root, "c", "127.0.2.1",
+                              mounts=f", {{source: {d.run_dir}/init, target: /srv/init}}, "
+                                     f"{{source: {tmp_path}, target: /srv/t}}"))
+    d.start()
+    before = d.show("victim")
+    r = d.exec("c", "python3", "/srv/t/hijack.py", "/srv/init/victim.sock")
+    out = r.stdout.decode() + r.stderr.decode()
+    print(out)
+    assert "op=hello" not in out and "op=spawned" not in out, out
+    time.sleep(1.0)
+    after = d.show("victim")
+    assert after["state"] == "running"
+    assert (after["init_pid"], after["service"]["pid"]) == (before["init_pid"], before["service"]["pid"])
+    assert "its init is gone" not in d.log()
+    # the daemon still reaches it
+    assert d.exec("victim", "true").returncode == 0
+    assert d.exec("victim", "test", "-e", "/tmp/hijacked").returncode != 0

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from support.daemon import Daemon, let_others_reach, wait_for
+from support.daemon import Daemon, let_others_reach, prisonctl_cmd, wait_for
 from support.fixtures import confined
 from support.tenant import public_daemon, public_tmp, writable_dir  # noqa: F401
 
@@ -371,3 +371,36 @@ def test_the_jailed_root_cannot_change_the_hosts_firewall_lists(daemon, confined
     print("in the prison:", r.stdout, r.stderr, "the list after:", after)
     assert after == {"127.0.0.42"}, f"the jailed root changed the host's xt_recent list: {after}"
     assert b"through-proc-fd" in r.stdout, "writing /dev/stdout (a /proc/self/fd link) failed"
+
+
+# ------------------------------------------------------------------ 4e: links in mount sources
+
+
+@pytest.mark.parametrize("kind", ["confined", "isolated"])
+def test_a_link_planted_on_a_mount_sources_way_shows_the_prison_nothing(daemon, confined_root, tmp_path, kind):
+    """A read-only mount source below a directory a host user (or a prison's www-data, through
+    a mount of it) can write: the user swaps the source for a link to /.  The prison must not
+    start on it (before: it started and its root read the host's /etc/shadow at the target,
+    and reached every host unix socket, prisond's init sockets included)."""
+    import pwd
+    shared = tmp_path / "shared"
+    (shared / "site").mkdir(parents=True)
+    www = pwd.getpwnam("www-data")
+    os.chown(shared, www.pw_uid, www.pw_gid)
+    let_others_reach(str(shared))
+    mount = f"{{source: {shared}/site, target: /srv/site}}"
+    if kind == "confined":
+        body = confined(confined_root, "c", "127.0.2.1", mounts=", " + mount,
+                        extra="    exec: {start: [sleep, '600']}\n")
+    else:
+        body = f"  c:\n    ip4: [127.0.2.1]\n    mounts: [{mount}]\n    exec: {{start: [sleep, '600']}}\n"
+    # what the user does, as that user
+    swap = subprocess.run(["runuser", "-u", "www-data", "--", "sh", "-c",
+                           f"cd {shared} && mv site site.old && ln -s / site"], capture_output=True, text=True)
+    assert swap.returncode == 0, swap.stderr
+    d = daemon("prisons:\n" + body)
+    c = d.show("c")
+    assert c["state"] == "failed" and "symbolic link" in c["reason"], c.get("reason")
+    assert not [m for m in open("/proc/self/mountinfo") if "/srv/site" in m]
+    r = subprocess.run(prisonctl_cmd() + ["check", "--host", d.config_path], capture_output=True, text=True)
+    assert r.returncode != 0 and "symbolic link" in r.stdout + r.stderr, r.stdout + r.stderr

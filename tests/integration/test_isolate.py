@@ -99,6 +99,19 @@ def test_runtime_directories_and_mounts(daemon, tmp_path):
     assert not os.path.exists("/nowhere")
 
 
+def test_a_runtime_directory_is_always_new(daemon, tmp_path):
+    """A runtime directory is made for the prison's user, never given to it: not a mount point
+    (before, the host directory mounted there became www-data's, and stayed so)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n    runtime_directory: [data]\n"
+               f"    mounts: [{{source: \"{data}\", target: /run/data, readonly: false}}]\n"
+               "    exec: {jail_user: www-data, start: [sleep, '600']}\n")
+    a = d.show("a")
+    assert a["state"] == "failed" and "already there" in a["reason"], a.get("reason")
+    assert os.stat(data).st_uid == 0
+
+
 def test_isolate_false_shares_the_hosts_processes_and_directories(daemon, tmp_path):
     d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n    isolate: false\n" + SLEEP)
     mark = tmp_path / "seen"

@@ -185,23 +185,40 @@ static void make_proc(int root)
 		mask(root, masked[i]);
 }
 
+/* A mount source, opened without following any symbolic link on its way: a link a host user
+ * (or a prison, through a directory it can write) planted in the path would otherwise show
+ * the prison whatever it leads to, the host's / included. */
+static int open_source(const char *src)
+{
+	struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS};
+	int fd = (int)syscall(SYS_openat2, AT_FDCWD, src, &how, sizeof how);
+	if (fd < 0 && errno == ELOOP)
+		fail("a symbolic link on the way of mount source", src);
+	if (fd < 0)
+		fail("cannot bind", src);
+	return fd;
+}
+
 static void bind_mount(int root, const struct mnt *m)
 {
 	if (!m->src) {
 		mount_in(root, m->dst, 0, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
 		return;
 	}
+	int sfd = open_source(m->src);
 	struct stat st;
-	if (stat(m->src, &st) < 0)
+	if (fstat(sfd, &st) < 0)
 		fail("cannot bind", m->src);
 	int fd = open_in_root(root, m->dst, !S_ISDIR(st.st_mode));
 	if (fd < 0)
 		fail("cannot make mount point", m->dst);
-	char tp[64];
+	char tp[64], sp[64];
 	fdpath(tp, sizeof tp, fd);
-	if (mount(m->src, tp, NULL, MS_BIND | MS_REC, NULL) < 0)
+	fdpath(sp, sizeof sp, sfd);
+	if (mount(sp, tp, NULL, MS_BIND | MS_REC, NULL) < 0)
 		fail("cannot bind", m->src);
 	close(fd);
+	close(sfd);
 	/* no set-uid programs and no devices from a host directory, read-only or not */
 	set_attr(root, m->dst, m->ro ? RO : MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 }
@@ -270,9 +287,7 @@ void isolate(const struct mnt *mounts, int n, const char *hosts, int ipc)
 		fail("cannot make mounts slaves", "/");
 	int src[64];
 	for (int i = 0; i < n && i < 64; i++) {
-		src[i] = mounts[i].src ? open(mounts[i].src, O_PATH | O_CLOEXEC) : -1;
-		if (mounts[i].src && src[i] < 0)
-			fail("cannot bind", mounts[i].src);
+		src[i] = mounts[i].src ? open_source(mounts[i].src) : -1;
 	}
 	int hfd = hosts ? open(hosts, O_PATH | O_CLOEXEC) : -1;
 	if (hosts && hfd < 0)
@@ -393,9 +408,26 @@ void make_rundirs(char *const *dirs, int n, const char *user)
 	if (n && run < 0)
 		fail("cannot open", "/run");
 	for (int i = 0; i < n; i++) {
-		int fd = open_in_root(run, dirs[i], 0);
-		if (fd < 0)
+		/* its parents are made (root's, 0755) or taken as they are; it must be new: never
+		 * /run itself, /run/lock or a mount point given away to the user */
+		char parent[PATH_MAX];
+		snprintf(parent, sizeof parent, "%s", dirs[i]);
+		char *slash = strrchr(parent, '/');
+		const char *last = slash ? slash + 1 : parent;
+		int pfd = slash ? (*slash = 0, open_in_root(run, parent, 0)) : dup(run);
+		if (pfd < 0)
 			fail("cannot make /run/", dirs[i]);
+		if (!*last || !strcmp(last, ".") || !strcmp(last, "..") || mkdirat(pfd, last, 0700) < 0) {
+			if (errno == EEXIST)
+				fail("runtime_directory: already there, not made for the prison: /run/", dirs[i]);
+			fail("cannot make /run/", dirs[i]);
+		}
+		struct open_how how = {.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW | O_DIRECTORY,
+				       .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH};
+		int fd = (int)syscall(SYS_openat2, pfd, last, &how, sizeof how);
+		close(pfd);
+		if (fd < 0)
+			fail("cannot open /run/", dirs[i]);
 		char p[64];
 		fdpath(p, sizeof p, fd);
 		if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0 || chmod(p, 0755) < 0)

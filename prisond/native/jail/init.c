@@ -25,7 +25,9 @@
  * line saying what failed, and exits.
  *
  * Then init serves the daemon: one connection at a time, root only, from outside the prison.
- *   hello              -> hello, with init's own pidfd, live=ID (+ a pidfd each) for the
+ *   hello (+ a descriptor of the daemon's PID namespace, /proc/self/ns/pid: a connection's
+ *         first packet, or init closes it)
+ *                      -> hello, with init's own pidfd, live=ID (+ a pidfd each) for the
  *                         processes it started and that still run, exited=ID:STATUS for those
  *                         that ended while no daemon was there to hear it
  *   spawn id= arg=... env=... [user= cwd= login=1 nofile= tty=1 rows= cols= stdio=fds|log|null
@@ -488,6 +490,40 @@ static void forward_log(int stream)
 	}
 }
 
+/* The daemon's PID namespace (st_dev, st_ino), recorded before init makes its own: a
+ * connection proves it comes from the daemon by sending, with its hello, a descriptor of that
+ * namespace (/proc/self/ns/pid).  Root of another prison also shows as pid 0 here (a sibling
+ * namespace) and can reach the socket if a host path leads to it; it cannot open the
+ * daemon's namespace (that needs ptrace access to a process in it). */
+static dev_t daemon_ns_dev;
+static ino_t daemon_ns_ino;
+
+static void record_daemon_ns(void)
+{
+	struct stat st;
+	if (stat("/proc/self/ns/pid", &st) < 0)
+		die("/proc/self/ns/pid");
+	daemon_ns_dev = st.st_dev;
+	daemon_ns_ino = st.st_ino;
+}
+
+/* The first packet of a new connection: a hello carrying the daemon's PID namespace.  Waits
+ * for it at most 2 s (the daemon sends it at once).  Nothing else of the connection is read. */
+static int proves_daemon(int c)
+{
+	static struct msg m;
+	struct pollfd p = {.fd = c, .events = POLLIN};
+	if (poll(&p, 1, 2000) != 1 || msg_recv(c, &m) <= 0)
+		return 0;
+	const char *op = msg_get(&m, "op");
+	struct stat st;
+	int ok = op && !strcmp(op, "hello") && m.nfds >= 1 && fstat(m.fds[0], &st) == 0 &&
+		 st.st_dev == daemon_ns_dev && st.st_ino == daemon_ns_ino;
+	for (int i = 0; i < m.nfds; i++)
+		close(m.fds[i]);
+	return ok;
+}
+
 /* Only root from outside the prison: a peer in init's own PID namespace (a prison process) has
  * a pid here; one outside a confined or isolated prison's namespace shows as 0. */
 static int trusted(int c, int confined)
@@ -534,12 +570,13 @@ static void __attribute__((noreturn)) serve(int listen_fd, int confined)
 			forward_log(1);
 		if (p[0].revents & POLLIN) {
 			int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-			if (c >= 0 && trusted(c, confined)) {
+			if (c >= 0 && trusted(c, confined) && proves_daemon(c)) {
 				if (conn >= 0) /* the daemon that had it is gone (one daemon per host) */
 					close(conn);
 				conn = c;
+				do_hello(); /* what it asked for, with its proof */
 			} else if (c >= 0)
-				close(c);
+				close(c); /* the daemon's connection, if any, stays */
 		}
 		if (conn >= 0 && p[4].revents & (POLLIN | POLLHUP | POLLERR))
 			serve_one();
@@ -610,6 +647,7 @@ int init_main(int argc, char **argv)
 	for (int i = 0; i < ncg; i++) /* before anything else: all that follows is the prison's */
 		join_cgroup(cgroups[i]);
 	forget_login();
+	record_daemon_ns();
 	int flags = CLONE_NEWUTS | (ipc ? CLONE_NEWIPC : 0) | (root || thin ? CLONE_NEWNS | CLONE_NEWPID : 0);
 	if (unshare(flags) < 0)
 		die("unshare");

@@ -37,7 +37,7 @@ them.  Binds made while an address was not shared were not recorded: a prison th
 address untracked (or tainted: it became tracked while the prison ran) blocks any other prison
 from getting that address until it restarts; the newcomer fails with the reason.
 
-Localhost (programs.py, "Localhost"): the getpeername, getsockname and recvmsg programs are
+Localhost (programs.py, "Localhost"): the getpeername and getsockname programs are
 attached to every kernel prison with the core ones, and a fifth map, the socket storage that
 marks the sockets that addressed loopback, goes with the core maps.  A prison running under
 programs from before them (an upgrade) gets them attached beside its old ones at adoption; its
@@ -92,8 +92,6 @@ CORE = {
     "getpeername6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=True)),
     "getsockname4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=False)),
     "getsockname6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.getname, v6=True)),
-    "recvmsg4": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.recvmsg, v6=False)),
-    "recvmsg6": (S.PROG_TYPE_CGROUP_SOCK_ADDR, _gen(P.recvmsg, v6=True)),
 }
 CLAIMS = {
     "post_bind4": (S.PROG_TYPE_CGROUP_SOCK, _gen(P.post_bind, v6=False)),

@@ -41,7 +41,7 @@ What each program does (FreeBSD's rules for a jail's sockets, as jail(8) and in_
               the wildcard: steer.py.
   post_bind4/6, sock_release
               claims on shared addresses: see "Claims" below.
-  getpeername4/6, getsockname4/6, recvmsg4/6
+  getpeername4/6, getsockname4/6
               what the prison's own programs are told of a connection through localhost: see
               "Localhost" below (connect4/6 and sendmsg4/6 mark the sockets that addressed it).
   egress      drop every packet whose source is not a prison address, or whose destination is
@@ -93,11 +93,11 @@ own programs it looks like localhost:
     established only (a listener the lookup falls back to does not count).  A TCP socket that
     was found to be such keeps the mark itself: its next calls need no lookup, and the answer
     stays the same after the client closed;
-  - recvmsg4/6 (recvfrom/recvmsg asking for the source): a datagram whose source is the loopback
-    target reports loopback if the socket that sent it carries this prison's mark, found with
-    bpf_sk_lookup_udp (the socket that holds the source address and port, as seen from the
-    receiving socket): the client that sent to 127.0.0.1, and the server that answered it at
-    "127.0.0.1" (its answer went through sendmsg4's rewrite, which marked it, to the primary).
+  - not UDP: a datagram's sender can be known only by its address and port
+    (bpf_sk_lookup_udp), and any host user can send from the prison's address and a port of
+    its choosing (IP_PKTINFO, from a socket bound to another local address): a recvmsg
+    program that judged by them made a host user's datagrams 127.0.0.1's.  A datagram keeps
+    its real source (the primary, for one through 127.0.0.1).
 What never looks like localhost: the host (an unbound host socket takes the prison's address
 as its source towards it, and host users may bind it), a neighbour prison, a prison sharing the
 address (its own 127.0.0.1 leads to the same address; its marks carry its own owner), and the
@@ -110,15 +110,8 @@ or towards its real address:
     prison that connects to 127.0.0.1 shows that address to the server (as Linux would), and
     the server's getsockname shows the primary; a listener, or any socket not connected,
     reports the address it holds (the primary for one bound to 127.0.0.1);
-  - a mark is the socket's, not its destination's: a UDP socket that sent to 127.0.0.1 once
-    still looks like localhost to the prison's own servers when it sends to the primary by
-    name, and a socket bound to the primary by name that then connects to 127.0.0.1 reports
-    127.0.0.1 as its own address;
-  - UDP: the sender is known by its address and port only.  A datagram forged with the source
-    address and port of a marked socket of this prison (by a raw socket of a prison that shares
-    the address and has allow.raw_sockets, or by the host's root), or sent by a host socket that
-    shares the port of such a socket bound to the wildcard (both set SO_REUSEADDR, or
-    SO_REUSEPORT under one uid), can be taken for it;
+  - a mark is the socket's, not its destination's: a socket bound to the primary by name that
+    then connects to 127.0.0.1 reports 127.0.0.1 as its own address;
   - a client that addressed localhost sees loopback as its peer whoever holds the prison's
     address and port (a host server squatting it, as a client of 127.0.0.1 anywhere sees
     whoever holds that port); the server's side, which services trust, is the one checked.
@@ -882,52 +875,3 @@ def getname(maps: Maps, v6: bool) -> bytes:
     return g.assemble()
 
 
-def recvmsg(maps: Maps, v6: bool) -> bytes:
-    """BPF_CGROUP_UDP4/6_RECVMSG: a datagram from the prison's loopback target reports loopback
-    (::ffff:127.0.0.1 on a dual-stack socket) if the socket that sent it, found with
-    bpf_sk_lookup_udp at the datagram's source as seen from this socket, carries this prison's
-    mark: the client that sent to 127.0.0.1, or the server that answered "127.0.0.1" (sendmsg4
-    marked it).  Must return 1."""
-    g = _Gen(maps).prologue()
-    g.ldx(8, R8, R6, SA_SK)
-    cases = [(False, False, "4")] if not v6 else [(True, True, "m"), (True, False, "6")]
-    for _, mapped, tag in cases:
-        if v6 and mapped:
-            _is_mapped(g, R6, SA_USER_IP6, "native")
-            g.ldx(4, R1, R7, N4).jeq(R1, 0, "out").ldx(4, R1, R7, LO4).jne32r(R5, R1, "out")
-        elif not v6:
-            g.ldx(4, R1, R7, N4).jeq(R1, 0, "out").ldx(4, R1, R7, LO4)
-            g.ldx(4, R2, R6, SA_USER_IP4).jne32r(R2, R1, "out")
-        if not v6 or mapped:
-            # the tuple of a packet from this socket to the sender: saddr = this socket's
-            # address (an autobound socket has none: the primary), daddr = the datagram's source
-            g.stx(4, R10, -36, R1)
-            if v6:
-                _is_mapped(g, R8, SK_SRC_IP6, f"primary{tag}")
-                g.jeq32(R5, 0, f"primary{tag}").stx(4, R10, -40, R5).jmp(f"ports{tag}")
-            else:
-                g.ldx(4, R2, R8, SK_SRC_IP4).jeq32(R2, 0, f"primary{tag}").stx(4, R10, -40, R2).jmp(f"ports{tag}")
-            g.label(f"primary{tag}").ldx(4, R1, R7, IP4).stx(4, R10, -40, R1)
-            ports, size, bit = -32, 12, L_V4
-        else:
-            g.label("native")
-            g.ldx(4, R1, R7, N6).jeq(R1, 0, "out")
-            _same_words(g, R6, SA_USER_IP6, LO6, "out")
-            for w in range(4):
-                g.ldx(4, R1, R7, LO6 + 4 * w).stx(4, R10, -24 + 4 * w, R1)
-            g.load_words(R8, SK_SRC_IP6)
-            g.jne32(R2, 0, "own6").jne32(R3, 0, "own6").jne32(R4, 0, "own6").jne32(R5, 0, "own6")
-            for w in range(4):
-                g.ldx(4, R1, R7, IP6 + 4 * w).stx(4, R10, -40 + 4 * w, R1)
-            g.jmp(f"ports{tag}")
-            g.label("own6")
-            for w, reg in enumerate((R2, R3, R4, R5)):
-                g.stx(4, R10, -40 + 4 * w, reg)
-            ports, size, bit = -8, 36, L_V6
-        g.label(f"ports{tag}")
-        g.ldx(4, R1, R8, SK_SRC_PORT).be16(R1).stx(2, R10, ports, R1)
-        g.ldx(4, R1, R6, SA_USER_PORT).stx(2, R10, ports + 2, R1)
-        _peer_verdict(g, SK_LOOKUP_UDP, size, bit, tag, listener_check=False)
-        _report_loopback(g, v6, mapped).jmp("out")
-    g.label("out").ret(1)
-    return g.assemble()

@@ -53,7 +53,7 @@ def jail(tmp_path_factory):
     d = Daemon(str(tmp_path_factory.mktemp("sockets")), config()).start()
     yield d
     try:
-        assert d.stop() == 0
+        assert d.stop() == 0, d.log()[-4000:]
     finally:
         d.remove_cgroups()
 

@@ -151,12 +151,14 @@ def test_exec_errors(daemon):
 
 
 def test_stop_timeout_then_sigkill_and_exec_stop_inside(daemon, tmp_path):
-    marker = tmp_path / "stopped-by-exec-stop"
+    out = tmp_path / "out"  # root's alone (0700): a read-write mount no host user reaches, whatever
+    out.mkdir(mode=0o700)  # other tests made of the directories above it
+    marker = out / "stopped-by-exec-stop"
     d = daemon(f"""
 prisons:
   stubborn:
     ip4: [127.0.2.1]
-    mounts: [{{source: "{tmp_path}", readonly: false}}]   # its /tmp is its own: the marker's directory
+    mounts: [{{source: "{out}", readonly: false}}]   # its /tmp is its own: the marker's directory
     stop:
       timeout: 3    # exec.stop has as long too: a loaded CI machine can take a second to run it
     exec:

@@ -80,7 +80,7 @@ def test_the_prisons_hostname_resolves_inside_it(daemon):
 
 def test_runtime_directories_and_mounts(daemon, tmp_path):
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)  # root's alone: read-write mounts must be out of host users' reach
     (data / "greeting").write_text("hello\n")
     d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n    runtime_directory: [sshd, postgresql/15-main]\n"
                f"    mounts:\n      - {{source: \"{data}\", target: /run/data, readonly: false}}\n"
@@ -103,7 +103,7 @@ def test_a_runtime_directory_is_always_new(daemon, tmp_path):
     """A runtime directory is made for the prison's user, never given to it: not a mount point
     (before, the host directory mounted there became www-data's, and stayed so)."""
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)
     d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n    runtime_directory: [data]\n"
                f"    mounts: [{{source: \"{data}\", target: /run/data, readonly: false}}]\n"
                "    exec: {jail_user: www-data, start: [sleep, '600']}\n")

@@ -132,7 +132,13 @@ class Launcher:
                     f"path {spec.path}: {owner} belongs to uid {os.lstat(owner).st_uid}, not root: whoever owns a "
                     "prison's /etc/passwd is root inside it; make the root root's (chown -R root:root), or make it "
                     "with prisonctl mkroot as root", "exec_failed")
+        runtime = os.path.dirname(self.init_dir)
         for m in spec.mounts:
+            if m.source == "/" or runtime == m.source or runtime.startswith(m.source.rstrip("/") + "/") \
+                    or m.source.startswith(runtime + "/"):
+                raise SystemLayerError(
+                    f"mounts: {m.source}: holds the daemon's runtime directory {runtime} (each prison's init "
+                    "socket): never shown to a prison", "exec_failed")
             real = os.path.realpath(m.source)
             if real != m.source:  # prisonjail refuses it too, whatever changes after this look
                 raise SystemLayerError(

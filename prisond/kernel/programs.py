@@ -693,7 +693,8 @@ def _udp_claim(g: _Gen, v6: bool) -> None:
 def skb_filter(maps: Maps, egress: bool) -> bytes:
     """cgroup_skb: pass packets whose source (egress) or destination (ingress) is the prison's.
     Egress also keeps the host's loopback and the unspecified addresses out of reach; ingress
-    also keeps other prisons' claimed UDP ports."""
+    also keeps out packets from the host's 127.0.0.1 and ::1 (they would look like the
+    prison's own localhost to its services) and other prisons' claimed UDP ports."""
     g = _Gen(maps).prologue()
     buf = -48  # 40 bytes of header at r10-48
     g.movr(R1, R6).mov(R2, 0).movr(R3, R10).add(R3, buf).mov(R4, 20).call(SKB_LOAD_BYTES)
@@ -711,6 +712,12 @@ def skb_filter(maps: Maps, egress: bool) -> bytes:
         g.label("lo4")
         _tcp_answer(g, buf + 9, None)
     else:
+        # from the host's 127.0.0.1 (a host user who bound it): never, unless it is the
+        # prison's own.  Only the prison's own connections may look like localhost to it,
+        # and those go primary to primary on the wire.
+        g.ldx(4, R2, R10, buf + 12).jne32(R2, LOOPBACK4, "claims4")
+        g.in4(R2, "claims4", "drop")
+        g.label("claims4")
         g.ldx(4, R1, R7, FLAGS).jset(R1, F_TRACK4, "claim4").jmp("pass")
         g.label("claim4")
         _udp_claim(g, v6=False)
@@ -730,6 +737,10 @@ def skb_filter(maps: Maps, egress: bool) -> bytes:
         g.label("lo6")
         _tcp_answer(g, buf + 6, 40)
     else:
+        g.load_words(R10, buf + 8)  # the source: ::1 as 127.0.0.1 above
+        g.jne32(R2, 0, "claims6").jne32(R3, 0, "claims6").jne32(R4, 0, "claims6").jne32(R5, LOOPBACK6_W3, "claims6")
+        g.in6("claims6", "drop")
+        g.label("claims6")
         g.ldx(4, R1, R7, FLAGS).jset(R1, F_TRACK6, "claim6").jmp("pass")
         g.label("claim6")
         _udp_claim(g, v6=True)

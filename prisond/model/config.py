@@ -609,12 +609,14 @@ class _Validator:
         symlink to a host directory (consolelog: the daemon would write where the prison says)
         or a fifo (the daemon would hang opening it), or change a neighbour's mount under it."""
         roots = [(p.name, p.path) for p in prisons if p.path]
+        # a read-write mount's source is the prison's to change as well (isolated prisons' too)
+        roots += [(p.name, m.source) for p in prisons for m in p.mounts if not m.readonly]
         for p in prisons:
             paths: list[tuple[tuple, str]] = [(("exec", "consolelog"), p.exec.consolelog)] if p.exec.consolelog else []
             paths += [(("mounts", i, "source"), m.source) for i, m in enumerate(p.mounts)]
             for key, path in paths:
-                owner = next((n for n, root in roots if path == root or path.startswith(root.rstrip("/") + "/")),
-                             None)
+                owner = next((n for n, root in roots if (path == root and key[0] != "mounts")
+                              or path.startswith(root.rstrip("/") + "/")), None)
                 if owner is not None:
                     self.bad(("prisons", p.name) + key, f"{path} is inside the root of prison {owner!r} "
                              "(its root user could aim it anywhere on the host): put it outside every prison's path")

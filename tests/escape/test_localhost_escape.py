@@ -17,6 +17,7 @@ without whose prison it was, fails the shared-address ones; "the receiving UDP s
 localhost" fails the squatter's answer.
 """
 import socket
+import time
 
 import pytest
 
@@ -162,3 +163,29 @@ def test_a_host_squatting_the_prisons_port_does_not_answer_as_localhost(jail, lo
         t.join(10)
     assert out.get("reply") == "pong:ping", out  # the squatter did get it, and answered
     assert host(out["from"]) == addr, out
+
+
+@pytest.mark.parametrize("loopback,addr", [("127.0.0.1", X4), ("::1", X6)])
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_a_host_client_from_the_real_loopback_never_reaches_the_prison(jail, loopback, addr, proto):
+    """A host user who binds the host's own 127.0.0.1 (or ::1) and connects to the prison's
+    address came from loopback for real: its service would take it for the prison's own
+    localhost (redis's protected mode, pg_hba's 127.0.0.1/32).  Dropped at the prison's
+    ingress (before: answered, as localhost; found by an outside attack)."""
+    port = free_port()
+    srv = Server(jail, "x", f"{proto}-serve", addr, port)
+    try:
+        assert srv.first.startswith("listening"), srv.first
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM) as c:
+            c.settimeout(2)
+            c.bind((loopback, 0))
+            if proto == "tcp":
+                with pytest.raises(OSError):  # its SYN dropped: a timeout
+                    c.connect((addr, port))
+            else:
+                c.sendto(b"ping", (addr, port))
+        time.sleep(1.0)
+        assert srv.lines == [], srv.lines  # the server heard nothing
+    finally:
+        srv.stop()

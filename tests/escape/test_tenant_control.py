@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support.daemon import let_others_reach, run_cli_as
+from support.daemon import let_others_reach, run_cli_as, wait_for
 from support.fixtures import confined
 from support.tenant import (public_cell, NOBODY, NOGROUP, call_as, names, public_daemon, public_dir, remove_public_dir,  # noqa: F401
                             request, run_probe, tenant_static)
@@ -225,17 +225,37 @@ def test_root_of_another_prison_cannot_take_over_a_prisons_init(daemon, confined
     and the daemon's own connection stays.  Before, root of any other PID namespace was taken
     for the daemon: its hello replaced the daemon's link (the victim was restarted) and it
     could spawn processes in the victim as root."""
+    import subprocess
     script = tmp_path / "hijack.py"
     script.write_text(HIJACK)
     os.chmod(tmp_path, 0o755)
-    d = daemon("prisons:\n  victim:\n    ip4: [127.0.4.1]\n    exec: {start: [sleep, '600']}\n", start=False)
-    d.write_config("prisons:\n  victim:\n    ip4: [127.0.4.1]\n    exec: {start: [sleep, '600']}\n"
-                   + confined(confined_root, "c", "127.0.2.1",
-                              mounts=f", {{source: {d.run_dir}/init, target: /srv/init}}, "
-                                     f"{{source: {tmp_path}, target: /srv/t}}"))
-    d.start()
+    victim = "prisons:\n  victim:\n    ip4: [127.0.4.1]\n    exec: {start: [sleep, '600']}\n"
+    d = daemon(victim)
+    # the daemon never mounts its runtime directory into a prison...
+    d.write_config(victim + confined(confined_root, "c", "127.0.2.1",
+                                     mounts=f", {{source: {d.run_dir}/init, target: /srv/init}}"))
+    assert d.ctl("reload").returncode == 0
+    assert "daemon's runtime directory" in d.show("c")["reason"]
+    # ...but a host path may still lead there (here: a bind mount of it elsewhere)
+    view = tmp_path / "view"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", f"{d.run_dir}/init", str(view)], check=True)
+    try:
+        d.write_config(victim + confined(confined_root, "c", "127.0.2.1",
+                                         mounts=f", {{source: {view}, target: /srv/init}}, "
+                                                f"{{source: {tmp_path}/t, target: /srv/t}}"))
+        (tmp_path / "t").mkdir()
+        (tmp_path / "t" / "hijack.py").write_text(HIJACK)
+        assert d.ctl("reload").returncode == 0
+        wait_for(lambda: d.show("c")["state"] == "running", 10, "c running")
+        _hijack_is_refused(d)
+    finally:
+        subprocess.run(["umount", "-l", str(view)])
+
+
+def _hijack_is_refused(d):
     before = d.show("victim")
-    r = d.exec("c", "python3", "/srv/t/hijack.py", "/srv/init/victim.sock")
+    r = d.exec("c", "python3", "/srv/t/hijack.py", "/srv/init/victim.sock", timeout=30)
     out = r.stdout.decode() + r.stderr.decode()
     print(out)
     assert "op=hello" not in out and "op=spawned" not in out, out

@@ -508,19 +508,24 @@ static void record_daemon_ns(void)
 }
 
 /* The first packet of a new connection: a hello carrying the daemon's PID namespace.  Waits
- * for it at most 2 s (the daemon sends it at once).  Nothing else of the connection is read. */
+ * for it at most 0.5 s (the daemon sends it right after connecting).  Nothing else of the connection is read. */
 static int proves_daemon(int c)
 {
 	static struct msg m;
 	struct pollfd p = {.fd = c, .events = POLLIN};
-	if (poll(&p, 1, 2000) != 1 || msg_recv(c, &m) <= 0)
+	if (poll(&p, 1, 500) != 1 || msg_recv(c, &m) <= 0)
 		return 0;
 	const char *op = msg_get(&m, "op");
 	struct stat st;
 	int ok = op && !strcmp(op, "hello") && m.nfds >= 1 && fstat(m.fds[0], &st) == 0 &&
 		 st.st_dev == daemon_ns_dev && st.st_ino == daemon_ns_ino;
-	for (int i = 0; i < m.nfds; i++)
+	for (int i = 0; i < m.nfds; i++) {
+		/* a socket sent to make init's close wait (SO_LINGER with unsent data): abort it */
+		struct linger now = {1, 0};
+		if (fstat(m.fds[i], &st) == 0 && S_ISSOCK(st.st_mode))
+			setsockopt(m.fds[i], SOL_SOCKET, SO_LINGER, &now, sizeof now);
 		close(m.fds[i]);
+	}
 	return ok;
 }
 

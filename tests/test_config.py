@@ -223,3 +223,14 @@ def test_paths_the_daemon_opens_or_mounts_are_not_inside_a_prisons_root():
         "(its root user could aim it anywhere on the host): put it outside every prison's path",
         "p.yaml:7: prisons.b.mounts[0].source: /srv/prisons/a/data is inside the root of prison 'a' "
         "(its root user could aim it anywhere on the host): put it outside every prison's path"]
+
+
+def test_nothing_the_daemon_opens_lies_in_a_read_write_mount_source():
+    """A read-write mount's source is the prison's to change (a link on the way of another
+    prison's consolelog made the daemon write anywhere: found by an outside attack)."""
+    with pytest.raises(ConfigError) as e:
+        parse("prisons:\n  a:\n    ip4: [127.0.2.1]\n    mounts: [{source: /srv/data, target: /data, readonly: false}]\n"
+              "  b:\n    ip4: [127.0.3.1]\n    exec: {consolelog: /srv/data/logs/b.log}\n"
+              "    mounts: [{source: /srv/data/sub, target: /x}]\n", "x.yaml")
+    assert [p.split(": ", 1)[0] for p in e.value.problems] == ["x.yaml:7", "x.yaml:8"], e.value.problems
+    assert all("prison 'a'" in p for p in e.value.problems)

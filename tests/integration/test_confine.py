@@ -160,11 +160,13 @@ def test_kill9_daemon_adopts_a_confined_prison(daemon, confined_root):
 
 def test_failed_confinement_is_reported_and_leaves_nothing(daemon, confined_root, tmp_path):
     os.symlink("/etc", os.path.join(confined_root, "evil"))
+    src = tmp_path / "src"  # not tmp_path itself: the daemon's runtime directory lies there
+    src.mkdir()
     try:
         d = daemon("prisons:\n"
                    "  nopath: {ip4: [127.0.2.1], path: /nonexistent/root}\n"
                    f"  nosrc: {{ip4: [127.0.3.1], path: {confined_root}, mounts: [/nonexistent/src]}}\n"
-                   f"  planted: {{ip4: [127.0.4.1], path: {confined_root}, mounts: [{{source: {tmp_path}, "
+                   f"  planted: {{ip4: [127.0.4.1], path: {confined_root}, mounts: [{{source: {src}, "
                    "target: /evil/x}]}\n"
                    + confined(confined_root, "ok", "127.0.5.1"))
         reasons = {n: d.show(n)["reason"] for n in ("nopath", "nosrc", "planted")}

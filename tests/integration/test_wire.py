@@ -121,11 +121,11 @@ def test_servers_on_the_same_port_answer_only_on_their_own_address(daemon, tmp_p
         (tmp_path / name).mkdir()
         (tmp_path / name / "who").write_text(f"prison {name}\n")
     config = CONFIG.replace('    ip6: ["lo|fd00:2::1"]\n',
-                            f'    ip6: ["lo|fd00:2::1"]\n    mounts: ["{tmp_path}"]\n    exec:\n'
+                            f'    ip6: ["lo|fd00:2::1"]\n    mounts: ["{tmp_path / "a"}"]\n    exec:\n'
                             f'      start: [python3, -m, http.server, --bind, '
                             f'0.0.0.0, --directory, "{tmp_path / "a"}", "8080"]\n')
     config = config.replace('    ip6: ["lo|fd00:3::1"]\n',
-                            f'    ip6: ["lo|fd00:3::1"]\n    mounts: ["{tmp_path}"]\n    exec:\n'
+                            f'    ip6: ["lo|fd00:3::1"]\n    mounts: ["{tmp_path / "b"}"]\n    exec:\n'
                             f'      start: [python3, -m, http.server, --bind, '
                             f'0.0.0.0, --directory, "{tmp_path / "b"}", "8080"]\n')
     d = daemon(config)
@@ -160,11 +160,12 @@ def _wait_listening(d, prison, local, timeout=20):
 
 def test_nginx_in_a_prison_serves_on_its_address_only(daemon, tmp_path):
     """nginx as the prison's service, told to listen on 8080 of every address."""
-    root = tmp_path / "www"
-    root.mkdir()
+    site = tmp_path / "site"  # what the prison sees (not tmp_path: the daemon's runtime dir is there)
+    root = site / "www"
+    root.mkdir(parents=True)
     (root / "index.html").write_text("nginx in a\n")
     let_others_reach(str(root))  # the workers run unprivileged
-    conf = tmp_path / "nginx.conf"
+    conf = site / "nginx.conf"
     conf.write_text(f"""
 worker_processes 2;
 daemon off;
@@ -185,9 +186,9 @@ http {{
 prisons:
   a:
     ip4: ["{A4}"]
-    mounts: ["{tmp_path}"]      # its configuration and pages; it writes in its private /tmp
+    mounts: ["{site}"]      # its configuration and pages; it writes in its private /tmp
     exec:
-      start: [/usr/sbin/nginx, -c, "{conf}", -p, "{tmp_path}"]
+      start: [/usr/sbin/nginx, -c, "{conf}", -p, "{site}"]
 """)
     _wait_listening(d, "a", f"{A4}:8080")
     with Wire() as wire:

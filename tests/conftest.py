@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 CLONE_NEWNET = 0x40000000
 
 
-ROOT_FOLDERS = ("integration", "escape", "system")
+ROOT_FOLDERS = ("integration", "escape", "system", "services")
 
 
 def pytest_configure(config):

@@ -28,6 +28,12 @@ def pytest_configure(config):
         return  # only the tests that need no root can pass: the others fail, each saying why
     if os.environ.get("PRISOND_TEST_NETNS") == str(os.getpid()):
         return
+    here = os.path.realpath(os.path.dirname(__file__))
+    if any(here == d or here.startswith(d + "/") for d in ("/tmp", "/var/tmp", "/run", "/dev/shm")):
+        # the prisons run the suite's programs from the checkout; an isolated prison (the
+        # default) has its own /tmp, /var/tmp, /run and /dev/shm, and would not see them
+        raise SystemExit(f"tests: the checkout ({os.path.dirname(here)}) is under a directory every "
+                         "isolated prison has its own of: clone it elsewhere (e.g. /srv or your home)")
     libc = ctypes.CDLL(None, use_errno=True)
     # The namespace the suite was started in, kept open: only tests/system uses it, to fetch
     # Debian packages from the mirror while it builds its cached root (no test traffic).

@@ -51,6 +51,7 @@ import logging
 from collections.abc import Sequence
 import os
 import struct
+import threading
 
 from prisond.kernel import programs as P
 from prisond.kernel import steer
@@ -158,6 +159,10 @@ class KernelLayer:
         self.ncpus = S.possible_cpus()
         self.adopted = adopted
         self.shared: frozenset = frozenset()
+        # prisons start and stop in threads of their own (asyncio.to_thread), all at once when
+        # the daemon stops: what they share here (the maps of addresses, the link) changes under
+        # this lock (two last releases closed the link twice: EBADF, and the daemon died)
+        self._lock = threading.RLock()
         self.enforced: dict[int, tuple] = {}  # cgroup id -> (path, addresses) of the prisons written
         self.steered: dict[int, frozenset] = {}  # cgroup id -> its addresses in the address map
         self.link_fd: int | None = None  # the sk_lookup link, while some address is steered
@@ -243,6 +248,10 @@ class KernelLayer:
             return None
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         fds = [fd for fd in (self.link_fd, self.sk_lookup_fd) if fd is not None]
         for fd in fds + list(self.prog_fds.values()) + list(self.maps):
             try:
@@ -276,21 +285,24 @@ class KernelLayer:
     def share(self, prisons) -> None:
         """Take note of the configuration's prisons (all of them, running or not): which
         addresses more than one holds.  Call before enforcing any of them, and on every reload."""
-        self.shared = shared_addresses(prisons)
-        # a shared address is steered for nobody; one no longer shared for its holder again
-        for cgid, (_, ips) in list(self.enforced.items()):
-            self._steer_addresses(cgid, ips - self.shared)
+        with self._lock:
+            self.shared = shared_addresses(prisons)
+            # a shared address is steered for nobody; one no longer shared for its holder again
+            for cgid, (_, ips) in list(self.enforced.items()):
+                self._steer_addresses(cgid, ips - self.shared)
 
     def enforce(self, path: str, spec) -> int:
         """Attach (which creates the cgroup's storage, all zero: everything refused), then
         write the policy.  Called before any process enters the cgroup, or on adoption."""
         cgid = cgroup_id(path)
         self._attach(path, CORE)
-        self._write(cgid, path, spec)
+        with self._lock:
+            self._write(cgid, path, spec)
         return cgid
 
     def update(self, path: str, spec) -> None:
-        self._write(cgroup_id(path), path, spec)
+        with self._lock:
+            self._write(cgroup_id(path), path, spec)
 
     def _attach(self, path: str, programs) -> None:
         cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -342,8 +354,9 @@ class KernelLayer:
     def release(self, cgid: int) -> None:
         """A prison stopped: its addresses leave the address map (its programs and storage go
         with its cgroup)."""
-        self._steer_addresses(cgid, frozenset())
-        self.enforced.pop(cgid, None)
+        with self._lock:
+            self._steer_addresses(cgid, frozenset())
+            self.enforced.pop(cgid, None)
 
     def _check_sharers(self, cgid: int, mine: frozenset) -> None:
         """Refuse a shared address another running prison holds without having recorded its

@@ -76,6 +76,16 @@ static void fdpath(char *out, size_t cap, int fd)
 	snprintf(out, cap, "/proc/self/fd/%d", fd);
 }
 
+/* Bind what src_fd names onto what dst_fd names (both opened safely before: O_PATH). */
+static void bind_fd(int src_fd, int dst_fd, unsigned long flags, const char *what)
+{
+	char sp[64], dp[64];
+	fdpath(sp, sizeof sp, src_fd);
+	fdpath(dp, sizeof dp, dst_fd);
+	if (mount(sp, dp, NULL, MS_BIND | flags, NULL) < 0)
+		fail("cannot bind", what);
+}
+
 /* mount(2) onto PATH inside the root, resolved safely. */
 static void mount_in(int root, const char *path, int file, const char *src, const char *type,
 		     unsigned long flags, const char *data)
@@ -212,11 +222,7 @@ static void bind_mount(int root, const struct mnt *m)
 	int fd = open_in_root(root, m->dst, !S_ISDIR(st.st_mode));
 	if (fd < 0)
 		fail("cannot make mount point", m->dst);
-	char tp[64], sp[64];
-	fdpath(tp, sizeof tp, fd);
-	fdpath(sp, sizeof sp, sfd);
-	if (mount(sp, tp, NULL, MS_BIND | MS_REC, NULL) < 0)
-		fail("cannot bind", m->src);
+	bind_fd(sfd, fd, MS_REC, m->src);
 	close(fd);
 	close(sfd);
 	/* no set-uid programs and no devices from a host directory, read-only or not */
@@ -259,20 +265,19 @@ static void fresh_run(int root)
 }
 
 /* The prison's /etc/hosts: the daemon's file for it, read-only, over the root's (or the host's). */
-static void hosts_file(int root, const char *hosts)
+static void hosts_file(int root, int hosts_fd, int make)
 {
 	int fd = open_beneath(root, "etc");
 	if (fd < 0)
 		fail("cannot find", "/etc");
 	close(fd);
-	fd = open_in_root(root, "etc/hosts", 1);
+	/* a confined root's is made if missing (the prison's own tree); never one in the host's */
+	fd = make ? open_in_root(root, "etc/hosts", 1) : open_beneath(root, "etc/hosts");
 	if (fd < 0)
-		fail("cannot make mount point", "/etc/hosts");
-	char tp[64];
-	fdpath(tp, sizeof tp, fd);
-	if (mount(hosts, tp, NULL, MS_BIND, NULL) < 0)
-		fail("cannot bind", hosts);
+		fail("cannot find", "/etc/hosts");
+	bind_fd(hosts_fd, fd, 0, "/etc/hosts");
 	close(fd);
+	close(hosts_fd);
 	set_attr(root, "etc/hosts", RO);
 }
 
@@ -289,9 +294,7 @@ void isolate(const struct mnt *mounts, int n, const char *hosts, int ipc)
 	for (int i = 0; i < n && i < 64; i++) {
 		src[i] = mounts[i].src ? open_source(mounts[i].src) : -1;
 	}
-	int hfd = hosts ? open(hosts, O_PATH | O_CLOEXEC) : -1;
-	if (hosts && hfd < 0)
-		fail("cannot open", hosts);
+	int hfd = hosts ? open_source(hosts) : -1;
 	int rfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rfd < 0)
 		fail("cannot open", "/");
@@ -318,7 +321,6 @@ void isolate(const struct mnt *mounts, int n, const char *hosts, int ipc)
 		}
 	}
 	for (int i = 0; i < n; i++) {
-		char sp[64];
 		if (!mounts[i].src) {
 			mount_in(rfd, mounts[i].dst, 0, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
 			continue;
@@ -336,27 +338,13 @@ void isolate(const struct mnt *mounts, int n, const char *hosts, int ipc)
 		}
 		if (fd < 0)
 			fail("cannot make mount point", mounts[i].dst);
-		fdpath(p, sizeof p, fd);
-		fdpath(sp, sizeof sp, src[i]);
-		if (mount(sp, p, NULL, MS_BIND | MS_REC, NULL) < 0)
-			fail("cannot bind", mounts[i].src);
+		bind_fd(src[i], fd, MS_REC, mounts[i].src);
 		close(fd);
 		close(src[i]);
 		set_attr(rfd, mounts[i].dst, mounts[i].ro ? RO : MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 	}
-	if (hosts) {
-		char hp[64];
-		int fd = open_beneath(rfd, "etc/hosts");
-		if (fd < 0)
-			fail("cannot find", "/etc/hosts");
-		fdpath(p, sizeof p, fd);
-		fdpath(hp, sizeof hp, hfd);
-		if (mount(hp, p, NULL, MS_BIND, NULL) < 0)
-			fail("cannot bind", hosts);
-		close(fd);
-		close(hfd);
-		set_attr(rfd, "etc/hosts", RO);
-	}
+	if (hosts)
+		hosts_file(rfd, hfd, 0);
 	close(rfd);
 	if (chdir("/") < 0)
 		fail("chdir", "/");
@@ -384,7 +372,7 @@ void confine(const char *root, const struct mnt *mounts, int n, const char *host
 		if (!mounts[i].src)
 			set_attr(rfd, mounts[i].dst, RO);
 	if (hosts)
-		hosts_file(rfd, hosts);
+		hosts_file(rfd, open_source(hosts), 1);
 	if (fchdir(rfd) < 0)
 		fail("cannot enter", root);
 	close(rfd);

@@ -6,6 +6,7 @@ the errno, with the verifier's log for a refused program.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import struct
@@ -143,19 +144,34 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
 
 
 def prog_load(prog_type: int, insns: bytes, attach_type: int, name: str) -> int:
+    """Load a program.  Without the verifier's log first (writing it costs the verifier time);
+    on failure again with it, for the reason.  The verifier gives up with EAGAIN when a signal
+    is pending for the caller (a child's SIGCHLD, a debugger's stop): tried again, as libbpf
+    does."""
+    for attempt in range(6):
+        r, e, _ = _prog_load(prog_type, insns, attach_type, name, with_log=attempt == 5)
+        if r >= 0:
+            return r
+        if e != errno.EAGAIN:
+            break
+    r, e, tail = _prog_load(prog_type, insns, attach_type, name, with_log=True)
+    if r >= 0:
+        return r
+    raise KernelLayerError(f"bpf(prog_load {name}): {os.strerror(e)}\n" + "\n".join(tail), "kernel_error")
+
+
+def _prog_load(prog_type: int, insns: bytes, attach_type: int, name: str, with_log: bool) -> tuple[int, int, list]:
     lic = ctypes.create_string_buffer(b"GPL")
     code = ctypes.create_string_buffer(insns, len(insns))
-    log = ctypes.create_string_buffer(1 << 20)
+    log = ctypes.create_string_buffer(1 << 20 if with_log else 1)
     attr = struct.pack("<IIQQIIQII16sII", prog_type, len(insns) // 8, ctypes.addressof(code),
-                       ctypes.addressof(lic), 1, len(log), ctypes.addressof(log), 0, 0,
-                       name.encode()[:15], 0, attach_type)
+                       ctypes.addressof(lic), int(with_log), len(log) if with_log else 0,
+                       ctypes.addressof(log) if with_log else 0, 0, 0, name.encode()[:15], 0, attach_type)
     buf = ctypes.create_string_buffer(attr, 128)
     r = _libc.syscall(_nr_bpf(), PROG_LOAD, buf, ctypes.c_uint(128))
-    if r < 0:
-        e = ctypes.get_errno()
-        tail = log.value.decode(errors="replace").strip().splitlines()[-12:]
-        raise KernelLayerError(f"bpf(prog_load {name}): {os.strerror(e)}\n" + "\n".join(tail), "kernel_error")
-    return r
+    if r >= 0:
+        return r, 0, []
+    return r, ctypes.get_errno(), log.value.decode(errors="replace").strip().splitlines()[-12:]
 
 
 def prog_attach(cgroup_fd: int, prog_fd: int, attach_type: int) -> None:

@@ -114,3 +114,27 @@ class CounterWatch:
 
     def forget(self, prison: str) -> None:
         self.reported.pop(prison, None)
+
+
+class RoundRobin:
+    """At most `budget` items per call, taking turns: next(items) gives the next slice of the
+    current list (which may change between calls), wrapping around.  Pure."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.pos = 0
+        self.wrapped = False  # the last slice reached the end of the list
+
+    def next(self, items: list) -> list:
+        if len(items) <= self.budget:
+            self.pos, self.wrapped = 0, True
+            return list(items)
+        start = self.pos % len(items)
+        out = items[start:start + self.budget]
+        if len(out) < self.budget:
+            out += items[:self.budget - len(out)]
+        self.pos = start + self.budget
+        self.wrapped = self.pos >= len(items)
+        if self.wrapped:
+            self.pos -= len(items)
+        return out

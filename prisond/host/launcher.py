@@ -28,6 +28,7 @@ from prisond.model.errors import SystemLayerError
 from prisond.host.reach import foreign_owner, hidden_from_users
 from prisond.host.initlink import STAGE_USER, Child, InitLink, SpawnError, SpawnRequest, short_address
 from prisond.model.policy import jail_flags, service_env
+from prisond.host.spawner import Spawner
 
 log = logging.getLogger("prisond.host.launcher")
 
@@ -103,6 +104,7 @@ class Launcher:
         self.public_dir = os.path.dirname(shim_path)
         self.init_dir = init_dir  # each prison's init socket: root only
         self.landlock_abi = landlock_abi
+        self.spawner = Spawner()  # runs prisonjail init for the daemon (spawner.py); started by the daemon
 
     def init_socket(self, name: str) -> str:
         return os.path.join(self.init_dir, f"{name}.sock")
@@ -162,7 +164,7 @@ class Launcher:
         listener = listen_seqpacket(path)
         try:
             argv = init_argv(self.jail_path, 0, spec, procs_files, self.public_dir, self.landlock_abi, hosts_path)
-            rc, out, err = await asyncio.to_thread(run_starter, argv, listener.fileno(), INIT_TIMEOUT)
+            rc, out, err = await asyncio.to_thread(self._run_starter, argv, listener.fileno())
         finally:
             listener.close()  # init holds it now
         if rc != 0:
@@ -172,6 +174,9 @@ class Launcher:
         link = InitLink(path, spec.name)
         link.init_pid = int(out)
         return link
+
+    def _run_starter(self, argv: list[str], stdin: int) -> tuple[int, bytes, bytes]:
+        return self.spawner.run(argv, stdin, INIT_TIMEOUT) or run_starter(argv, stdin, INIT_TIMEOUT)
 
     def hosts_file(self, name: str) -> str:
         return os.path.join(self.hosts_dir, name)

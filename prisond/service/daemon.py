@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import argparse
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import os
 import shutil
@@ -27,7 +28,7 @@ from prisond.model.metrics import exposition
 from prisond.service.control import ControlServer
 from prisond.service.metrics import MetricsServer
 from prisond.model.errors import ConfigError, PrisonError
-from prisond.engine.events import AUDIT_KINDS, CounterWatch, EventLog
+from prisond.engine.events import AUDIT_KINDS, CounterWatch, EventLog, RoundRobin
 from prisond.host.launcher import WAITED, Launcher
 from prisond.host.reaper import reap_orphans
 from prisond.host.eventfile import EventFile
@@ -37,7 +38,7 @@ from prisond.host.net import AliasBook, Netlink
 from prisond.host.peer import PeerJudge
 from prisond.engine.prison import Deps, Prison
 from prisond.model.states import UP
-from prisond.engine.registry import Registry
+from prisond.engine.registry import START_CONCURRENCY, Registry
 from prisond.host.resources import Host as ResourceHost
 from prisond.host.store import StateStore
 from prisond.engine.tasks import spawn
@@ -50,6 +51,7 @@ INIT = "init"      # in the runtime directory, root only: each prison's init soc
 PRISON_SOCKET = contract.PRISON_SOCKET
 JAIL_NAME = "prisonjail"
 LIMIT_WATCH_INTERVAL = 1.0
+WATCH_BUDGET = 400  # prisons whose counters are read per round (_watch_counters)
 # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION): the ABI (the number is x86_64's and
 # arm64's alike: system calls from 424 on are numbered the same everywhere)
 NR_LANDLOCK_CREATE_RULESET, LANDLOCK_CREATE_RULESET_VERSION = 444, 1
@@ -256,8 +258,12 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        # prisons start side by side (START_CONCURRENCY), each waiting in a thread for its
+        # init: the default pool (CPUs + 4 threads) made them queue
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=START_CONCURRENCY + 8, thread_name_prefix="prisond"))
         become_subreaper()
         raise_nofile()
+        self.launcher.spawner.start()  # now, while the daemon holds few descriptors (spawner.py)
         report_isolation(self.args.landlock_abi)
         loop.add_signal_handler(signal.SIGTERM, self._stop)
         loop.add_signal_handler(signal.SIGINT, self._stop)
@@ -308,6 +314,7 @@ class Daemon:
         if self.resources:
             self.resources.remove_parents()
         self.netlink.close()
+        self.launcher.spawner.stop()
         self.event_file.close()
         self.output.close()
         log.info("stopped")
@@ -329,8 +336,11 @@ class Daemon:
 
     async def _watch_counters(self) -> None:
         """Every second, the counters of running prisons (limit hits for those with limits, the
-        kernel layer's for kernel prisons): what is new becomes an event."""
+        kernel layer's for kernel prisons): what is new becomes an event.  At most WATCH_BUDGET
+        prisons are read in one round, in turn: with 10,000 prisons each is read every 25 s
+        (reading all every second took 14% of a CPU), so an event can come that much later."""
         watch = CounterWatch()
+        turn = RoundRobin(WATCH_BUDGET)
 
         def read(p: Prison) -> dict:
             counters = dict(p.view.kernel_counters() or {})
@@ -340,15 +350,17 @@ class Daemon:
 
         while not self.stopping.is_set():
             await asyncio.to_thread(reap_orphans, WAITED.__contains__)  # what dead inits left
-            prisons = [p for p in self.registry.prisons.values() if p.state in UP]
+            up = [p for p in self.registry.prisons.values() if p.state in UP]
+            prisons = turn.next(up)
             stats = await asyncio.to_thread(lambda: [(p, read(p)) for p in prisons])  # noqa: B023 (awaited here)
             now = time.monotonic()
             for p, counters in stats:
                 for kind, key, n in watch.check(p.spec.name, counters, now):
                     p.event(kind, EVENT_TEXT[key].format(n=n, limits=p.spec.limits), count=n,
                             **({"source": "kernel"} if kind in AUDIT_KINDS else {}))
-            for name in set(watch.reported) - {p.spec.name for p in prisons}:
-                watch.forget(name)
+            if turn.wrapped:
+                for name in set(watch.reported) - {p.spec.name for p in up}:
+                    watch.forget(name)
             try:
                 await asyncio.wait_for(self.stopping.wait(), LIMIT_WATCH_INTERVAL)
             except TimeoutError:

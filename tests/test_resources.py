@@ -124,3 +124,25 @@ def test_counter_watch_turns_counters_into_events():
     assert w.check("a", dict(base, oom_kills=2, pids_refused=3, cpu_throttled=20, rewritten=10), 62.0) == [
         ("cpu_throttled", "cpu_throttled", 15)]
     assert w.check("b", {"denied": 7}, 0.0) == [] and w.check("b", {"denied": 8}, 0.5) == [("refused", "denied", 1)]
+
+
+def test_a_fresh_cgroup_gets_only_the_limits_that_are_set(tmp_path):
+    """A new cgroup holds the kernel's defaults (no limit): writing them again is skipped (each
+    cpu.cfs_* write costs the kernel a bandwidth update over every cgroup), a set limit is
+    written, and a cgroup that was there before gets every value (an old limit goes)."""
+    mounts = {c: tmp_path / c for c in ("memory", "pids", "cpu", "cpuacct")}
+    layout = Layout("hybrid", str(tmp_path / "unified"), tuple((c, str(m)) for c, m in mounts.items()))
+    for m in mounts.values():
+        os.makedirs(m / "prisond")
+    res = Host(layout, "prisond").for_prison("web", str(tmp_path / "unified" / "prisond" / "web"))
+    assert res.create() is True
+    for c in mounts:  # what the kernel makes with the directory; marked to see what is written
+        write_tree(mounts[c] / "prisond" / "web", {n: "untouched" for n in V1_FILES[c]})
+    res.apply(Limits(pids=50), fresh=True)
+    written = sorted(f"{c}/{n}" for c in mounts for n in os.listdir(mounts[c] / "prisond" / "web")
+                     if read(mounts[c] / "prisond" / "web" / n) != "untouched")
+    assert written == ["pids/pids.max"] and read(mounts["pids"] / "prisond" / "web" / "pids.max") == "50"
+    assert res.create() is False  # there already: not fresh
+    res.apply(Limits(), fresh=False)
+    assert read(mounts["pids"] / "prisond" / "web" / "pids.max") == "max"
+    assert read(mounts["cpu"] / "prisond" / "web" / "cpu.cfs_quota_us") == "-1"

@@ -75,6 +75,7 @@ class Prison:
         self.enforcement, self.enforcement_why = deps.enforcement(spec)
         self.cgroup_id: int | None = None  # set while the kernel layer enforces this prison
         self.init_pid: int | None = None  # the prison's init (host pid; PID 1 of a confined prison)
+        self.uts_ns: tuple[int, int] | None = None  # its UTS namespace (st_dev, st_ino), read once its init is up
         self.res = deps.resources.for_prison(spec.name, self.cgroup.path) if deps.resources else None
         self.view = PrisonView(self)  # what list, show, top and proc.status see: figures, caches
         self.budget = RestartBudget(spec.restart)  # the restarts it had lately (restart.burst)
@@ -123,17 +124,12 @@ class Prison:
             if hard != resource.RLIM_INFINITY and spec.limits.nofile > hard:
                 raise SystemLayerError(f"limits.nofile {spec.limits.nofile} is above the daemon's own hard limit "
                                        f"{hard} (LimitNOFILE= in its unit)", "limit_unavailable")
-        await asyncio.to_thread(self.cgroup.create)
-        if self.res:
-            await asyncio.to_thread(self.res.create)
-            await asyncio.to_thread(self.res.apply, spec.limits)
-        elif spec.limits.controllers():
+        if not self.res and spec.limits.controllers():
             raise SystemLayerError("limits: this daemon has no cgroup controllers to enforce them", "limit_unavailable")
-        if self.enforcement == "kernel":
-            if self.deps.kernel is None:
-                raise SystemLayerError(f"enforce: kernel was asked for, but this host cannot: {self.deps.kernel_why}",
-                                       "kernel_unavailable")
-            self.cgroup_id = await asyncio.to_thread(self.deps.kernel.enforce, self.cgroup.path, spec)
+        if self.enforcement == "kernel" and self.deps.kernel is None:
+            raise SystemLayerError(f"enforce: kernel was asked for, but this host cannot: {self.deps.kernel_why}",
+                                   "kernel_unavailable")
+        self.cgroup_id = await asyncio.to_thread(self._make_cgroups, spec)
         await self._connect(await self.deps.launcher.start_init(spec, self.procs_files()))
         if spec.confined:
             self.log.info("confined in %s (init: pid %d)", spec.path, self.init_pid)
@@ -144,6 +140,18 @@ class Prison:
             spawn(self._watch_service(self.service), f"service:{spec.name}")
         await self._host_hook("poststart", spec.exec.poststart)
 
+    def _make_cgroups(self, spec: PrisonSpec) -> int | None:
+        """The prison's cgroups, its limits and its kernel programs, in one trip to a thread
+        (each trip costs the loop a hand-over; 10,000 prisons start).  A cgroup made just now
+        holds the kernel's defaults and no programs: neither is written or asked again.  The
+        kernel layer's id of the cgroup, or None."""
+        fresh = self.cgroup.create()
+        if self.res:
+            self.res.apply(spec.limits, self.res.create() and fresh)
+        if self.enforcement == "kernel" and self.deps.kernel is not None:
+            return self.deps.kernel.enforce(self.cgroup.path, spec, fresh)
+        return None
+
     async def _connect(self, link: InitLink) -> Hello:
         """Talk to the prison's init: its pid, what it started that still runs, its services'
         output from now on."""
@@ -152,6 +160,11 @@ class Prison:
         link.on_log = self.logs.feed
         hello = await link.connect()
         self.init_pid = hello.init_pid
+        try:  # read now, while the init is known to be there (not at each control connection)
+            st = os.stat(f"/proc/{hello.init_pid}/ns/uts")
+            self.uts_ns = (st.st_dev, st.st_ino)
+        except OSError:
+            self.uts_ns = None
         link.on_lost = self._init_lost
         return hello
 
@@ -471,7 +484,7 @@ class Prison:
             errors += await asyncio.to_thread(self.deps.aliases.release, spec.name, spec.addresses)
             self._holds_aliases = False
         self._disconnect()
-        self.service = self.init_pid = None
+        self.service = self.init_pid = self.uts_ns = None
         return errors
 
     def _disconnect(self) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Sequence
 
@@ -31,6 +30,7 @@ class Registry:
         self._next_jid = 1
         self._reload_lock = asyncio.Lock()
         self._uts_index: dict[tuple[int, int], str] | None = None  # UTS namespace -> prison (peer.py)
+        self._uts_key_of: dict[str, tuple[int, int]] = {}  # its reverse
         self.shutting_down = False  # set on SIGTERM: prisons not yet started are left alone
         self.held: set[str] = set()  # stopped by an operator: not started again after a crash
         if deps.kernel is not None:  # which addresses prisons share: their binds get recorded
@@ -60,7 +60,15 @@ class Registry:
         it at each change of its state; a prison starting is recorded before anything is made,
         so what a crash mid-start leaves is this daemon's to end (recover ends nothing it has
         no record of)."""
-        self._uts_index = None  # prisons came or went
+        if prison is None:
+            self._uts_index = None  # all of them: made again when next asked
+        elif self._uts_index is not None:  # one prison: its entry alone (10,000 others stay)
+            old = self._uts_key_of.pop(prison.spec.name, None)
+            if old is not None and self._uts_index.get(old) == prison.spec.name:
+                del self._uts_index[old]
+            if prison.state != State.STOPPED and prison.uts_ns is not None:
+                self._uts_index[prison.uts_ns] = prison.spec.name
+                self._uts_key_of[prison.spec.name] = prison.uts_ns
         for p in [prison] if prison else list(self.prisons.values()):
             try:
                 if p.state in ALIVE:
@@ -242,16 +250,10 @@ class Registry:
     def uts_owner(self, ns: tuple[int, int]) -> str | None:
         """The prison whose UTS namespace this is ((st_dev, st_ino) of it: peer.py's second
         proof), or None."""
-        if self._uts_index is None:
-            index = {}
-            for p in self.prisons.values():
-                if p.state != State.STOPPED and p.init_pid:
-                    try:
-                        st = os.stat(f"/proc/{p.init_pid}/ns/uts")
-                        index[(st.st_dev, st.st_ino)] = p.spec.name
-                    except OSError:
-                        pass
-            self._uts_index = index
+        if self._uts_index is None:  # no system call: each prison read its own when its init came up
+            self._uts_index = {p.uts_ns: p.spec.name for p in self.prisons.values()
+                               if p.state != State.STOPPED and p.uts_ns is not None}
+            self._uts_key_of = {name: key for key, name in self._uts_index.items()}
         return self._uts_index.get(ns)
 
     def counts(self) -> dict:

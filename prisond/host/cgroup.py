@@ -76,9 +76,20 @@ class Cgroup:
     def exists(self) -> bool:
         return os.path.isdir(self.path)
 
-    def create(self) -> None:
+    def create(self) -> bool:
+        """Make the cgroup; True if it is new (its files hold the kernel's defaults)."""
+        try:
+            os.mkdir(self.path)
+            return True
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            pass  # the parent is missing: made below
+        except OSError as exc:
+            raise SystemLayerError(f"cannot create cgroup {self.path}: {exc.strerror}", "cgroup_error") from None
         try:
             os.makedirs(self.path, exist_ok=True)
+            return True
         except OSError as exc:
             raise SystemLayerError(f"cannot create cgroup {self.path}: {exc.strerror}", "cgroup_error") from None
 

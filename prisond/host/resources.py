@@ -192,25 +192,42 @@ class Resources:
         """The v1 cgroups a process must join besides the prison's v2 (tracking) cgroup."""
         return [os.path.join(d, "cgroup.procs") for d in sorted(set(self.v1_dirs.values()))]
 
-    def create(self) -> None:
+    def create(self) -> bool:
+        """Make the v1 cgroups; True if all are new."""
+        fresh = True
         for d in sorted(set(self.v1_dirs.values())):
+            try:
+                os.mkdir(d)
+                continue
+            except FileExistsError:
+                fresh = False
+                continue
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise SystemLayerError(f"cannot create cgroup {d}: {exc.strerror}", "cgroup_error") from None
             try:
                 os.makedirs(d, exist_ok=True)
             except OSError as exc:
                 raise SystemLayerError(f"cannot create cgroup {d}: {exc.strerror}", "cgroup_error") from None
+        return fresh
 
-    def apply(self, limits: Limits) -> None:
+    def apply(self, limits: Limits, fresh: bool = False) -> None:
+        """Write the limits.  fresh: the cgroups are new, so what is unset is already unlimited
+        and is not written (cpu.cfs_period_us and _quota_us cost the kernel a bandwidth update
+        each: 4% of all CPU time while 10,000 prisons without limits started)."""
         missing = self.missing(limits)
         if missing:
             raise SystemLayerError(f"this host cannot enforce limits on {', '.join(missing)} "
                                    f"(it has {self.host.describe()})", "limit_unavailable")
+        default = set(v2_settings(Limits())) | set(v1_settings(Limits()))
         if self.host.layout.kind == "v2":
             for name, value in v2_settings(limits):
-                if name.split(".")[0] in self.host.v2:
+                if name.split(".")[0] in self.host.v2 and not (fresh and (name, value) in default):
                     _write(os.path.join(self.v2_dir, name), value)
         else:
             for ctrl, name, value in v1_settings(limits):
-                if ctrl in self.v1_dirs:
+                if ctrl in self.v1_dirs and not (fresh and (ctrl, name, value) in default):
                     _write(os.path.join(self.v1_dirs[ctrl], name), value)
 
     def stats(self) -> dict:

@@ -291,11 +291,12 @@ class KernelLayer:
             for cgid, (_, ips) in list(self.enforced.items()):
                 self._steer_addresses(cgid, ips - self.shared)
 
-    def enforce(self, path: str, spec) -> int:
+    def enforce(self, path: str, spec, fresh: bool = False) -> int:
         """Attach (which creates the cgroup's storage, all zero: everything refused), then
-        write the policy.  Called before any process enters the cgroup, or on adoption."""
+        write the policy.  Called before any process enters the cgroup, or on adoption.
+        fresh: the cgroup was just made, so nothing is attached to it yet (no query)."""
         cgid = cgroup_id(path)
-        self._attach(path, CORE)
+        self._attach(path, CORE, query=not fresh)
         with self._lock:
             self._write(cgid, path, spec)
         return cgid
@@ -304,11 +305,11 @@ class KernelLayer:
         with self._lock:
             self._write(cgroup_id(path), path, spec)
 
-    def _attach(self, path: str, programs) -> None:
+    def _attach(self, path: str, programs, query: bool = True) -> None:
         cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for name in programs:
-                if self.prog_ids[name] not in S.prog_query(cg, S.ATTACH[name]):  # adoption: once only
+                if not query or self.prog_ids[name] not in S.prog_query(cg, S.ATTACH[name]):  # adoption: once
                     S.prog_attach(cg, self.prog_fds[name], S.ATTACH[name])
         finally:
             os.close(cg)

@@ -50,9 +50,11 @@ class FakeCgroup:
     def exists(self) -> bool:
         return self.name in self.host.cgroups
 
-    def create(self) -> None:
+    def create(self) -> bool:
+        fresh = self.name not in self.host.cgroups
         self.host.cgroups.add(self.name)
         self.host.procs.setdefault(self.name, set())
+        return fresh
 
     def procs(self) -> list[int]:
         return sorted(self.host.procs.get(self.name, ()))

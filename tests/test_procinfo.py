@@ -1,3 +1,5 @@
+import os
+
 from prisond.host.procinfo import parse_net_table
 
 TCP = """\
@@ -25,3 +27,33 @@ def test_ipv6_and_v4_mapped():
     t = parse_net_table(TCP6, "tcp", True)
     assert t[77]["local"] == "127.0.2.1:8080"
     assert t[78]["local"] == "[fd00::1]:80"
+
+
+
+def test_show_asks_each_socket_of_a_process_what_it_is_bound_to():
+    """A real process holding a TCP listener, a bound UDP6 socket, a connected TCP client and
+    a Unix socket: the listener and the UDP socket are listed, with their addresses, nothing
+    else (the descriptors are copied from the process: no walk of every socket on the host)."""
+    import subprocess
+    import sys
+
+    from prisond.host.procinfo import processes
+
+    prog = (
+        "import socket, sys\n"
+        "l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n"
+        "u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(('::1', 0))\n"
+        "c = socket.create_connection(l.getsockname())\n"
+        "x = socket.socket(socket.AF_UNIX)\n"
+        "print(l.getsockname()[1], u.getsockname()[1], flush=True)\n"
+        "sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", prog], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        tcp, udp = child.stdout.readline().split()
+        (proc,) = processes([child.pid])
+        assert proc["sockets"] == [{"proto": "tcp", "local": f"127.0.0.1:{tcp}", "state": "listen"},
+                                   {"proto": "udp6", "local": f"[::1]:{udp}", "state": "bound"}]
+        assert processes([child.pid], direct=False)[0]["sockets"] == proc["sockets"]  # /proc/net says the same
+    finally:
+        child.kill()
+        child.wait()

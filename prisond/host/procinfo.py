@@ -10,6 +10,8 @@ import ipaddress
 import os
 import struct
 
+from prisond.host import sockinfo
+
 _TCP_LISTEN = "0A"
 
 
@@ -73,10 +75,10 @@ def user_of(pid: int) -> str:
 FD_BUDGET = 8192  # descriptors looked at per `show`/`ps`, all processes together
 
 
-def socket_inodes(pid: int, budget: list[int]) -> list[int] | None:
-    """The socket inodes among pid's descriptors; None once budget[0] (descriptors left to
+def socket_fds(pid: int, budget: list[int]) -> dict[int, int] | None:
+    """{descriptor: socket inode} of pid's sockets; None once budget[0] (descriptors left to
     look at) ran out: a prison holding 300,000 descriptors must not stall the daemon."""
-    out = []
+    out = {}
     try:
         with os.scandir(f"/proc/{pid}/fd") as entries:
             for entry in entries:
@@ -88,23 +90,36 @@ def socket_inodes(pid: int, budget: list[int]) -> list[int] | None:
                 except OSError:
                     continue
                 if target.startswith("socket:["):
-                    out.append(int(target[8:-1]))
+                    out[int(entry.name)] = int(target[8:-1])
     except OSError:
         pass
     return out
 
 
-def processes(pids: list[int], fd_budget: int = FD_BUDGET) -> list[dict]:
+def processes(pids: list[int], fd_budget: int = FD_BUDGET, direct: bool = True) -> list[dict]:
     """For each pid: command, user and the inet sockets it holds (listening and bound ones);
-    "sockets" is None for the processes past the descriptor budget."""
+    "sockets" is None for the processes past the descriptor budget.  direct: each socket is
+    asked what it is bound to (sockinfo.py), at a cost per socket of these processes; else,
+    or where the kernel cannot, every socket of the network namespace is read from /proc/net."""
     budget = [fd_budget]
-    inodes = {pid: socket_inodes(pid, budget) for pid in pids}
-    table = socket_table() if any(inodes.values()) else {}
+    fds = {pid: socket_fds(pid, budget) for pid in pids}
+    table: dict[int, dict] | None = {} if direct else None
+    for pid, found in fds.items():
+        if table is None:
+            break
+        if found:
+            got = sockinfo.process_sockets(pid, found)
+            if got is None:
+                table = None
+            else:
+                table.update(got)
+    if table is None:
+        table = socket_table() if any(fds.values()) else {}
     out = []
     for pid in pids:
-        found = inodes[pid]
+        found = fds[pid]
         socks = None if found is None else sorted(
-            (table[i] for i in found if i in table and table[i]["state"] != "connected"),
+            (table[i] for i in found.values() if i in table and table[i]["state"] != "connected"),
             key=lambda s: (s["proto"], s["local"]))
         out.append({"pid": pid, "user": user_of(pid), "command": command_of(pid), "sockets": socks})
     return out

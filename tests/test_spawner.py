@@ -31,3 +31,24 @@ def test_a_program_that_cannot_be_run_is_reported():
         assert rc == -1 and b"No such file" in err
     finally:
         sp.stop()
+
+
+def test_the_spawner_imports_nothing_from_where_the_daemon_was_started(tmp_path, monkeypatch):
+    """A prisond/ package in the daemon's working directory (a /tmp anyone writes) is not what
+    the helper, root, imports."""
+    fake = tmp_path / "prisond"
+    (fake / "host").mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (fake / "host" / "__init__.py").write_text("")
+    (fake / "host" / "spawner.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    sp = Spawner()
+    sp.start()
+    try:
+        rc, out, _ = sp.run(["/bin/echo", "ok"], 0, 10)
+        assert (rc, out) == (0, b"ok\n")
+    finally:
+        sp.stop()
+    assert not marker.exists(), "the helper imported the working directory's prisond"

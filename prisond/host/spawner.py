@@ -29,6 +29,7 @@ import threading
 
 log = logging.getLogger("prisond.host.spawner")
 MAX_MSG = 1 << 20
+LAUNCH = "import sys; sys.path.insert(0, sys.argv[1]); from prisond.host.spawner import main; sys.exit(main())"
 
 
 def _send(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
@@ -58,12 +59,14 @@ class Spawner:
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "prisond.host.spawner"], stdin=theirs.fileno(),
-                                         stdout=subprocess.DEVNULL, close_fds=True,
-                                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                              # this very prisond, wherever it was imported from
-                                              "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(
-                                                  os.path.abspath(__file__))))})
+            # -I: nothing from the working directory, the environment or a user's site may be
+            # imported (`-m` put the directory the daemon was started in first on the path: a
+            # prisond/ package in /tmp ran as root); this very prisond, from where the daemon
+            # imported it, is put first instead
+            here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            self.proc = subprocess.Popen([sys.executable, "-I", "-c", LAUNCH, here], stdin=theirs.fileno(),
+                                         stdout=subprocess.DEVNULL, close_fds=True, cwd="/",
+                                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         finally:
             theirs.close()
         self.sock = ours

@@ -85,6 +85,13 @@ def clean(text) -> str:
     return "\n".join(printable(line) for line in str(text).split("\n"))
 
 
+def one_line(text) -> str:
+    """The same for a field or a record that is one line: a newline in it is escaped too
+    (a prison's process named "x\n99999 root tcp:..." must not add a row to `ps`)."""
+    from prisond.model.text import printable
+    return printable(str(text))
+
+
 def main(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     socket_path = os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
@@ -212,7 +219,7 @@ def cmd_show(client: Client, args: list[str]) -> int:
         print_json(p)
         return 0
     state = p["state"] + (f" ({p['reason']})" if p.get("reason") else "")
-    print(clean(f"{p['name']} (jid {p['jid']}): {state}"))
+    print(one_line(f"{p['name']} (jid {p['jid']}): {state}"))
     svc = p.get("service")
     lines = [("hostname", p["hostname"]),
              ("addresses", " ".join(p["addresses"]) or "-"),
@@ -232,7 +239,7 @@ def cmd_show(client: Client, args: list[str]) -> int:
     if counters:
         lines.append(("kernel", " ".join(f"{k}={v}" for k, v in counters.items())))
     for k, v in lines:
-        print(f"  {k:<13}{clean(v)}")
+        print(f"  {k:<13}{one_line(v)}")
     if p["processes"]:
         print()
         print_table(process_rows(p["processes"], indent="  "))
@@ -260,7 +267,7 @@ def _lifecycle(method: str):
                 r = client.call(method, name=name)
                 done.append(r)
                 if "--json" not in opts:
-                    print(clean(f"{r['name']}: {r['state']}"))
+                    print(one_line(f"{r['name']}: {r['state']}"))
             except DaemonError as exc:
                 done.append({"name": name, "error": {"code": exc.code, "message": str(exc)}})
                 print(f"prisonctl: {clean(exc)}", file=sys.stderr)
@@ -284,7 +291,7 @@ def cmd_reload(client: Client, args: list[str]) -> int:
              ("changed", "would change (it stays down)" if would else "changed (it stays down)"))
     for key, word in words:
         for name in r.get(key, []):
-            print(clean(f"{word}: {name}"))
+            print(one_line(f"{word}: {name}"))
     if r.get("daemon"):
         print(clean(f"{'would not apply' if would else 'did not apply'}: daemon: {', '.join(r['daemon'])} "
                     "(read when prisond starts: restart it, which stops every prison)"))
@@ -302,9 +309,9 @@ def cmd_health(client: Client, args: list[str]) -> int:
         print_json(r)
     else:
         counts = ", ".join(f"{n} {s}" for s, n in r["prisons"].items()) or "no prisons"
-        print(clean(f"prisond pid {r['pid']}: {r['status']} ({counts})"))
+        print(one_line(f"prisond pid {r['pid']}: {r['status']} ({counts})"))
         for t in r.get("trouble", []):
-            print(clean(f"  {t['name']}: {t['state']}" + (f" ({t['reason']})" if t.get("reason") else "")))
+            print(one_line(f"  {t['name']}: {t['state']}" + (f" ({t['reason']})" if t.get("reason") else "")))
     # for scripts and monitoring: 0 only when ready and no prison failed, restarts or exited in error
     return 0 if r.get("healthy", r["status"] == "ready") else EX_ERROR
 
@@ -341,7 +348,8 @@ def cmd_which(client: Client, args: list[str]) -> int:
     if "--json" in opts:
         print_json(r)
     else:
-        print(clean(f"{r['pid']}: {r['prison']} (jid {r['jid']})") if r["prison"] else f"{r['pid']}: not in a prison")
+        print(one_line(f"{r['pid']}: {r['prison']} (jid {r['jid']})") if r["prison"]
+              else f"{r['pid']}: not in a prison")
     return 0
 
 
@@ -431,7 +439,7 @@ def print_json(obj) -> None:
 
 
 def print_table(rows) -> None:
-    rows = [[clean(c) for c in r] for r in rows]
+    rows = [[one_line(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -608,7 +616,7 @@ def cmd_events(client: Client, args: list[str]) -> int:
                 print(json.dumps(ev), flush=True)
             else:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev["time"]))
-                print(clean(f"{stamp}  {ev['prison']:<16} {ev['kind']:<14} {ev['text']}"), flush=True)
+                print(one_line(f"{stamp}  {ev['prison']:<16} {ev['kind']:<14} {ev['text']}"), flush=True)
             after = ev["id"]
         if "--follow" not in opts:
             return 0

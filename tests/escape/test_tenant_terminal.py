@@ -165,6 +165,7 @@ def pids_with_cmdline(word: str) -> list[int]:
 
 # ------------------------------------------------------------------ 2c: escape sequences
 
+FORGED_ROW = b"\n99999  root  tcp:6.6.6.6:53 (listen)  /usr/sbin/named"
 ESCAPES = b"\x1b]0;PWNED\x07\x1b[2J\x9b31m\xc2\x9b32m\x7f\x08\r\x1b[1;1H\x05"
 
 
@@ -188,7 +189,7 @@ def test_what_prisonctl_prints_carries_no_terminal_controls(cell, tenant_static,
     tool = probe_path(tenant_static, is_confined)
     # argv[0] and the process name are the tenant's to choose (bash's exec -a)
     cmd = exec_argv(d, prison, user, "bash", "-c", 'exec -a "$0" "$1" sleep-argv 60 "$2"', ESCAPES, tool,
-                    b"\x1b[31mRED\x9b")
+                    b"\x1b[31mRED\x9b" + FORGED_ROW)
     sleeper = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: any("sleep-argv" in p["command"] for p in d.call("prison.ps", name=prison)["processes"]),
@@ -201,6 +202,8 @@ def test_what_prisonctl_prints_carries_no_terminal_controls(cell, tenant_static,
             r = d.ctl(*args)
             assert r.returncode == 0, (args, r.stderr)
             bad = control_characters(r.stdout) + control_characters(r.stderr)
+            # a newline in an argument must not start a row of the tenant's making
+            bad += [f"forged row: {line!r}" for line in r.stdout.splitlines() if line.strip().startswith(b"99999 ")]
             if bad:
                 problems[" ".join(args)] = bad
                 print(" ".join(args), "->", r.stdout)

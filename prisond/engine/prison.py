@@ -528,11 +528,17 @@ class Prison:
             await asyncio.to_thread(reap, init)  # may wait a little: not on the loop
 
     async def _wait_empty(self, timeout: float, ignore: set | frozenset = frozenset()) -> bool:
+        """Until the cgroup holds no process but those in ignore.  The look comes soon at first
+        (a process usually ends within milliseconds of its signal), then less and less often:
+        10,000 prisons stopping at once each read their cgroup.procs every 20 ms, half a
+        million reads a second that the event loop could not keep up with."""
         deadline = time.monotonic() + timeout
+        pause = 0.005
         while set(self.cgroup.procs()) - ignore:
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, 0.25)
         return True
 
     # ------------------------------------------------------------ processes

@@ -109,6 +109,7 @@ class Registry:
                 self.held.add(name)
                 self.prisons[name].jid = rec["jid"]
         self.deps.launcher.forget_inits(keep={p.spec.name for p in adopted})
+        self.deps.launcher.forget_hosts(keep={p.spec.name for p in adopted})
         self._renumber(adopted + [self.prisons[n] for n in self.held])
         errors = await asyncio.to_thread(self.deps.aliases.release_unused)
         for e in errors:
@@ -229,6 +230,8 @@ class Registry:
             for name in plan["stopped"]:
                 del self.prisons[name]
                 self.store.drop_prison(name)
+            if plan["stopped"]:  # their hosts files: nobody mounts them now
+                self.deps.launcher.forget_hosts(keep={s.name for s in new.prisons})
             for name in changed:
                 # the same JID, as jail -m keeps it; a fresh runtime for the new spec
                 self.prisons[name] = Prison(new.require(name), self.prisons[name].jid, self.deps, on_change=self.save)
@@ -236,8 +239,11 @@ class Registry:
                 self._add(new.require(name))
             self.prisons = {s.name: self.prisons[s.name] for s in new.prisons}  # config order
             self.config = new
+            # the hosts files that can have changed: those of prisons changed in place, and of
+            # those listing every prison (hosts: all); not 10,000 files read for one change
             await asyncio.to_thread(self.deps.launcher.refresh_hosts,
-                                    [p.spec for p in self.prisons.values() if p.state in UP])
+                                    [p.spec for p in self.prisons.values() if p.state in UP
+                                     and (p.spec.hosts == "all" or p.spec.name in plan["changed_in_place"])])
             await self.start_all(plan["restarted"] + plan["started"])
             return plan
 

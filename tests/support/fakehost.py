@@ -212,6 +212,9 @@ class FakeLauncher:
     def forget_inits(self, keep: set[str]) -> None:
         pass
 
+    def forget_hosts(self, keep: set[str]) -> None:
+        self.host.hosts_kept = set(keep)
+
     def refresh_hosts(self, running) -> None:
         self.host.hosts_refreshed = [s.name for s in running]
 

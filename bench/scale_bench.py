@@ -212,9 +212,9 @@ def many(work: str, n: int, service: str, limits: bool, full: bool) -> None:
         print(f"  list, figures read afresh    {target(cold, 150, 'ms')}")
         print(f"  list, again within 1 s       {target(statistics.median(warm), 150, 'ms')} (median of 20)")
         print(f"  `prisonctl list` (command)   {statistics.median(cli_ms(d.ctl('list'), 5)):.0f} ms (median of 5; "
-              "includes starting Python and printing 10,000 lines)")
+              f"includes starting Python and printing {n} lines)")
         show = request_ms(d, "prison.show", 200, name=lambda i: names[(i * 7919) % n])
-        print(f"  show of one (200 prisons)    {target(statistics.median(show), 10, 'ms')} median, "
+        print(f"  show of one (200, each of another prison) {target(statistics.median(show), 10, 'ms')} median, "
               f"p99 {p99(show):.2f} ms")
         print(f"  `prisonctl show` (command)   {statistics.median(cli_ms(d.ctl('show', names[n // 2]), 5)):.0f} ms "
               "(median of 5; starting Python is most of it)")
@@ -261,6 +261,15 @@ def reload_one(d: Daemon, wd: str, n: int, service: str) -> None:
 
 # ------------------------------------------------------------ part 3
 
+def installed_shim() -> str:
+    """The shim of the prisond this Python imports (a wheel's or the checkout's)."""
+    import prisond
+    path = os.path.join(os.path.dirname(prisond.__file__), "libprisonshim.so")
+    if not os.path.exists(path):
+        raise RuntimeError(f"no shim at {path}: run this with the Python prisond was installed into")
+    return path
+
+
 def per_call(work: str, rounds: int) -> None:
     print(f"\n== per-call costs, {rounds} rounds (kernel_bench.py and shim_bench.py, this run)", flush=True)
     sys.argv = [sys.argv[0]]
@@ -284,7 +293,8 @@ def per_call(work: str, rounds: int) -> None:
             med = statistics.median(ratios)
             out, inside = statistics.median(res[op]["outside"]), statistics.median(res[op]["prison"])
             print(f"  {op:<14} kernel prison / outside {med:.3f} [{ratios[0]:.3f}-{ratios[-1]:.3f}] "
-                  f"(target <= {goal}: {'met' if med <= goal else 'MISSED'}); outside {out:.0f} ns, prison {inside:.0f} ns")
+                  f"(target <= {goal}: {'met' if med <= goal else 'MISSED'}); outside {out:.0f} ns, "
+                  f"prison {inside:.0f} ns")
         K.program_costs(d, static)
         nginx_dir = tempfile.mkdtemp(prefix="nginx-", dir=BUILD)
         try:
@@ -296,11 +306,15 @@ def per_call(work: str, rounds: int) -> None:
         d.stop()
     binary = SB.build()
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PRISOND_POLICY")}
+    shim_env = dict(env, LD_PRELOAD=installed_shim(), PRISOND_POLICY=SB.POLICY)
+    check = subprocess.run([binary, "hostname", "1"], env=shim_env, capture_output=True, text=True)
+    if check.returncode != 0 or check.stderr.strip():  # ld.so ignores a preload it cannot load, and says so
+        raise RuntimeError(f"the shim did not load: {check.stderr.strip()}")
     base, shim = [], []
     args, _, count = SB.OPS["udp sendto"]
     for _ in range(rounds):
         base.append(SB.run_op(binary, args, count, env))
-        shim.append(SB.run_op(binary, args, count, dict(env, LD_PRELOAD=SB.SHIM, PRISOND_POLICY=SB.POLICY)))
+        shim.append(SB.run_op(binary, args, count, shim_env))
     ratios = sorted(a / b for a, b in zip(shim, base, strict=True))
     med = statistics.median(ratios)
     print(f"  shim udp sendto / no shim {med:.3f} [{ratios[0]:.3f}-{ratios[-1]:.3f}] (target <= 1.05: "
@@ -357,7 +371,8 @@ def compare(work: str, n: int, service: str) -> None:
     finally:
         d.stop()
     sandboxes = {
-        "bwrap": lambda port: ["bwrap", "--unshare-pid", "--unshare-uts", "--unshare-ipc", "--ro-bind", "/", "/",
+        "bwrap": lambda port: ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-uts", "--unshare-ipc",
+                               "--ro-bind", "/", "/",
                                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--hostname", f"s{port}",
                                service, str(port)],
         "firejail": lambda port: ["firejail", "--quiet", "--noprofile", f"--hostname=s{port}", service, str(port)],
@@ -382,12 +397,18 @@ def compare(work: str, n: int, service: str) -> None:
             served = time.monotonic() - t0
             pss = pss_kb([pid for p in procs for pid in descendants(p.pid)])
             rows[name] = (served, pss / n)
-        finally:
-            for p in procs:
-                p.send_signal(signal.SIGKILL)
+        finally:  # every process of each sandbox (bwrap's own init and the service outlive a killed bwrap)
+            pids = [pid for p in procs for pid in descendants(p.pid)]
+            for pid in reversed(pids):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             for p in procs:
                 p.wait()
     print("  systemd-run units in the packaging test's nspawn-booted Debian: not measured here")
+    print("  (prisond: from starting the daemon, and its memory shared out over the instances; the sandboxes")
+    print("  share the host's address and hostname-less network, each on its own port)")
     base_t, base_m = rows["prisond"]
     for name, (t, m) in rows.items():
         ratio = "" if name == "prisond" else f"   prisond / {name}: time {base_t / t:.2f}, memory {base_m / m:.2f}"

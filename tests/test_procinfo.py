@@ -30,13 +30,22 @@ def test_ipv6_and_v4_mapped():
 
 
 
-def test_show_asks_each_socket_of_a_process_what_it_is_bound_to():
+
+def own_cgroup() -> str:
+    from prisond.host.cgroup import detect_host, v2_path_of
+    with open("/proc/self/cgroup") as fh:
+        return os.path.join(detect_host().root, v2_path_of(fh.read()).lstrip("/"))
+
+
+def test_the_kernel_lists_the_sockets_of_one_cgroup_only():
     """A real process holding a TCP listener, a bound UDP6 socket, a connected TCP client and
-    a Unix socket: the listener and the UDP socket are listed, with their addresses, nothing
-    else (the descriptors are copied from the process: no walk of every socket on the host)."""
+    a Unix socket: the kernel's socket diagnostics, filtered on its cgroup, give the listener
+    and the UDP socket with their addresses, as /proc/net does; another cgroup's dump has none
+    of them."""
     import subprocess
     import sys
 
+    from prisond.host import sockinfo
     from prisond.host.procinfo import processes
 
     prog = (
@@ -50,10 +59,12 @@ def test_show_asks_each_socket_of_a_process_what_it_is_bound_to():
     child = subprocess.Popen([sys.executable, "-c", prog], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         tcp, udp = child.stdout.readline().split()
-        (proc,) = processes([child.pid])
+        (proc,) = processes([child.pid], cgroup_dir=own_cgroup())
         assert proc["sockets"] == [{"proto": "tcp", "local": f"127.0.0.1:{tcp}", "state": "listen"},
                                    {"proto": "udp6", "local": f"[::1]:{udp}", "state": "bound"}]
-        assert processes([child.pid], direct=False)[0]["sockets"] == proc["sockets"]  # /proc/net says the same
+        assert processes([child.pid])[0]["sockets"] == proc["sockets"]  # /proc/net says the same
+        other = sockinfo.cgroup_sockets(os.stat(own_cgroup()).st_ino + 10**9)  # no such cgroup
+        assert other is not None and not {e["local"] for e in other.values()} & {f"127.0.0.1:{tcp}", f"[::1]:{udp}"}
     finally:
         child.kill()
         child.wait()

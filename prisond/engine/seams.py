@@ -16,6 +16,7 @@ from prisond.model.config import Address, Command, Limits, PrisonSpec
 
 class Cgroup(Protocol):
     path: str
+    v2: bool
 
     @property
     def procs_file(self) -> str: ...

@@ -63,8 +63,9 @@ def detect_host() -> Layout | None:
 
 
 class Cgroup:
-    def __init__(self, path: str):
+    def __init__(self, path: str, v2: bool = True):
         self.path = path
+        self.v2 = v2  # a cgroup v2 directory: its inode is the id sockets and BPF helpers report
 
     def __repr__(self) -> str:
         return f"Cgroup({self.path!r})"
@@ -201,7 +202,7 @@ class CgroupTree:
         self.parent = os.path.join(layout.root, parent.strip("/"))
 
     def for_prison(self, name: str) -> Cgroup:
-        return Cgroup(os.path.join(self.parent, name))
+        return Cgroup(os.path.join(self.parent, name), v2=self.layout.has_v2)
 
     def ensure_parent(self) -> None:
         Cgroup(self.parent).create()

@@ -96,25 +96,24 @@ def socket_fds(pid: int, budget: list[int]) -> dict[int, int] | None:
     return out
 
 
-def processes(pids: list[int], fd_budget: int = FD_BUDGET, direct: bool = True) -> list[dict]:
+def processes(pids: list[int], fd_budget: int = FD_BUDGET, cgroup_dir: str | None = None) -> list[dict]:
     """For each pid: command, user and the inet sockets it holds (listening and bound ones);
-    "sockets" is None for the processes past the descriptor budget.  direct: each socket is
-    asked what it is bound to (sockinfo.py), at a cost per socket of these processes; else,
-    or where the kernel cannot, every socket of the network namespace is read from /proc/net."""
+    "sockets" is None for the processes past the descriptor budget.  cgroup_dir: the cgroup v2
+    directory the processes are in, whose sockets the kernel then lists alone (sockinfo.py);
+    without it, or where the kernel cannot, every socket of the network namespace is read
+    from /proc/net."""
     budget = [fd_budget]
     fds = {pid: socket_fds(pid, budget) for pid in pids}
-    table: dict[int, dict] | None = {} if direct else None
-    for pid, found in fds.items():
-        if table is None:
-            break
-        if found:
-            got = sockinfo.process_sockets(pid, found)
-            if got is None:
+    table = None
+    if any(fds.values()):
+        if cgroup_dir is not None:
+            try:
+                table = sockinfo.cgroup_sockets(os.stat(cgroup_dir).st_ino)
+            except OSError:
                 table = None
-            else:
-                table.update(got)
-    if table is None:
-        table = socket_table() if any(fds.values()) else {}
+        if table is None:
+            table = socket_table()
+    table = table or {}
     out = []
     for pid in pids:
         found = fds[pid]

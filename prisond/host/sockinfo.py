@@ -1,85 +1,97 @@
-"""What a prison's sockets are bound to, asked of the sockets themselves.
+"""The inet sockets one cgroup made, from the kernel's socket diagnostics (NETLINK_SOCK_DIAG).
 
 `prisonctl show` lists what each process of a prison has bound.  /proc/net/tcp lists every
 socket of the network namespace, which the prisons share: with 10,000 prisons listening it is
-a 1.5 MB text to make and parse for each `show` (70 ms); a sock_diag dump filtered on the
-prison's cgroup still has the kernel walk every socket (2.6 ms at 10,000 prisons).  Instead
-the daemon takes a copy of each socket descriptor the process holds (pidfd_getfd, Linux 5.6;
-root's, as ptrace would be) and asks it: getsockname, its type and whether it listens.  The
-cost is per socket of the prison, whatever else runs on the host.  The copy is closed at
-once; the process never sees it.
+a 1.5 MB text to make and parse for each `show` (70 ms).  Asked over sock_diag with a bytecode
+filter on the cgroup (INET_DIAG_BC_CGROUP_COND, Linux 5.10), the kernel walks its tables in C
+and answers with the prison's sockets alone (about 2.5 ms with 10,000 prisons listening).  A
+socket belongs to the cgroup of the process that made it, so a socket handed into a prison by
+a process outside is not among them.  Nothing of the prison's is touched: an earlier way, a
+copy of each socket descriptor (pidfd_getfd) asked with getsockname, let a tenant make the
+daemon's close of its copy the last one of a lingering TCP socket, which blocked the event
+loop for as long as the tenant's SO_LINGER said; and getsockname ran the prison's own
+programs, which show 127.0.0.1 where the prison's loopback is its address.
 
-    entries = process_sockets(pid, inodes)   # {inode: {"proto", "local", "state"}}, or None
+    table = cgroup_sockets(cgroup_id)   # {inode: {"proto", "local", "state"}}, or None
 """
 from __future__ import annotations
 
-import ctypes
-import errno
-import os
+import ipaddress
 import socket
+import struct
 
-NR_PIDFD_OPEN, NR_PIDFD_GETFD = 434, 438
-_libc = ctypes.CDLL(None, use_errno=True)
-SO_PROTOCOL = getattr(socket, "SO_PROTOCOL", 38)
-
-
-def describe(sock: socket.socket) -> dict | None:
-    """The entry show lists for an inet socket, or None (not inet, not bound, or a connected
-    TCP socket: those are clients, not what the prison serves)."""
-    family = sock.family
-    if family not in (socket.AF_INET, socket.AF_INET6):
-        return None
-    kind = sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
-    proto = "tcp" if kind == socket.SOCK_STREAM else "udp" if kind == socket.SOCK_DGRAM else None
-    if proto is None:
-        return None
-    if sock.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL) not in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
-        return None  # UDP-Lite, SCTP: /proc/net/{tcp,udp} never listed them either
-    addr = sock.getsockname()
-    if not addr[1]:
-        return None
-    listening = proto == "tcp" and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-    if proto == "tcp" and not listening:
-        return None
-    if family == socket.AF_INET:
-        local = f"{addr[0]}:{addr[1]}"
-    elif addr[0].startswith("::ffff:") and "." in addr[0]:
-        local = f"{addr[0][7:]}:{addr[1]}"
-    else:
-        local = f"[{addr[0]}]:{addr[1]}"
-    return {"proto": proto + ("6" if family == socket.AF_INET6 else ""), "local": local,
-            "state": "listen" if listening else "bound"}
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_CGROUP_COND = 13
+TCP_LISTEN = 10
+REQ = struct.Struct("=BBBBI48s")                  # inet_diag_req_v2 (the socket id left zero)
+MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")    # inet_diag_msg
+HDR = struct.Struct("=IHHII")                     # nlmsghdr
 
 
-def process_sockets(pid: int, fds: dict[int, int]) -> dict[int, dict] | None:
-    """{inode: entry} for the sockets among fds ({fd number: inode}) of process pid; None
-    where the kernel cannot copy descriptors (before 5.6): the caller reads /proc/net."""
-    pidfd = _libc.syscall(NR_PIDFD_OPEN, pid, 0)
-    if pidfd < 0:
-        return {} if ctypes.get_errno() == errno.ESRCH else None
+def request(family: int, proto: int, states: int, cgroup_id: int, seq: int) -> bytes:
+    """A dump request of one family and protocol, filtered on the cgroup: one bytecode op,
+    CGROUP_COND; true jumps to the end (accept), false past it (reject)."""
+    bc = struct.pack("=BBHQ", INET_DIAG_BC_CGROUP_COND, 12, 16, cgroup_id)
+    attr = struct.pack("=HH", 4 + len(bc), INET_DIAG_REQ_BYTECODE) + bc
+    body = REQ.pack(family, proto, 0, 0, states, b"") + attr
+    return HDR.pack(HDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def parse(data: bytes, proto: str) -> tuple[dict[int, dict], bool, int]:
+    """One read's messages -> ({inode: entry}, done, errno (0: none)).  Pure."""
     out: dict[int, dict] = {}
+    off = 0
+    while off + HDR.size <= len(data):
+        length, kind, _, _, _ = HDR.unpack_from(data, off)
+        if length < HDR.size:
+            break
+        if kind == NLMSG_DONE:
+            return out, True, 0
+        if kind == NLMSG_ERROR:
+            return out, True, -struct.unpack_from("=i", data, off + HDR.size)[0]
+        if kind == SOCK_DIAG_BY_FAMILY and length >= HDR.size + MSG.size:
+            family, state, _, _, sport, _, src, *_, inode = MSG.unpack_from(data, off + HDR.size)
+            port = int.from_bytes(sport, "big")
+            if inode and port:
+                v6 = family == socket.AF_INET6
+                if not v6:
+                    local = f"{ipaddress.IPv4Address(src[:4])}:{port}"
+                else:
+                    ip6 = ipaddress.IPv6Address(src)
+                    local = f"{ip6.ipv4_mapped}:{port}" if ip6.ipv4_mapped else f"[{ip6}]:{port}"
+                st = "listen" if proto == "tcp" and state == TCP_LISTEN else "bound" if proto == "udp" else "connected"
+                out[inode] = {"proto": proto + ("6" if v6 else ""), "local": local, "state": st}
+        off += (length + 3) & ~3
+    return out, False, 0
+
+
+def cgroup_sockets(cgroup_id: int) -> dict[int, dict] | None:
+    """The cgroup's TCP listeners and UDP sockets (what show lists); None where the kernel
+    cannot filter by cgroup (before 5.10): the caller reads /proc/net."""
+    table: dict[int, dict] = {}
     try:
-        for fd, inode in fds.items():
-            copy = _libc.syscall(NR_PIDFD_GETFD, pidfd, fd, 0)
-            if copy < 0:
-                if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+    except OSError:
+        return None
+    with s:
+        s.settimeout(5)
+        seq = 0
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for proto, num, states in (("tcp", socket.IPPROTO_TCP, 1 << TCP_LISTEN),
+                                       ("udp", socket.IPPROTO_UDP, 0xFFFFFFFF)):
+                seq += 1
+                try:
+                    s.sendall(request(family, num, states, cgroup_id, seq))
+                    while True:
+                        got, done, err = parse(s.recv(1 << 16), proto)
+                        if err:
+                            return None
+                        table.update(got)
+                        if done:
+                            break
+                except OSError:
                     return None
-                continue  # closed since
-            try:
-                sock = socket.socket(fileno=copy)
-            except OSError:
-                os.close(copy)
-                continue
-            try:
-                if os.fstat(sock.fileno()).st_ino != inode:
-                    continue  # the number was reused for another socket: not the one seen
-                entry = describe(sock)
-            except OSError:
-                entry = None
-            finally:
-                sock.close()
-            if entry is not None:
-                out[inode] = entry
-    finally:
-        os.close(pidfd)
-    return out
+    return table

@@ -142,7 +142,9 @@ class Api:
 
     def ps(self, req: Request):
         prison = self.registry.get(param(req, "name"))
-        return {"name": prison.spec.name, "jid": prison.jid, "processes": procinfo.processes(prison.pids())}
+        where = prison.cgroup.path if prison.cgroup.v2 else None
+        return {"name": prison.spec.name, "jid": prison.jid,
+                "processes": procinfo.processes(prison.pids(), cgroup_dir=where)}
 
     def which(self, req: Request):
         pid = param(req, "pid", int)

@@ -45,6 +45,7 @@ class FakeCgroup:
     def __init__(self, host: Host, name: str):
         self.host, self.name = host, name
         self.path = f"/fake/cgroup/{name}"
+        self.v2 = False
         self.procs_file = self.path + "/cgroup.procs"
 
     def exists(self) -> bool:

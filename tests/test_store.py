@@ -13,6 +13,7 @@ def test_a_record_is_rewritten_in_place_and_whole(tmp_path):
     inode = os.stat(path).st_ino
     store.put_prison("web", {"jid": 1, "state": "running"})  # shorter: blanks after it
     assert os.stat(path).st_ino == inode  # no new file per change of state
+    assert os.stat(path).st_mode & 0o777 == 0o600  # a prison's record is not every host user's
     assert store.prisons() == {"web": {"jid": 1, "state": "running"}}
     store.put_prison("web", {"jid": 1, "state": "running", "reason": "y" * 300})  # longer
     assert json.loads(path.read_text())["reason"] == "y" * 300

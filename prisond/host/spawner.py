@@ -74,17 +74,20 @@ class Spawner:
     def run(self, argv: list[str], stdin: int, timeout: float) -> tuple[int, bytes, bytes] | None:
         """(exit status, stdout, stderr) of argv run by the helper; None if the helper is gone
         (the caller then runs it itself)."""
-        if self.sock is None:
-            return None
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
-            try:
-                with self._lock:
-                    _send(self.sock, json.dumps({"argv": argv, "timeout": timeout}).encode(), [stdin, theirs.fileno()])
-            except OSError as exc:
-                log.error("the spawner is gone (%s): prisons' inits are started by the daemon itself", exc.strerror)
-                self.sock = None
-                return None
+            with self._lock:  # the socket is read and dropped under the lock: starts run side by side
+                if self.sock is None:
+                    return None
+                try:
+                    _send(self.sock, json.dumps({"argv": argv, "timeout": timeout}).encode(),
+                          [stdin, theirs.fileno()])
+                except OSError as exc:
+                    log.error("the spawner is gone (%s): prisons' inits are started by the daemon itself",
+                              exc.strerror)
+                    self.sock.close()
+                    self.sock = None
+                    return None
             theirs.close()
             mine.settimeout(timeout + 10)
             try:
@@ -101,9 +104,10 @@ class Spawner:
                 theirs.close()
 
     def stop(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        with self._lock:
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
         if self.proc is not None:
             try:
                 self.proc.wait(5)

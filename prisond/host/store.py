@@ -120,7 +120,7 @@ def rewrite_in_place(path: str, text: str) -> None:
     if len(data) > 4096:
         StateStore._write(path, text)
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # root's, as mkstemp's were
     try:
         size = os.fstat(fd).st_size
         if size > 4096:  # written the safe way before: start afresh

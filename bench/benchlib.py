@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 
-# /usr/local/bin/prisonctl is what scripts/setup installs (its exec is the C fast path)
-PRISONCTL = "/usr/local/bin/prisonctl" if os.path.exists("/usr/local/bin/prisonctl") else shutil.which("prisonctl")
-PRISOND = shutil.which("prisond") or "/usr/local/bin/prisond"
+# /usr/local/bin/prisonctl is what scripts/setup installs (its exec is the C fast path);
+# PRISONCTL= and PRISOND= in the environment choose others (a wheel installed in a venv)
+PRISONCTL = os.environ.get("PRISONCTL") or (
+    "/usr/local/bin/prisonctl" if os.path.exists("/usr/local/bin/prisonctl") else shutil.which("prisonctl"))
+PRISOND = os.environ.get("PRISOND") or shutil.which("prisond") or "/usr/local/bin/prisond"
 
 
 def enter_netns() -> None:

@@ -14,6 +14,8 @@ import asyncio
 import logging
 import os
 import socket
+
+from prisond.service.control import refuse_descriptors
 import struct
 import time
 
@@ -60,6 +62,7 @@ class AuditSocket:
             pass
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        refuse_descriptors(s)  # a datagram with a lingering socket in it stalled the loop (control.py)
         s.bind(self.path)
         os.chmod(self.path, 0o666)  # any prison process, of any uid, may report
         self.sock = s

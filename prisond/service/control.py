@@ -73,6 +73,28 @@ class _Principal:
         return (1 - self.tokens) / self.share.rate
 
 
+SO_PASSRIGHTS = 83  # Linux 6.16: may descriptors be sent to this socket (SCM_RIGHTS)
+_warned_rights = False
+
+
+def refuse_descriptors(sock) -> bool:
+    """Have the kernel refuse descriptors sent to this Unix socket (the sender gets EPERM).
+    The daemon takes none on its sockets, and one it is sent is closed by the daemon's thread
+    when the message is read or dropped: a TCP socket with SO_LINGER and a peer that never
+    reads made that close, and the event loop, wait for as long as the sender chose.  False
+    on kernels before 6.16, which cannot (said once in the log)."""
+    global _warned_rights
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS, 0)
+        return True
+    except OSError:
+        if not _warned_rights:
+            _warned_rights = True
+            log.warning("this kernel cannot refuse descriptors sent to the daemon's sockets (SO_PASSRIGHTS, "
+                        "Linux 6.16): a caller that sends one lingering socket can stall the daemon")
+        return False
+
+
 class ControlServer:
     def __init__(self, path: str, handler, *, identify, mode: int = 0o660, gid: int | None = None,
                  idle_timeout: float = IDLE_TIMEOUT, jailed_only: bool = False,
@@ -102,6 +124,8 @@ class ControlServer:
             self._server = await loop.create_unix_server(lambda: _Connection(self), self.path, backlog=1024)
         finally:
             os.umask(old)
+        for sock in self._server.sockets:
+            refuse_descriptors(sock)
         if self.gid is not None:
             os.chown(self.path, 0, self.gid)
         os.chmod(self.path, self.mode)
@@ -184,6 +208,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         srv = self.server
         try:
+            refuse_descriptors(transport.get_extra_info("socket"))  # the listener's is inherited; to be sure
             self.peer = srv.identify(transport.get_extra_info("socket"))
         except OSError:
             self.closing = True

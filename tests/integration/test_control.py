@@ -1,8 +1,10 @@
 """The control socket under abuse: garbage, oversized lines, half requests, many clients,
 the wrong user.  After each, the daemon still answers."""
+import array
 import json
 import os
 import socket
+import struct
 import threading
 import time
 
@@ -202,3 +204,52 @@ def test_a_client_that_never_reads_its_replies_costs_bounded_memory(d):
     assert (after - before) / 1024 < 32, f"grew {(after - before) / 1024:.1f} MB after {sent} bytes of requests"
     greedy.close()
     assert healthy(d)
+
+
+def _lingering_socket(linger: int):
+    """A TCP socket whose close waits `linger` seconds: SO_LINGER on, its send buffer full, and
+    a peer (kept, returned) that never reads."""
+    lst = socket.socket()
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    lst.bind(("127.0.0.1", 0))
+    lst.listen()
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    c.connect(lst.getsockname())
+    peer, _ = lst.accept()
+    c.setblocking(False)
+    try:
+        while True:
+            c.send(b"x" * 4096)
+    except BlockingIOError:
+        pass
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, linger))
+    return c, (lst, peer)
+
+
+@pytest.mark.parametrize("where", ["control.sock", "public/events.sock"])
+def test_a_lingering_socket_sent_to_the_daemon_does_not_stall_it(d, where):
+    """A caller sends the daemon a TCP socket that lingers on close (SCM_RIGHTS) and drops its
+    own copy: the daemon's close of it was the last, and its event loop waited the linger out
+    (20 s from a prison's nobody; an hour is as easy).  The kernel now refuses the descriptor."""
+    c, keep = _lingering_socket(20)
+    path = os.path.join(d.run_dir, where)
+    kind = socket.SOCK_STREAM if where == "control.sock" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_UNIX, kind)
+    try:
+        s.connect(path)
+        try:
+            s.sendmsg([b'{"v":1,"id":1,"method":"daemon.health"}\n'],
+                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [c.fileno()]))])
+        except PermissionError:  # refused by the kernel: nothing reached the daemon
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # ours: no wait
+        c.close()
+        time.sleep(0.5)  # the daemon reads what was sent (a datagram waits for the loop's turn)
+        t0 = time.monotonic()
+        d.call("daemon.health")
+        took = time.monotonic() - t0
+        assert took < 3, f"the daemon answered only after {took:.1f} s: it waited for the socket's linger"
+    finally:
+        s.close()
+        for k in keep:
+            k.close()

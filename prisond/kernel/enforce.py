@@ -157,6 +157,7 @@ class KernelLayer:
         self.prog_fds = prog_fds
         self.prog_ids = {name: S.prog_info(fd)["id"] for name, fd in prog_fds.items()}
         self.ncpus = S.possible_cpus()
+        self._counter_lookup = S.Lookup(self.counter_fd, 8, P.COUNTER_SIZE * self.ncpus)
         self.adopted = adopted
         self.shared: frozenset = frozenset()
         # prisons start and stop in threads of their own (asyncio.to_thread), all at once when
@@ -387,7 +388,7 @@ class KernelLayer:
 
     def counters(self, path_or_id) -> dict | None:
         cgid = path_or_id if isinstance(path_or_id, int) else cgroup_id(path_or_id)
-        raw = S.map_lookup(self.counter_fd, _key(cgid), P.COUNTER_SIZE * self.ncpus)
+        raw = self._counter_lookup(_key(cgid))
         return P.decode_counters(raw, self.ncpus) if raw else None
 
 

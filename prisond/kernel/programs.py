@@ -228,11 +228,8 @@ def decode_policy(raw: bytes) -> dict:
 
 def decode_counters(raw: bytes, ncpus: int = 1) -> dict:
     """Sum a per-CPU counter value (ncpus copies of COUNTER_SIZE bytes)."""
-    totals = [0] * len(COUNTERS)
-    for cpu in range(ncpus):
-        for i, v in enumerate(struct.unpack_from("<8Q", raw, cpu * COUNTER_SIZE)):
-            totals[i] += v
-    return dict(zip(COUNTERS, totals, strict=True))
+    values = struct.unpack_from(f"<{8 * ncpus}Q", raw)  # one unpack: the watcher reads 250 a second
+    return dict(zip(COUNTERS, (sum(values[i::8]) for i in range(8)), strict=True))
 
 
 def claims_btf(value_size: int = CLAIM_STORE_SIZE) -> bytes:

@@ -108,7 +108,8 @@ def processes(pids: list[int], fd_budget: int = FD_BUDGET, cgroup_dir: str | Non
     if any(fds.values()):
         if cgroup_dir is not None:
             try:
-                table = sockinfo.cgroup_sockets(os.stat(cgroup_dir).st_ino)
+                wanted = {i for found in fds.values() if found for i in found.values()}
+                table = sockinfo.cgroup_sockets(os.stat(cgroup_dir).st_ino, wanted)
             except OSError:
                 table = None
         if table is None:

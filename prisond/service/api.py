@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prisond.host import procinfo
 from prisond.model.config import load_file
 from prisond.model.errors import NoSuchProcess, PermissionDenied, ProtocolError
 from prisond.host.initlink import Child, SpawnRequest, wait_status
@@ -142,9 +141,8 @@ class Api:
 
     def ps(self, req: Request):
         prison = self.registry.get(param(req, "name"))
-        where = prison.cgroup.path if prison.cgroup.v2 else None
-        return {"name": prison.spec.name, "jid": prison.jid,
-                "processes": procinfo.processes(prison.pids(), cgroup_dir=where)}
+        # show's look at the processes, kept as long (view.py): any reader may ask, as often as it likes
+        return {"name": prison.spec.name, "jid": prison.jid, "processes": prison.view.details()["processes"]}
 
     def which(self, req: Request):
         pid = param(req, "pid", int)

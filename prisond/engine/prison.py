@@ -467,12 +467,7 @@ class Prison:
             self.link.on_lost = None
         try:
             await self._kill_all(spec.stop_timeout if graceful else 0.0)
-            if self.cgroup_id is not None and self.deps.kernel is not None:
-                await asyncio.to_thread(self.deps.kernel.release, self.cgroup_id)  # steer nothing to it
-            await asyncio.to_thread(self.cgroup.remove)  # detaches the programs, frees the storage
-            self.cgroup_id = None
-            if self.res:
-                await asyncio.to_thread(self.res.remove)
+            await asyncio.to_thread(self._remove_cgroups)
         except PrisonError as exc:
             errors.append(exc.message)
         if graceful:
@@ -486,6 +481,17 @@ class Prison:
         self._disconnect()
         self.service = self.init_pid = self.uts_ns = None
         return errors
+
+    def _remove_cgroups(self) -> None:
+        """What _make_cgroups made, in one trip to a thread: the kernel layer steers nothing to
+        the prison any more, its cgroup goes (which detaches the programs and frees their
+        storage), then its v1 cgroups."""
+        if self.cgroup_id is not None and self.deps.kernel is not None:
+            self.deps.kernel.release(self.cgroup_id)
+        self.cgroup.remove()
+        self.cgroup_id = None
+        if self.res:
+            self.res.remove()
 
     def _disconnect(self) -> None:
         """The link to init and the log pipes (what is still in them is logged)."""

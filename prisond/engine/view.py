@@ -76,16 +76,21 @@ class PrisonView:
         """A prison's line of `prisonctl list` (full: with all its figures, for top and show).
         list's is kept for BRIEF_TTL while nothing it shows changes (its figures may be that
         old anyway): listing 10,000 prisons is then 10,000 lookups, not 10,000 dicts made."""
+        if full:
+            return self._summary(True, pids)
         p = self.p
-        if not full:
-            key = (p.jid, p.spec, p.state, p.reason, p.restarts)
-            cached = self._line
-            if cached is not None and cached[0] == key and time.monotonic() - cached[1] <= BRIEF_TTL:
-                return cached[2]
-            line = self._summary(False, None)
-            self._line = (key, time.monotonic(), line)
-            return line
-        return self._summary(full, pids)
+        return self._kept("_line", (p.jid, p.spec, p.state, p.reason, p.restarts), BRIEF_TTL,
+                          lambda: self._summary(False, None))
+
+    def _kept(self, slot: str, key: tuple, ttl: float, make) -> dict:
+        """make()'s answer, kept in self.<slot> for ttl seconds while key (what it tells) stays."""
+        cached = getattr(self, slot)
+        now = time.monotonic()
+        if cached is not None and cached[0] == key and now - cached[1] <= ttl:
+            return cached[2]
+        value = make()
+        setattr(self, slot, (key, now, value))
+        return value
 
     def _summary(self, full: bool, pids: list[int] | None) -> dict:
         spec = self.p.spec
@@ -112,13 +117,8 @@ class PrisonView:
         processes per FIGURES_TTL, not one each (a look: its pids, each one's command, user and
         descriptors, its sockets from the kernel, its cgroup files, ~0.4 ms)."""
         p = self.p
-        key = (p.jid, p.spec, p.state, p.reason, p.restarts, p.service, p.service_status, p.init_pid)
-        cached = self._details
-        if cached is not None and cached[0] == key and time.monotonic() - cached[1] <= FIGURES_TTL:
-            return cached[2]
-        info = self._make_details()
-        self._details = (key, time.monotonic(), info)
-        return info
+        return self._kept("_details", (p.jid, p.spec, p.state, p.reason, p.restarts, p.service, p.service_status,
+                                       p.init_pid), FIGURES_TTL, self._make_details)
 
     def _make_details(self) -> dict:
         pids = self.p.pids()

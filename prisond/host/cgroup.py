@@ -62,6 +62,24 @@ def detect_host() -> Layout | None:
         return detect(fh.read())
 
 
+def make_dir(path: str) -> bool:
+    """Make a cgroup directory (and its parents); True if it is new, False if it was there."""
+    try:
+        os.mkdir(path)
+        return True
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        pass  # a parent is missing: made below
+    except OSError as exc:
+        raise SystemLayerError(f"cannot create cgroup {path}: {exc.strerror}", "cgroup_error") from None
+    try:
+        os.makedirs(path, exist_ok=True)
+        return True
+    except OSError as exc:
+        raise SystemLayerError(f"cannot create cgroup {path}: {exc.strerror}", "cgroup_error") from None
+
+
 class Cgroup:
     def __init__(self, path: str, v2: bool = True):
         self.path = path
@@ -79,20 +97,7 @@ class Cgroup:
 
     def create(self) -> bool:
         """Make the cgroup; True if it is new (its files hold the kernel's defaults)."""
-        try:
-            os.mkdir(self.path)
-            return True
-        except FileExistsError:
-            return False
-        except FileNotFoundError:
-            pass  # the parent is missing: made below
-        except OSError as exc:
-            raise SystemLayerError(f"cannot create cgroup {self.path}: {exc.strerror}", "cgroup_error") from None
-        try:
-            os.makedirs(self.path, exist_ok=True)
-            return True
-        except OSError as exc:
-            raise SystemLayerError(f"cannot create cgroup {self.path}: {exc.strerror}", "cgroup_error") from None
+        return make_dir(self.path)
 
     def _read_procs(self) -> bytes:
         """Raw cgroup.procs: os calls, three times cheaper than open() here (a thousand prisons

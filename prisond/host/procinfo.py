@@ -75,10 +75,10 @@ def user_of(pid: int) -> str:
 FD_BUDGET = 8192  # descriptors looked at per `show`/`ps`, all processes together
 
 
-def socket_fds(pid: int, budget: list[int]) -> dict[int, int] | None:
-    """{descriptor: socket inode} of pid's sockets; None once budget[0] (descriptors left to
+def socket_inodes(pid: int, budget: list[int]) -> list[int] | None:
+    """The socket inodes among pid's descriptors; None once budget[0] (descriptors left to
     look at) ran out: a prison holding 300,000 descriptors must not stall the daemon."""
-    out = {}
+    out = []
     try:
         with os.scandir(f"/proc/{pid}/fd") as entries:
             for entry in entries:
@@ -90,7 +90,7 @@ def socket_fds(pid: int, budget: list[int]) -> dict[int, int] | None:
                 except OSError:
                     continue
                 if target.startswith("socket:["):
-                    out[int(entry.name)] = int(target[8:-1])
+                    out.append(int(target[8:-1]))
     except OSError:
         pass
     return out
@@ -103,12 +103,12 @@ def processes(pids: list[int], fd_budget: int = FD_BUDGET, cgroup_dir: str | Non
     without it, or where the kernel cannot, every socket of the network namespace is read
     from /proc/net."""
     budget = [fd_budget]
-    fds = {pid: socket_fds(pid, budget) for pid in pids}
+    inodes = {pid: socket_inodes(pid, budget) for pid in pids}
     table = None
-    if any(fds.values()):
+    if any(inodes.values()):
         if cgroup_dir is not None:
             try:
-                wanted = {i for found in fds.values() if found for i in found.values()}
+                wanted = {i for found in inodes.values() if found for i in found}
                 table = sockinfo.cgroup_sockets(os.stat(cgroup_dir).st_ino, wanted)
             except OSError:
                 table = None
@@ -117,9 +117,9 @@ def processes(pids: list[int], fd_budget: int = FD_BUDGET, cgroup_dir: str | Non
     table = table or {}
     out = []
     for pid in pids:
-        found = fds[pid]
+        found = inodes[pid]
         socks = None if found is None else sorted(
-            (table[i] for i in found.values() if i in table and table[i]["state"] != "connected"),
+            (table[i] for i in found if i in table and table[i]["state"] != "connected"),
             key=lambda s: (s["proto"], s["local"]))
         out.append({"pid": pid, "user": user_of(pid), "command": command_of(pid), "sockets": socks})
     return out

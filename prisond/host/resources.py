@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 
+from prisond.host.cgroup import make_dir
 from prisond.model.config import Limits
 from prisond.model.errors import SystemLayerError
 
@@ -194,23 +195,7 @@ class Resources:
 
     def create(self) -> bool:
         """Make the v1 cgroups; True if all are new."""
-        fresh = True
-        for d in sorted(set(self.v1_dirs.values())):
-            try:
-                os.mkdir(d)
-                continue
-            except FileExistsError:
-                fresh = False
-                continue
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise SystemLayerError(f"cannot create cgroup {d}: {exc.strerror}", "cgroup_error") from None
-            try:
-                os.makedirs(d, exist_ok=True)
-            except OSError as exc:
-                raise SystemLayerError(f"cannot create cgroup {d}: {exc.strerror}", "cgroup_error") from None
-        return fresh
+        return all([make_dir(d) for d in sorted(set(self.v1_dirs.values()))])  # a list: every one made
 
     def apply(self, limits: Limits, fresh: bool = False) -> None:
         """Write the limits.  fresh: the cgroups are new, so what is unset is already unlimited

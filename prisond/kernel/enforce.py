@@ -287,10 +287,13 @@ class KernelLayer:
         """Take note of the configuration's prisons (all of them, running or not): which
         addresses more than one holds.  Call before enforcing any of them, and on every reload."""
         with self._lock:
-            self.shared = shared_addresses(prisons)
+            shared = shared_addresses(prisons)
+            moved, self.shared = shared ^ self.shared, shared
             # a shared address is steered for nobody; one no longer shared for its holder again
-            for cgid, (_, ips) in list(self.enforced.items()):
-                self._steer_addresses(cgid, ips - self.shared)
+            # (only the prisons holding an address that came or went: a reload among 10,000)
+            for cgid, (_, ips) in list(self.enforced.items()) if moved else ():
+                if ips & moved:
+                    self._steer_addresses(cgid, ips - shared)
 
     def enforce(self, path: str, spec, fresh: bool = False) -> int:
         """Attach (which creates the cgroup's storage, all zero: everything refused), then

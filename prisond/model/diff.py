@@ -22,10 +22,12 @@ class ConfigDiff:
 def diff(old: Config, new: Config) -> ConfigDiff:
     old_by = {p.name: p for p in old.prisons}
     new_by = {p.name: p for p in new.prisons}
+    # a prison configfile.py kept from the last load is the very same object: no field compared
+    same = {n for n, p in new_by.items() if n in old_by and (old_by[n] is p or old_by[n] == p)}
     return ConfigDiff(
         added=tuple(n for n in new_by if n not in old_by),
-        changed=tuple(n for n in new_by if n in old_by and new_by[n] != old_by[n]),
+        changed=tuple(n for n in new_by if n in old_by and n not in same),
         removed=tuple(n for n in old_by if n not in new_by),
-        unchanged=tuple(n for n in new_by if n in old_by and new_by[n] == old_by[n]),
+        unchanged=tuple(n for n in new_by if n in same),
         daemon=tuple(f.name for f in fields(new.daemon) if getattr(new.daemon, f.name) != getattr(old.daemon, f.name)),
     )

@@ -12,13 +12,14 @@ prison's init.  Root in an unconfined prison is root of the host, so only root m
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prisond.model.config import load_file
+from prisond.model.config import Config, load_file
 from prisond.model.errors import NoSuchProcess, PermissionDenied, ProtocolError
 from prisond.host.initlink import Child, SpawnRequest, wait_status
 from prisond.model.contract import MAX_ARGS, SERVICE_PATH
@@ -52,8 +53,11 @@ class Access:
 class Api:
     def __init__(self, registry: Registry, shim_path: str, *, status=lambda: "ready", access: Access = Access(),
                  public_socket: str | None = None, prison_of: Callable[[int], str | None] = lambda pid: None,
-                 events: Events | None = None, output: Output | None = None):
+                 events: Events | None = None, output: Output | None = None,
+                 read_config: Callable[[], Config] | None = None):
         self.registry = registry
+        # the daemon's file, read again (model/configfile.py: only the changed prisons parsed)
+        self.read_config = read_config or (lambda: load_file(self.registry.config.source))
         self.event_log = events  # (engine/events.py)
         self.output = output  # where service output goes (host/output.py)
         self.prison_of = prison_of  # the prison whose cgroup holds a pid (host/cgroup.py)
@@ -129,7 +133,9 @@ class Api:
         dry_run = bool(param(req, "dry_run", bool, required=False))
         keep = bool(param(req, "keep_processes", bool, required=False))
         path = self.registry.config.source
-        new = load_file(path)  # ConfigError: the running configuration stays
+        # ConfigError: the running configuration stays.  In a thread: a file of 10,000 prisons
+        # read whole takes a second and more, and the loop answers everyone else meanwhile.
+        new = await asyncio.to_thread(self.read_config)
         plan = await self.registry.reload(new, dry_run=dry_run, keep_processes=keep)
         return dict(plan, dry_run=dry_run, config=path)
 

@@ -23,7 +23,8 @@ from prisond import built, version as prisond_version
 from prisond.service.api import Access, Api, Peer
 from prisond.service.audit import AuditSocket
 from prisond.host.cgroup import CgroupTree, detect_host
-from prisond.model.config import Config, Limits, load_file
+from prisond.model.config import Config, Limits
+from prisond.model.configfile import ConfigFile
 from prisond.model.metrics import exposition
 from prisond.service.control import ControlServer
 from prisond.service.metrics import MetricsServer
@@ -200,7 +201,8 @@ def open_kernel_layer(layout, tree: CgroupTree):
 
 
 class Daemon:
-    def __init__(self, config: Config, args: argparse.Namespace, shim_path: str, init_dir: str):
+    def __init__(self, config_file: ConfigFile, config: Config, args: argparse.Namespace, shim_path: str,
+                 init_dir: str):
         layout = detect_host()
         if layout is None:
             raise PrisonError("no cgroup hierarchy is mounted at /sys/fs/cgroup; prisond needs one to track "
@@ -208,6 +210,7 @@ class Daemon:
                               "`nsenter --net=/run/netns/NAME` to run prisond in a network namespace)",
                               "cgroup_error")
         self.config = config
+        self.config_file = config_file
         self.args = args
         self.store = StateStore(args.state_dir)
         self.store.ensure_dir()
@@ -235,7 +238,7 @@ class Daemon:
         self.api = Api(self.registry, shim_path, status=lambda: self.status, prison_of=tree.prison_of,
                        events=self.events, output=self.output,
                        access=Access(gid, config.daemon.public_read),
-                       public_socket=os.path.join(public, PRISON_SOCKET))
+                       public_socket=os.path.join(public, PRISON_SOCKET), read_config=config_file.load)
         judge = PeerJudge(tree.prison_in, self.registry.uts_owner)
 
         def identify(sock) -> Peer:
@@ -374,7 +377,7 @@ class Daemon:
     async def reload(self) -> None:
         sdnotify.notify("RELOADING=1", "STATUS=reloading")
         try:
-            new = await asyncio.to_thread(load_file, self.registry.config.source)
+            new = await asyncio.to_thread(self.config_file.load)
             await self.registry.reload(new)
         except ConfigError as exc:
             log.error("reload rejected, the running configuration stays:\n%s", exc.message)
@@ -417,8 +420,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
+    config_file = ConfigFile(args.config)
     try:
-        config = load_file(args.config)
+        config = config_file.load()
     except ConfigError as exc:
         print(f"prisond: invalid configuration:\n{exc.message}", file=sys.stderr)
         return 2
@@ -442,7 +446,7 @@ def main(argv=None) -> int:
                 pass
 
         async def go() -> int:
-            return await Daemon(config, args, shim, init_dir).run()
+            return await Daemon(config_file, config, args, shim, init_dir).run()
 
         try:
             with asyncio.Runner(loop_factory=factory) as runner:

@@ -241,9 +241,10 @@ class Registry:
             self.config = new
             # the hosts files that can have changed: those of prisons changed in place, and of
             # those listing every prison (hosts: all); not 10,000 files read for one change
+            in_place = set(plan["changed_in_place"])
             await asyncio.to_thread(self.deps.launcher.refresh_hosts,
-                                    [p.spec for p in self.prisons.values() if p.state in UP
-                                     and (p.spec.hosts == "all" or p.spec.name in plan["changed_in_place"])])
+                                    [p.spec for p in self.prisons.values()
+                                     if (p.spec.hosts == "all" or p.spec.name in in_place) and p.state in UP])
             await self.start_all(plan["restarted"] + plan["started"])
             return plan
 

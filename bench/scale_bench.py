@@ -16,7 +16,9 @@ or as a ratio against a baseline measured in the same run.
    connect+close and UDP sendto in a kernel prison against the same static binary outside,
    nginx under wrk, with the programs' own ns per call; the shim's UDP sendto.
 4. --compare prisons with one service each against as many bwrap and firejail sandboxes with
-   the same service: time until all serve, and memory (PSS) per instance.
+   the same service, and as many systemd-run units in the Debian 12 container the packaging
+   test boots (when its root is cached here): time until all serve, and memory (PSS) per
+   instance.
 
 Everything runs in a private network namespace on loopback.  kernel.pid_max is raised for the
 run if 10,000 prisons (two processes each) would not fit, and set back at the end.
@@ -358,6 +360,70 @@ def cgroup_pids(top: str) -> list[int]:
     return out
 
 
+UNITS = r"""
+import json, os, socket, subprocess, sys, time
+n, service = int(sys.argv[1]), sys.argv[2]
+def pss(pids):
+    kb = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                kb += sum(int(l.split()[1]) for l in fh if l.startswith("Pss:"))
+        except OSError:
+            pass
+    return kb
+before = pss([1])
+ports = [21000 + i for i in range(n)]
+want = socket.gethostname().encode()
+t0 = time.monotonic()
+runs = [subprocess.Popen(["systemd-run", "--quiet", f"--unit=cmp{p}", service, str(p)]) for p in ports]
+if any(r.wait() for r in runs):
+    sys.exit("systemd-run failed")
+left = set(ports)
+while left:
+    if time.monotonic() - t0 > 120:
+        sys.exit(f"{len(left)} units did not serve")
+    for p in list(left):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", p)) == 0 and s.recv(64).strip() == want:
+                left.discard(p)
+    time.sleep(0.01)
+served = time.monotonic() - t0
+pids = []
+for p in ports:
+    with open(f"/sys/fs/cgroup/system.slice/cmp{p}.service/cgroup.procs") as fh:
+        pids += [int(x) for x in fh.read().split()]
+print(json.dumps({"served": served, "kb": pss(pids) + pss([1]) - before, "procs": len(pids)}))
+"""
+
+
+def systemd_units(work: str, n: int, service: str) -> tuple[float, float] | str:
+    """n systemd-run units of the service, in the Debian 12 container tests/system boots
+    (systemd as PID 1): (seconds until all serve, KB PSS per unit), or why not measured."""
+    import glob
+    import json
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    from system.container import CACHE, Container, ContainerError
+    roots = sorted(glob.glob(os.path.join(CACHE, "*-root-*", ".complete")))
+    if not roots or not shutil.which("systemd-nspawn"):
+        return f"no container root in {CACHE} (the packaging test, tests/system, makes it) or no systemd-nspawn"
+    share = tempfile.mkdtemp(dir=work)
+    shutil.copy(service, os.path.join(share, "tinyserve"))
+    with open(os.path.join(share, "units.py"), "w") as fh:
+        fh.write(UNITS)
+    box = Container(os.path.dirname(roots[-1]), share, lambda _: None)
+    try:
+        box.boot()
+        got = json.loads(box.out(f"python3 /srv/systest/units.py {n} /srv/systest/tinyserve", timeout=300))
+        if got["procs"] != n:
+            return f"{got['procs']} processes in {n} units"
+        return got["served"], got["kb"] / n
+    except (ContainerError, ValueError) as exc:
+        return f"the container: {str(exc).splitlines()[0]}"
+    finally:
+        box.halt()
+
+
 def compare(work: str, n: int, service: str) -> None:
     print(f"\n== {n} instances of one service: time until all serve, memory (PSS) per instance", flush=True)
     rows = {}
@@ -406,9 +472,16 @@ def compare(work: str, n: int, service: str) -> None:
                     pass
             for p in procs:
                 p.wait()
-    print("  systemd-run units in the packaging test's nspawn-booted Debian: not measured here")
+    units = systemd_units(work, n, service)
+    if isinstance(units, str):
+        print(f"  systemd-run: not measured: {units}")
+    else:
+        rows["systemd-run"] = units
     print("  (prisond: from starting the daemon, and its memory shared out over the instances; the sandboxes")
-    print("  share the host's address and hostname-less network, each on its own port)")
+    print("  share the host's address and hostname-less network, each on its own port; systemd-run: units")
+    print("  started at once in the Debian 12 container the packaging test boots (systemd as its PID 1),")
+    print("  timed inside it, with PID 1's growth shared out over the units; each answers with the")
+    print("  container's hostname, as systemd has no hostname per unit)")
     base_t, base_m = rows["prisond"]
     for name, (t, m) in rows.items():
         ratio = "" if name == "prisond" else f"   prisond / {name}: time {base_t / t:.2f}, memory {base_m / m:.2f}"

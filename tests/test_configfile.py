@@ -158,3 +158,47 @@ def test_many_random_edits_give_what_the_whole_file_gives(tmp_path):
         assert cf.load() == want
         partial += cf.parsed < len(want.prisons)
     assert partial > 50 and errors > 20  # most loads parsed only what changed; many were refused
+
+
+# what an outside review found: texts the cut took apart where YAML does not (each once gave
+# a configuration other than the whole file's, or took a file the whole reading refuses)
+ACROSS = [
+    # b's quoted string, left open, runs on into the tail: `defaults:` is b's text, not a key
+    ("prisons:\n  a:\n    hostname: a\n  b:\n    hostname: b\ndefaults: {stop: {timeout: 9}} #'\n",
+     "prisons:\n  a:\n    hostname: a\n  b:\n    hostname: b\n    exec:\n      start: 'echo\n"
+     "defaults: {stop: {timeout: 9}} #'\n"),
+    # the same, already in the first file: the whole file refuses the second
+    ("prisons:\n  a:\n    exec:\n      start: 'echo\ndefaults: {} #'\n",
+     "prisons:\n  a:\n    exec:\n      start: 'echo\n  b:\n    exec: {env: {X: \"it's\"}}\ndefaults: {} #'\n"),
+    # a line opening with U+FEFF: YAML skips it, and p0's body goes on below
+    ("prisons:\n  p0:\n\ufeff\n    ip4: [127.5.0.1]\n    exec:\n      start: [sleep, '100']\n",
+     "prisons:\n\ufeff\n    ip4: [127.5.0.1]\n    exec:\n      start: [sleep, '100']\n"),
+    ("prisons:\n  p0:\n\ufeff\n    hostname: h.test\n    ip4: [127.5.0.1]\n",
+     "prisons:\n  x1:\n  p0:\n\ufeff\n    hostname: h.test\n    ip4: [127.5.0.1]\n"),
+]
+
+
+@pytest.mark.parametrize("first,second", ACROSS)
+def test_a_cut_yaml_does_not_make_gives_the_whole_files_answer(tmp_path, first, second):
+    f = write(tmp_path / "p.yaml", first)
+    cf = ConfigFile(str(f))
+    try:
+        cf.load()
+    except ConfigError:
+        pass
+    write(f, second)
+    try:
+        want = parse(second, str(f))
+    except ConfigError as exc:
+        with pytest.raises(ConfigError) as got:
+            cf.load()
+        assert got.value.message == exc.message
+    else:
+        assert cf.load() == want
+
+
+def test_an_alias_to_itself_is_a_configuration_error(tmp_path):
+    """A mapping that holds itself (through an alias in its own anchor): a RecursionError and
+    a traceback from prisonctl check before."""
+    with pytest.raises(ConfigError, match=r"p\.yaml:3: defaults.exec.env.A: an alias refers to a collection it is in"):
+        parse("defaults: &d\n  exec:\n    env: {A: *d}\nprisons: {}\n", "p.yaml")

@@ -182,6 +182,11 @@ def read_text(path: str) -> str:
 
 
 def parse(text: str, filename: str) -> Config:
+    return parse_source(text, filename)[0]
+
+
+def parse_source(text: str, filename: str) -> tuple[Config, Source]:
+    """The configuration, and the YAML it was read from (with the line of every key)."""
     try:
         src = load(text, filename)
     except YamlError as exc:
@@ -190,7 +195,7 @@ def parse(text: str, filename: str) -> Config:
     config = v.config()
     if v.problems:
         raise ConfigError(v.problems)
-    return config
+    return config, src
 
 
 def cross_problems(prisons) -> list[str]:

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import yaml
 
-from prisond.model.config import Config, PrisonSpec, cross_problems, parse, read_text
+from prisond.model.config import Config, PrisonSpec, cross_problems, parse_source, read_text
 from prisond.model.errors import ConfigError
+from prisond.model.yamlsrc import Source
 
 _PRISONS_LINE = re.compile(r"\nprisons:[ \t]*(?:#[^\r\n]*)?\r?(?=\n|\Z)")
 _TOP_LINE = re.compile(r"\n[^ \t#\r\n]")  # a key at the left margin (not a comment, not blank)
@@ -74,6 +75,40 @@ def split(text: str) -> Layout | None:
     return Layout(t[1:m.end()] + region[:starts[0]], t[end:], tuple(chunks))
 
 
+def cut_where_yaml_cuts(src: Source, layout: Layout) -> bool:
+    """Whether YAML's own reading of the text (src) has its top-level keys on exactly the lines
+    at the left margin of the head and the tail, and its prisons' keys on exactly the first
+    lines of the cut's pieces.  Then each piece is one prison's whole text and nothing else:
+    no quoted string runs on into the next piece or into the tail, no line the cut took for a
+    key is something else to YAML (a line opening with U+FEFF, which YAML skips), and a
+    piece read with other pieces around it reads the same."""
+    line = layout.head.count("\n") + 1
+    starts = []
+    for _, text in layout.chunks:
+        starts.append(line)
+        line += text.count("\n")
+    tops = set(_margin_lines(layout.head, 1)) | set(_margin_lines(layout.tail, line))
+    yaml_tops, yaml_prisons = set(), []
+    for path, n in src.lines.items():
+        if len(path) == 1:
+            yaml_tops.add(n)
+        elif len(path) == 2 and path[0] == "prisons":
+            yaml_prisons.append(n)
+    return yaml_tops == tops and sorted(yaml_prisons) == starts
+
+
+def _margin_lines(text: str, first: int) -> list[int]:
+    """The lines (numbered from first) of text that open at the left margin with something
+    other than a comment."""
+    t = "\n" + text
+    out, line, pos = [], first - 1, 0
+    for m in _TOP_LINE.finditer(t):
+        line += t.count("\n", pos, m.start() + 1)
+        pos = m.start() + 1
+        out.append(line)
+    return out
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _plain_name(name: str) -> bool:
     """YAML reads the key as this very string (not 1_000 or on)."""
@@ -115,9 +150,11 @@ class ConfigFile:
             config = self._again(layout) if layout is not None and self._last is not None else None
             if config is None:
                 self._last = None
-                config = parse(text, self.path)  # ConfigError: nothing is remembered
+                config, src = parse_source(text, self.path)  # ConfigError: nothing is remembered
                 self.parsed = len(config.prisons)
-            self._remember(layout, config)
+                self._remember(layout, config, src)
+            else:
+                self._remember(layout, config, None)
             return config
 
     def _again(self, layout: Layout) -> Config | None:
@@ -135,11 +172,13 @@ class ConfigFile:
         for name, chunk in layout.chunks:
             spec = last.by_text.get(chunk)
             if spec is None:
+                alone = Layout(layout.head, layout.tail, ((name, chunk),))
                 try:
-                    one = parse(layout.head + chunk + layout.tail, self.path)
+                    one, src = parse_source(layout.head + chunk + layout.tail, self.path)
                 except ConfigError:
                     return None
-                if len(one.prisons) != 1 or one.prisons[0].name != name or one.daemon != last.config.daemon:
+                if (len(one.prisons) != 1 or one.prisons[0].name != name or one.daemon != last.config.daemon
+                        or not cut_where_yaml_cuts(src, alone)):
                     return None
                 spec, parsed = one.prisons[0], parsed + 1
             specs.append(spec)
@@ -148,13 +187,15 @@ class ConfigFile:
         self.parsed = parsed
         return Config(source=self.path, prisons=tuple(specs), daemon=last.config.daemon)
 
-    def _remember(self, layout: Layout | None, config: Config) -> None:
+    def _remember(self, layout: Layout | None, config: Config, src: Source | None) -> None:
         """Keep each prison's spec by its text, when the texts and the specs are known to pair
-        up: as many prisons as keys at the prisons' indent, in the same order, and no anchor a
-        prison's text could lend another."""
+        up: as many prisons as keys at the prisons' indent, in the same order, YAML's keys on
+        the lines of the cuts (src: the whole file's reading, None when the texts were checked
+        one by one already), and no anchor a prison's text could lend another."""
         if (layout is None or len(layout.chunks) != len(config.prisons)
                 or any(name != spec.name for (name, _), spec in zip(layout.chunks, config.prisons, strict=True))
-                or any("&" in t for _, t in layout.chunks)):
+                or any("&" in t for _, t in layout.chunks)
+                or (src is not None and not cut_where_yaml_cuts(src, layout))):
             self._last = None
             return
         self._last = _Last(layout.head, layout.tail, config,

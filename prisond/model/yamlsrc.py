@@ -57,7 +57,15 @@ def load(text: str, filename: str) -> Source:
         loader.dispose()
 
 
-def _build(loader, node, path: Path, src: Source):
+def _build(loader, node, path: Path, src: Source, within: frozenset = frozenset()):
+    """within: the collections being built around this node; an alias to one of them would
+    make the data hold itself (and this recursion never end)."""
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in within:  # blamed where the alias is (its key's line, as the caller set it)
+            raise YamlError(src.filename, src.lines.get(path, node.start_mark.line + 1),
+                            f"{'.'.join(map(str, path))}: an alias refers to a collection it is in "
+                            "(the data would hold itself)")
+        within = within | {id(node)}
     src.lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves "<<" merge keys
@@ -69,9 +77,10 @@ def _build(loader, node, path: Path, src: Source):
             sub = path + (key,)
             if key in out:
                 src.duplicates.append((sub, src.lines[sub], key_node.start_mark.line + 1))
-            out[key] = _build(loader, value_node, sub, src)
+            src.lines[sub] = key_node.start_mark.line + 1
+            out[key] = _build(loader, value_node, sub, src, within)
             src.lines[sub] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, path + (i,), src) for i, item in enumerate(node.value)]
+        return [_build(loader, item, path + (i,), src, within) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)

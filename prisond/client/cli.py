@@ -299,7 +299,9 @@ def cmd_reload(client: Client, args: list[str]) -> int:
         print("note: processes kept: a server bound to a removed address must bind again (or restart)")
     if not any(r.get(k) for k, _ in words) and not r.get("daemon"):
         print("no changes")
-    return 0
+    for f in r.get("failed", []):  # restarted or started, and then failed
+        print(one_line(f"failed: {f['name']}: {f['reason']}"))
+    return EX_ERROR if r.get("failed") else 0
 
 
 def cmd_health(client: Client, args: list[str]) -> int:

@@ -246,6 +246,9 @@ class Registry:
                                     [p.spec for p in self.prisons.values()
                                      if (p.spec.hosts == "all" or p.spec.name in in_place) and p.state in UP])
             await self.start_all(plan["restarted"] + plan["started"])
+            # what did not come up: the reload did its part, but its caller must hear of it
+            plan["failed"] = [{"name": n, "reason": self.prisons[n].reason}
+                              for n in plan["restarted"] + plan["started"] if self.prisons[n].state is State.FAILED]
             return plan
 
     # ------------------------------------------------------------ views

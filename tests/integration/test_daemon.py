@@ -236,6 +236,23 @@ prisons:
     assert [p["name"] for p in d.call("prison.list")] == ["keep", "change", "new"]
 
 
+def test_a_reload_says_which_prisons_then_failed(daemon):
+    """The reload is applied, but a prison it started or restarted did not come up: the
+    command says which and why, and exits 1 (an outside review saw "restarted: p020", exit 0,
+    for a prison that had failed)."""
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n")
+    d.write_config("prisons:\n  a:\n    hostname: a2.example.test\n    ip4: [127.0.2.1]\n"
+                   "    exec: {start: [/nonexistent/program]}\n  b:\n    ip4: [127.0.3.1]\n")
+    r = d.ctl("reload")
+    out = r.stdout.decode().splitlines()
+    assert r.returncode == 1, (out, r.stderr)
+    assert out[:2] == ["started: b", "restarted: a"]
+    assert out[2].startswith("failed: a: ") and "nonexistent" in out[2]
+    assert d.show("b")["state"] == "running" and d.show("a")["state"] == "failed"
+    r = d.ctl("reload", "--json")  # nothing changed since: nothing failed now
+    assert r.returncode == 0 and json.loads(r.stdout)["failed"] == []
+
+
 def test_a_bad_reload_keeps_the_running_config(daemon):
     d = daemon(f"prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      {SERVICE}\n")
     pid = d.show("a")["service"]["pid"]

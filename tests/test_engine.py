@@ -73,7 +73,7 @@ async def test_a_reload_touches_only_what_changed(tmp_path):
     new = new.replace("exec: {start: [httpd, -f]}", "hostname: web.example.test\n    exec: {start: [httpd, -f]}")
     plan = await reg.reload(parse(new, "test.yaml"))
     assert plan == {"started": ["new"], "stopped": ["old"], "restarted": ["web"], "changed_in_place": [],
-                    "changed": [], "unchanged": ["db"], "daemon": []}
+                    "changed": [], "unchanged": ["db"], "daemon": [], "failed": []}
     assert reg.get("db") is db and db.state == State.RUNNING  # not touched
     assert reg.get("web").state == State.RUNNING and reg.get("web").service is not web_service  # restarted
     assert reg.get("web").jid == 1  # its JID kept, as jail -m keeps it

@@ -508,7 +508,8 @@ def test_an_address_shared_by_a_reload_is_refused_while_its_holder_runs_untracke
     try:
         assert owner.ok, owner.first
         d.write_config(config(SHARED_PAIR))
-        assert d.ctl("reload").returncode == 0
+        r = d.ctl("reload")  # applied, but sb did not come up: said, and exit 1
+        assert r.returncode == 1 and "failed: sb: " in r.stdout.decode(), (r.stdout, r.stderr)
         sb = {p["name"]: p for p in d.call("prison.list")}["sb"]
         assert sb["state"] == "failed" and "restart" in sb["reason"], sb
     finally:

@@ -234,3 +234,36 @@ def test_nothing_the_daemon_opens_lies_in_a_read_write_mount_source():
               "    mounts: [{source: /srv/data/sub, target: /x}]\n", "x.yaml")
     assert [p.split(": ", 1)[0] for p in e.value.problems] == ["x.yaml:7", "x.yaml:8"], e.value.problems
     assert all("prison 'a'" in p for p in e.value.problems)
+
+
+# what an outside review fed the parser: each must be a configuration error naming its line,
+# never another exception (a traceback from `prisonctl check`, or from the daemon at start)
+DEEP = "prisons:\n  a:\n    ip4: " + "[" * 300 + "]" * 300 + "\n"
+LAUGHS = "defaults:\n  exec:\n    env:\n      A: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"      A{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 8)) + "prisons: {}\n"
+
+
+@pytest.mark.parametrize("text,line,says", [
+    ("defaults:\n  stop: {timeout: 2001-02-30}\nprisons: {}\n", 2, "is not a valid timestamp"),
+    ("prisons:\n  a:\n    exec: {env: {RELEASE: 2024-13-01}}\n", 3, "is not a valid timestamp"),
+    ("daemon:\n  log_keep: " + "9" * 5000 + "\nprisons: {}\n", 2, "is not a valid int"),
+    ("prisons:\n  a: {stop: {timeout: !!int abc}}\n", 2, "is not a valid int"),
+    ("prisons:\n  a: {stop: {timeout: !!int ''}}\n", 2, "is not a valid int"),
+    ("prisons:\n  a: {stop: {timeout: !!float x}}\n", 2, "is not a valid float"),
+    ("prisons:\n  a: {allow: {raw_sockets: !!bool x}}\n", 2, "is not a valid bool"),
+    ("prisons:\n  a: {stop: {timeout: !!timestamp x}}\n", 2, "is not a valid timestamp"),
+    (DEEP, 3, "nested more than 64 levels deep"),
+    ("prisons:\n  ? " + "[" * 260 + "]" * 260 + "\n  : 1\n", 2, "a key must be a plain value"),
+    (LAUGHS, 4, "values (aliases are built again at each use)"),
+    ("prisons:\n  a: {stop: {timeout: .nan}}\n", 2, "must be a number of seconds >= 0"),
+    ("prisons:\n  a: {stop: {timeout: .inf}}\n", 2, "must be a number of seconds >= 0"),
+    ("prisons:\n  a: {restart: {delay: .nan}}\n", 2, "must be a number of seconds >= 0"),
+    ("prisons:\n  a: {exec: {jail_user: true}}\n", 2, "must be a non-empty string, not a boolean"),
+    ("prisons:\n  a:\n    mounts: [~]\n", 3, "needs source:"),
+    ("prisons:\n  a: {exec: {start: [\"echo\", \"a\\0b\"]}}\n", 2, "must not hold a NUL character"),
+    ("prisons:\n  a: {exec: {env: {A: \"a\\0b\"}}}\n", 2, "must not hold a NUL character"),
+])
+def test_what_the_parser_is_fed_is_a_configuration_error_at_its_line(text, line, says):
+    with pytest.raises(ConfigError) as e:
+        parse(text, "x.yaml")
+    assert f"x.yaml:{line}:" in e.value.message and says in e.value.message, e.value.message

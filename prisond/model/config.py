@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -252,6 +253,9 @@ class _Validator:
         if not isinstance(value, str) or not value:
             self.bad(path, f"must be a non-empty string, not {_kind(value)}")
             return None
+        if "\0" in value:
+            self.bad(path, "must not hold a NUL character")
+            return None
         return value
 
     def boolean(self, value, path) -> bool:
@@ -384,7 +388,7 @@ class _Validator:
         execs = self.exec_spec(body.get("exec"), path + ("exec",))
         stop = self.mapping(body.get("stop"), path + ("stop",), keys("prisons.NAME.stop"))
         timeout = stop.get("timeout", DEFAULT_STOP_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf:
             self.bad(path + ("stop", "timeout"), f"must be a number of seconds >= 0, not {timeout!r}")
             timeout = DEFAULT_STOP_TIMEOUT
         allow_raw = self.mapping(body.get("allow"), path + ("allow",), set(ALLOW_FLAGS))
@@ -464,7 +468,7 @@ class _Validator:
         for key, least in (("delay", 0), ("max_delay", 0), ("interval", 0.001)):
             if key in body:
                 v = body[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < least:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not least <= v < math.inf:
                     self.bad(path + (key,), f"must be a number of seconds >= {least:g}, not {v!r}")
                 else:
                     out[key] = float(v)
@@ -518,7 +522,7 @@ class _Validator:
                 item = {"source": item}
             body = self.mapping(item, here, keys("prisons.NAME.mounts[]"))
             if not body:
-                if isinstance(item, dict):
+                if isinstance(item, dict) or item is None:  # `- ~` or a bare `-`: not nothing
                     self.bad(here, "needs source:")
                 continue
             src = self.string(body.get("source"), here + ("source",)) if "source" in body else None
@@ -555,20 +559,26 @@ class _Validator:
                 self.bad(path + ("env", key), "is set by prisond")
             elif not isinstance(val, (str, int, float)) or isinstance(val, bool):
                 self.bad(path + ("env", key), f"must be a string, not {_kind(val)}")
+            elif "\0" in str(val):
+                self.bad(path + ("env", key), "must not hold a NUL character")
             else:
                 env.append((key, str(val)))
         jail_user = None
         if "jail_user" in body:
-            jail_user = str(body["jail_user"]) if isinstance(body["jail_user"], int) else \
-                self.string(body["jail_user"], path + ("jail_user",))
+            user = body["jail_user"]
+            jail_user = str(user) if isinstance(user, int) and not isinstance(user, bool) else \
+                self.string(user, path + ("jail_user",))
         return ExecSpec(consolelog=consolelog, env=tuple(sorted(env)), jail_user=jail_user, **hooks)
 
     def command(self, value, path) -> Command | None:
-        if isinstance(value, str) and value.strip():
+        if isinstance(value, str) and value.strip() and "\0" not in value:
             return Command.shell(value)
         if isinstance(value, list) and value and all(isinstance(a, (str, int, float)) and not isinstance(a, bool)
                                                      for a in value):
             argv = tuple(str(a) for a in value)
+            if any("\0" in a for a in argv):
+                self.bad(path, "must not hold a NUL character (no program can be given one)")
+                return None
             if argv[0]:
                 return Command(argv)
         self.bad(path, "must be a command: a non-empty list of arguments, or a string for /bin/sh -c")

@@ -18,6 +18,7 @@ class Source:
     data: object
     lines: dict = field(default_factory=dict)  # Path -> 1-based line
     duplicates: list = field(default_factory=list)  # (Path, first line, second line)
+    values: int = 0  # built so far (an alias is built again each time it is used)
 
     def line(self, path: Path) -> int | None:
         while path:
@@ -38,6 +39,11 @@ class YamlError(Exception):
 # same nodes with the same marks, 20 times faster than the pure-Python one (a configuration of
 # 10,000 prisons: 0.3 s rather than 6 s, at every start and reload)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# a configuration is a few levels deep and, with 10,000 prisons, some 10^5 values; beyond these
+# a file is refused with its line rather than end in RecursionError, or build for minutes
+# (aliases of aliases: each use is built again, ten uses of ten uses of ... is 10^n)
+MAX_DEPTH = 64
+MAX_VALUES = 2_000_000
 
 
 def load(text: str, filename: str) -> Source:
@@ -53,6 +59,8 @@ def load(text: str, filename: str) -> Source:
         raise YamlError(filename, line, f"invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise YamlError(filename, None, f"invalid YAML: {exc}") from None
+    except RecursionError:  # libyaml's composer, before _build's own limit
+        raise YamlError(filename, None, f"invalid YAML: nested more than {MAX_DEPTH} levels deep") from None
     finally:
         loader.dispose()
 
@@ -60,6 +68,11 @@ def load(text: str, filename: str) -> Source:
 def _build(loader, node, path: Path, src: Source, within: frozenset = frozenset()):
     """within: the collections being built around this node; an alias to one of them would
     make the data hold itself (and this recursion never end)."""
+    src.values += 1
+    if len(path) > MAX_DEPTH or src.values > MAX_VALUES:
+        what = f"nested more than {MAX_DEPTH} levels deep" if len(path) > MAX_DEPTH else \
+            f"more than {MAX_VALUES:,} values (aliases are built again at each use)"
+        raise YamlError(src.filename, node.start_mark.line + 1, f"{'.'.join(map(str, path))}: {what}")
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
         if id(node) in within:  # blamed where the alias is (its key's line, as the caller set it)
             raise YamlError(src.filename, src.lines.get(path, node.start_mark.line + 1),
@@ -71,7 +84,11 @@ def _build(loader, node, path: Path, src: Source, within: frozenset = frozenset(
         loader.flatten_mapping(node)  # resolves "<<" merge keys
         out = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise YamlError(src.filename, key_node.start_mark.line + 1,
+                                f"{'.'.join(map(str, path)) or '(top)'}: a key must be a plain value, "
+                                "not a list or a mapping")
+            key = _scalar(loader, key_node, src)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 key = str(key)
             sub = path + (key,)
@@ -83,4 +100,19 @@ def _build(loader, node, path: Path, src: Source, within: frozenset = frozenset(
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(loader, item, path + (i,), src, within) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _scalar(loader, node, src)
+
+
+def _scalar(loader, node, src: Source):
+    """A scalar's value; PyYAML's constructors raise what they meet (a date 2001-02-30, an int
+    of 5,000 digits, `!!int abc`): a configuration error at its line, not a traceback."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        tag = str(node.tag).rsplit(":", 1)[-1]
+        value = str(node.value)
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise YamlError(src.filename, node.start_mark.line + 1,
+                        f"{shown!r} is not a valid {tag} ({exc})") from None

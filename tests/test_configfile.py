@@ -25,6 +25,21 @@ def write(path, text):
     return path
 
 
+def load_as_whole(cf: ConfigFile, f, text: str):
+    """Write text, load it with cf, and check it gives what parsing the whole text gives: the
+    configuration (returned), or the same problems (None)."""
+    write(f, text)
+    try:
+        want = parse(text, str(f))
+    except ConfigError as exc:
+        with pytest.raises(ConfigError) as got:
+            cf.load()
+        assert got.value.message == exc.message
+        return None
+    assert cf.load() == want
+    return want
+
+
 def test_split_plain_layout():
     text = HEAD + "  a: {ip4: [10.0.0.1]}\n  # a comment\n\n  b:\n    ip4: [10.0.0.2]\nlisten: x\n"
     layout = split(text)
@@ -144,18 +159,11 @@ def test_many_random_edits_give_what_the_whole_file_gives(tmp_path):
             texts.pop(i)
         elif k < len(edits):
             texts[i] = edits[k](texts[i], i)
-        text = HEAD + "".join(texts)
-        f.write_text(text)
-        try:
-            want = parse(text, str(f))
-        except ConfigError as exc:
-            with pytest.raises(ConfigError) as got:
-                cf.load()
-            assert got.value.message == exc.message
+        want = load_as_whole(cf, f, HEAD + "".join(texts))
+        if want is None:
             texts = before  # undone before going on
             errors += 1
             continue
-        assert cf.load() == want
         partial += cf.parsed < len(want.prisons)
     assert partial > 50 and errors > 20  # most loads parsed only what changed; many were refused
 
@@ -186,15 +194,7 @@ def test_a_cut_yaml_does_not_make_gives_the_whole_files_answer(tmp_path, first, 
         cf.load()
     except ConfigError:
         pass
-    write(f, second)
-    try:
-        want = parse(second, str(f))
-    except ConfigError as exc:
-        with pytest.raises(ConfigError) as got:
-            cf.load()
-        assert got.value.message == exc.message
-    else:
-        assert cf.load() == want
+    load_as_whole(cf, f, second)
 
 
 def test_an_alias_to_itself_is_a_configuration_error(tmp_path):

@@ -267,3 +267,28 @@ async def test_a_prison_is_named_by_its_jid_too(tmp_path):
     from prisond.model.errors import NoSuchPrison
     with pytest.raises(NoSuchPrison):
         reg.get("9")
+
+
+async def test_a_list_with_many_old_figures_reads_them_off_the_loop(tmp_path, monkeypatch):
+    """300 prisons whose figures are old: the cgroup reads happen in worker threads (the loop
+    answers everyone else meanwhile), and the lines are the ones a list on the loop gives."""
+    import threading
+    from support.fakehost import FakeCgroup
+    text = "prisons:\n" + "".join(f"  p{i}: {{ip4: [127.1.{i // 250}.{i % 250 + 1}], exec: {{start: [s]}}}}\n"
+                                  for i in range(300))
+    host, reg, _ = engine(tmp_path, text)
+    await reg.start_all()
+    api = Api(reg, "/nonexistent/shim.so")
+    readers: list[int] = []
+    real = FakeCgroup.count
+    monkeypatch.setattr(FakeCgroup, "count", lambda self: (readers.append(threading.get_ident()), real(self))[1])
+    for p in reg.prisons.values():
+        p.view.refresh()  # as if the last list were long ago
+    result = api.handle(Request(1, "prison.list", {}), Peer(1, 0, 0))
+    assert hasattr(result, "__await__")  # many to read: a coroutine, not an answer made on the loop
+    lines = await result
+    assert len(readers) == 300 and threading.get_ident() not in readers
+    assert [(x["name"], x["procs"]) for x in lines] == [(f"p{i}", 2) for i in range(300)]  # init and service
+    readers.clear()
+    again = api.handle(Request(2, "prison.list", {}), Peer(1, 0, 0))
+    assert again == lines and readers == []  # less than a second later: nothing read again

@@ -55,6 +55,20 @@ class PrisonView:
         return self._pidmap.get(inner)
 
 
+    def brief_stale(self) -> bool:
+        """Whether list's figures (process count, CPU, memory) are to be read again."""
+        if self.p.state in (State.STOPPED, State.FAILED):
+            return False
+        now = time.monotonic()
+        return now - self._procs_at > BRIEF_TTL or (
+            self.p.res is not None and self.p.state in UP | {State.STOPPING} and now - self._brief_at > BRIEF_TTL)
+
+    def read_brief(self) -> None:
+        """Read list's figures now, from any thread (cgroup files are read and two cached
+        values set; nothing else of the prison is touched)."""
+        self._brief_procs()
+        self._brief_usage()
+
     def _brief_procs(self) -> int:
         """list's process count: at most a second old, like its CPU and memory figures."""
         if self.p.state in (State.STOPPED, State.FAILED):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from prisond.model.contract import MAX_ARGS, SERVICE_PATH
 from prisond.model.metrics import exposition
 from prisond.model.policy import prison_env
 from prisond.model.protocol import JAILED_OK, READ_ONLY, SESSION_METHODS, VERSION, Request, param
-from prisond.engine.registry import Registry
+from prisond.engine.registry import LIST_INLINE, Registry
 from prisond.engine.seams import Events, Output
 
 
@@ -140,7 +140,15 @@ class Api:
         return dict(plan, dry_run=dry_run, config=path)
 
     def list(self, req: Request):
-        return self.registry.list(full=bool(param(req, "full", bool, required=False)))
+        full = bool(param(req, "full", bool, required=False))
+        stale = [] if full else self.registry.stale_briefs()
+        if len(stale) > LIST_INLINE:  # many figures to read: off the loop (registry.read_briefs)
+            return self._list_after(stale)
+        return self.registry.list(full)
+
+    async def _list_after(self, stale: Sequence) -> Sequence[dict]:
+        await self.registry.read_briefs(stale)
+        return self.registry.list()
 
     def show(self, req: Request):
         return self.registry.get(param(req, "name")).view.details()

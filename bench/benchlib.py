@@ -118,3 +118,22 @@ def compare_commands(title: str, cmds: dict[str, list[str]], runs: int, subject:
         med = statistics.median(v)
         ratio = f"   {subject} / {k} = {pe / med:.2f}" if k != subject else ""
         print(f"  {k:<18}{med:>8.2f}   p90 {p90(v):>7.2f}{ratio}")
+
+
+async def closed_loop(path: str, request, until: float, lat: list[float]) -> int:
+    """One control-socket client, closed loop until `until` (perf_counter): request() gives
+    each request line; each reply must be ok.  Its latencies go to lat; returns how many."""
+    import asyncio
+    reader, writer = await asyncio.open_unix_connection(path)
+    n = 0
+    while time.perf_counter() < until:
+        line = request()
+        t0 = time.perf_counter()
+        writer.write(line)
+        reply = await reader.readline()
+        if not reply.startswith(b'{"v":1,"id":1,"ok":true'):
+            raise RuntimeError(f"bad reply: {reply[:200]!r}")
+        lat.append(time.perf_counter() - t0)
+        n += 1
+    writer.close()
+    return n

@@ -21,24 +21,9 @@ import sys
 import tempfile
 import time
 
-from benchlib import Daemon, enter_netns
+from benchlib import Daemon, closed_loop, enter_netns
 
 PRISONS = "prisons:\n" + "".join(f"  p{i}:\n    ip4: [127.0.2.{i + 1}]\n" for i in range(10))
-
-
-async def _client(path: str, method: bytes, until: float, lat: list[float]) -> int:
-    reader, writer = await asyncio.open_unix_connection(path)
-    n = 0
-    while time.perf_counter() < until:
-        t0 = time.perf_counter()
-        writer.write(method)
-        line = await reader.readline()
-        if not line.startswith(b'{"v":1,"id":1,"ok":true'):
-            raise RuntimeError(f"bad reply: {line[:200]!r}")
-        lat.append(time.perf_counter() - t0)
-        n += 1
-    writer.close()
-    return n
 
 
 def _worker(path: str, clients: int, seconds: float, start_at: float, out) -> None:
@@ -55,7 +40,7 @@ def _worker(path: str, clients: int, seconds: float, start_at: float, out) -> No
             await asyncio.sleep(0.001)
         until = time.perf_counter() + seconds
         lat: list[float] = []
-        counts = await asyncio.gather(*(_client(path, reqs[i % 2], until, lat) for i in range(clients)))
+        counts = await asyncio.gather(*(closed_loop(path, lambda m=reqs[i % 2]: m, until, lat) for i in range(clients)))
         return sum(counts), lat
 
     n, lat = asyncio.run(go())

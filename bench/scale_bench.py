@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import Daemon, enter_netns
+from benchlib import Daemon, closed_loop, enter_netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.path.join(HERE, "_build")  # on the host's tree: isolated prisons see it, /tmp is theirs
@@ -142,28 +142,17 @@ def _clients(path: str, clients: int, seconds: float, names: list[str], start_at
     except ImportError:
         pass
 
-    async def one(i: int, until: float, lat: list[float]) -> int:
-        reader, writer = await asyncio.open_unix_connection(path)
-        n = 0
+    def asker(i: int):
         rnd = random.Random(i)
-        while time.perf_counter() < until:
-            name = names[rnd.randrange(len(names))]
-            t0 = time.perf_counter()
-            writer.write(b'{"v":1,"id":1,"method":"prison.show","params":{"name":"%s"}}\n' % name.encode())
-            line = await reader.readuntil(b"\n")
-            if not line.startswith(b'{"v":1,"id":1,"ok":true'):
-                raise RuntimeError(f"bad reply: {line[:200]!r}")
-            lat.append(time.perf_counter() - t0)
-            n += 1
-        writer.close()
-        return n
+        return lambda: b'{"v":1,"id":1,"method":"prison.show","params":{"name":"%s"}}\n' % \
+            names[rnd.randrange(len(names))].encode()
 
     async def go():
         while time.time() < start_at:
             await asyncio.sleep(0.001)
         until = time.perf_counter() + seconds
         lat: list[float] = []
-        counts = await asyncio.gather(*(one(i, until, lat) for i in range(clients)))
+        counts = await asyncio.gather(*(closed_loop(path, asker(i), until, lat) for i in range(clients)))
         return sum(counts), lat
 
     out.put(asyncio.run(go()))

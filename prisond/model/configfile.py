@@ -188,14 +188,15 @@ class ConfigFile:
         return Config(source=self.path, prisons=tuple(specs), daemon=last.config.daemon)
 
     def _remember(self, layout: Layout | None, config: Config, src: Source | None) -> None:
-        """Keep each prison's spec by its text, when the texts and the specs are known to pair
-        up: as many prisons as keys at the prisons' indent, in the same order, YAML's keys on
-        the lines of the cuts (src: the whole file's reading, None when the texts were checked
-        one by one already), and no anchor a prison's text could lend another."""
-        if (layout is None or len(layout.chunks) != len(config.prisons)
+        """Keep each prison's spec by its text.  After a whole read (src: its YAML), only when
+        the texts and the specs are known to pair up: as many prisons as keys at the prisons'
+        indent, in the same order, YAML's keys on the lines of the cuts, and no anchor a
+        prison's text could lend another.  After _again (src None) they were, piece by piece."""
+        if layout is None or (src is not None and (
+                len(layout.chunks) != len(config.prisons)
                 or any(name != spec.name for (name, _), spec in zip(layout.chunks, config.prisons, strict=True))
                 or any("&" in t for _, t in layout.chunks)
-                or (src is not None and not cut_where_yaml_cuts(src, layout))):
+                or not cut_where_yaml_cuts(src, layout))):
             self._last = None
             return
         self._last = _Last(layout.head, layout.tail, config,

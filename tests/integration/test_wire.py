@@ -69,6 +69,26 @@ def test_udp_datagram_source_is_the_prison_address(two, udp_sink, nettool):
     assert {src for src, _ in datagrams} == {A4, B4}, datagrams
 
 
+REUSE_WAYS = ("close", "close_range", "closefrom", "dup2", "dup3", "dup", "fcntl", "socket", "recvmsg", "recvmmsg")
+
+
+def test_a_reused_socket_number_is_asked_again(daemon, udp_sink, nettool):
+    """The shim remembers which sockets are bound (a send then costs no getsockname).  A
+    number that comes to mean a fresh unbound socket, by each way libc ends or hands out a
+    descriptor, must be asked again: else that socket's datagram leaves unbound and the kernel
+    picks its source, not the prison's address.  Seen failing with the forgetting taken out:
+    the ten "after" datagrams left from 127.0.0.1."""
+    d = daemon(f"defaults:\n  enforce: shim\n" + CONFIG)
+    sink = udp_sink("127.0.0.9")
+    with Wire() as wire:
+        for how in REUSE_WAYS:
+            r = d.exec("a", nettool, "udp-reuse", how, "127.0.0.9", sink.port)
+            assert r.returncode == 0 and b"sent=4" in r.stdout, (how, r.stdout + r.stderr)
+    datagrams = wire.udp(sink.port)
+    assert len(datagrams) >= 4 * len(REUSE_WAYS), datagrams  # lo shows each one twice
+    assert {src for src, _ in datagrams} == {A4}, datagrams
+
+
 def test_tcp_fastopen_is_an_implicit_connect(two, tcp_server, nettool):
     srv = tcp_server("127.0.0.9")
     with Wire() as wire:

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -654,6 +655,101 @@ static int do_udp_steal(const char *host, int port, int n)
 	return 0;
 }
 
+/* Reuse of a remembered socket's number (the shim's bound-socket cache, prisonshim.c): a UDP
+ * socket sends three times (bound by the first, remembered by the second), then its number
+ * comes to mean a fresh, unbound UDP socket by way HOW, and that one sends once.  The end of
+ * the old socket and the making of the new go one through libc and one past it (a raw
+ * syscall), so that only the libc side can have told the shim.  Every datagram must leave from
+ * the prison's address.  Prints "reused=N sent=4". */
+static int raw_udp(void)
+{
+	return (int)syscall(SYS_socket, AF_INET, SOCK_DGRAM, 0);
+}
+
+/* fresh goes over a unix socket pair and comes back, after `old` was ended past libc: the
+ * lowest free number, old's, is the one it comes back as */
+static int pass_over(int fresh, int old, int use_mmsg)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0)
+		return -1;
+	char c = 'x';
+	struct iovec iov = {&c, 1};
+	union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fresh, sizeof fresh);
+	if (sendmsg(sv[0], &m, 0) < 0)
+		return -1;
+	syscall(SYS_close, fresh); /* it lives on in flight */
+	syscall(SYS_close, old);
+	struct msghdr r = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+	if (use_mmsg) {
+		struct mmsghdr v = {.msg_hdr = r};
+		if (recvmmsg(sv[1], &v, 1, 0, NULL) != 1)
+			return -1;
+		r = v.msg_hdr;
+	} else if (recvmsg(sv[1], &r, 0) < 0) {
+		return -1;
+	}
+	int got = -1;
+	if ((cm = CMSG_FIRSTHDR(&r)) && cm->cmsg_type == SCM_RIGHTS)
+		memcpy(&got, CMSG_DATA(cm), sizeof got);
+	return got;
+}
+
+static int do_udp_reuse(const char *how, const char *host, int port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	parse(host, port, &ss, &len, AF_INET);
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0)
+		return fail("socket");
+	for (int i = 0; i < 3; i++)
+		if (sendto(fd, "before", 6, 0, (struct sockaddr *)&ss, len) < 0)
+			return fail("sendto");
+	int now = -1;
+	if (!strcmp(how, "close")) { /* ended through libc, made past it */
+		close(fd);
+		now = raw_udp();
+	} else if (!strcmp(how, "close_range")) {
+		close_range((unsigned)fd, (unsigned)fd, 0);
+		now = raw_udp();
+	} else if (!strcmp(how, "closefrom")) {
+		closefrom(fd);
+		now = raw_udp();
+	} else if (!strcmp(how, "dup2") || !strcmp(how, "dup3")) { /* one call does both */
+		int fresh = raw_udp();
+		now = !strcmp(how, "dup2") ? dup2(fresh, fd) : dup3(fresh, fd, 0);
+		syscall(SYS_close, fresh);
+	} else if (!strcmp(how, "dup") || !strcmp(how, "fcntl")) { /* ended past libc, made through it */
+		int fresh = raw_udp();
+		syscall(SYS_close, fd);
+		now = !strcmp(how, "dup") ? dup(fresh) : fcntl(fresh, F_DUPFD, 0);
+		syscall(SYS_close, fresh);
+	} else if (!strcmp(how, "socket")) {
+		syscall(SYS_close, fd);
+		now = socket(AF_INET, SOCK_DGRAM, 0);
+	} else if (!strcmp(how, "recvmsg") || !strcmp(how, "recvmmsg")) {
+		now = pass_over(raw_udp(), fd, !strcmp(how, "recvmmsg"));
+	} else {
+		fprintf(stderr, "unknown way %s\n", how);
+		return 2;
+	}
+	if (now != fd) {
+		printf("err no reuse: %d became %d\n", fd, now);
+		return 1;
+	}
+	if (sendto(fd, "after", 5, 0, (struct sockaddr *)&ss, len) < 0)
+		return fail("sendto after");
+	printf("reused=%d sent=4\n", fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -672,6 +768,8 @@ int main(int argc, char **argv)
 		return do_socket3(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
 	if (!strcmp(m, "dgram") && argc >= 6)
 		return do_dgram(atoi(argv[2]), argv[3], argv[4], atoi(argv[5]));
+	if (!strcmp(m, "udp-reuse") && argc >= 5)
+		return do_udp_reuse(argv[2], argv[3], atoi(argv[4]));
 	if (!strcmp(m, "udp-bound") && argc >= 5)
 		return do_udp_bound(argv[2], argv[3], atoi(argv[4]));
 	if (!strcmp(m, "udp-connect") && argc >= 4)

@@ -39,6 +39,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <time.h>
@@ -122,6 +123,20 @@ static struct {
 	int (*openat64_2)(int, const char *, int);
 	FILE *(*fopen)(const char *, const char *);
 	FILE *(*fopen64)(const char *, const char *);
+	/* only so that the bound-socket cache forgets a descriptor number that is reused */
+	int (*close)(int);
+	int (*close_range)(unsigned int, unsigned int, int);
+	void (*closefrom)(int);
+	int (*dup)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	int (*fcntl)(int, int, ...);
+	int (*fcntl64)(int, int, ...);
+	int (*socketpair)(int, int, int, int[2]);
+	int (*accept)(int, struct sockaddr *, socklen_t *);
+	int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+	ssize_t (*recvmsg)(int, struct msghdr *, int);
+	int (*recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
 } real;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -334,6 +349,19 @@ static void init(void)
 	RESOLVE(openat64_2, "__openat64_2");
 	RESOLVE(fopen, "fopen");
 	RESOLVE(fopen64, "fopen64");
+	RESOLVE(close, "close");
+	RESOLVE(close_range, "close_range");
+	RESOLVE(closefrom, "closefrom");
+	RESOLVE(dup, "dup");
+	RESOLVE(dup2, "dup2");
+	RESOLVE(dup3, "dup3");
+	RESOLVE(fcntl, "fcntl");
+	RESOLVE(fcntl64, "fcntl64");
+	RESOLVE(socketpair, "socketpair");
+	RESOLVE(accept, "accept");
+	RESOLVE(accept4, "accept4");
+	RESOLVE(recvmsg, "recvmsg");
+	RESOLVE(recvmmsg, "recvmmsg");
 
 	const char *pol = getenv(PD_POLICY_VAR);
 	if (!pol)
@@ -497,6 +525,114 @@ static int inspect(int fd, struct fdinfo *fi)
 	else
 		return 1;
 	return 0;
+}
+
+/* ---- the bound-socket cache: a send asks the socket once, not at every call ----
+ *
+ * A send on an inet socket must know whether the socket is bound (an unbound one is bound to
+ * the prison's address first), which costs a getsockname per call: 1.2x the cost of a UDP
+ * sendto on loopback.  A socket, once bound, stays bound for as long as it lives (the shim
+ * binds with an explicit address, which a disconnect keeps), and its family never changes.
+ * So once getsockname has shown a send's socket bound, its descriptor number is remembered
+ * here (one byte: its family) and later sends on it trust that.
+ *
+ * What makes the memory wrong is the number coming to mean another socket.  Every libc entry
+ * that ends a descriptor or gives one out is wrapped to forget the number: close, close_range,
+ * closefrom, dup, dup2, dup3, fcntl(F_DUPFD*), socket, socketpair, accept, accept4, recvmsg
+ * and recvmmsg (descriptors passed with SCM_RIGHTS); a connect forgets it too (a disconnect
+ * can unbind a socket someone else bound).  Paths the shim never sees (a raw syscall, libc's
+ * own internal closes as in fclose of an fdopen'd socket, io_uring) are outside what the shim
+ * guarantees at all; the kernel layer holds there.
+ *
+ * One byte per number below FDCACHE_MAX, in an anonymous mapping made at the first remembered
+ * send (only pages touched are backed); a fork copies it with the descriptor table it mirrors.
+ * Reads and writes are single relaxed byte accesses: a race between a send and a close on
+ * another thread is the same race a getsockname before the send already had. */
+#define FDCACHE_MAX (1 << 20)
+static unsigned char *fdcache;   /* fd -> FC_4 / FC_6 when known bound, else 0 */
+static int fdcache_top = -1;     /* the highest number ever remembered */
+#define FC_4 1
+#define FC_6 2
+
+static inline void fd_forget(int fd)
+{
+	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
+	if (c && fd >= 0 && fd < FDCACHE_MAX && __atomic_load_n(&c[fd], __ATOMIC_RELAXED))
+		__atomic_store_n(&c[fd], 0, __ATOMIC_RELAXED);
+}
+
+static void fd_forget_from(unsigned int first, unsigned int last)
+{
+	int top = __atomic_load_n(&fdcache_top, __ATOMIC_RELAXED);
+	if (top < 0 || first > (unsigned int)top)
+		return;
+	if (last > (unsigned int)top)
+		last = (unsigned int)top;
+	for (unsigned int fd = first; fd <= last; fd++)
+		fd_forget((int)fd);
+}
+
+static void fd_remember(int fd, int family)
+{
+	if (fd < 0 || fd >= FDCACHE_MAX)
+		return;
+	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
+	if (!c) {
+		int saved = errno;
+		void *m = mmap(NULL, FDCACHE_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			       -1, 0);
+		errno = saved;
+		if (m == MAP_FAILED)
+			return;
+		unsigned char *none = NULL;
+		if (!__atomic_compare_exchange_n(&fdcache, &none, (unsigned char *)m, 0, __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE)) {
+			munmap(m, FDCACHE_MAX); /* another thread made it first */
+			errno = saved;
+		}
+		c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
+	}
+	int top = __atomic_load_n(&fdcache_top, __ATOMIC_RELAXED);
+	while (fd > top && !__atomic_compare_exchange_n(&fdcache_top, &top, fd, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+	__atomic_store_n(&c[fd], family == AF_INET ? FC_4 : FC_6, __ATOMIC_RELAXED);
+}
+
+/* inspect() for a send: from the cache when the socket is known bound; remembers a bound one. */
+static int inspect_send(int fd, struct fdinfo *fi)
+{
+	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
+	if (c && fd >= 0 && fd < FDCACHE_MAX) {
+		unsigned char f = __atomic_load_n(&c[fd], __ATOMIC_RELAXED);
+		if (f) {
+			fi->family = f == FC_4 ? AF_INET : AF_INET6;
+			fi->unbound = 0;
+			return 0;
+		}
+	}
+	if (inspect(fd, fi))
+		return 1;
+	if (!fi->unbound)
+		fd_remember(fd, fi->family);
+	return 0;
+}
+
+/* The descriptors an SCM_RIGHTS message brought: numbers that may have been remembered. */
+static void forget_passed(const struct msghdr *m)
+{
+	if (!__atomic_load_n(&fdcache, __ATOMIC_ACQUIRE) || !m || !m->msg_control ||
+	    m->msg_controllen < sizeof(struct cmsghdr))
+		return;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
+			continue;
+		size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+			fd_forget(fd);
+		}
+	}
 }
 
 /* Bounded copy of a caller's sockaddr.  Returns 0, or 1 when it is too short to judge. */
@@ -739,7 +875,7 @@ static ssize_t prison_sendto(int fd, const void *buf, size_t n, int flags, const
 	struct fdinfo fi;
 	union sa dest;
 	int has_dest = addr != NULL;
-	if (inspect(fd, &fi))
+	if (inspect_send(fd, &fi))
 		return real.sendto(fd, buf, n, flags, addr, len);
 	if (has_dest && copy_sa(&dest, addr, len))
 		return real.sendto(fd, buf, n, flags, addr, len);
@@ -765,7 +901,7 @@ static ssize_t prison_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 	struct fdinfo fi;
 	union sa dest;
-	if (!msg || inspect(fd, &fi))
+	if (!msg || inspect_send(fd, &fi))
 		return real.sendmsg(fd, msg, flags);
 	int has_dest = msg->msg_name && !copy_sa(&dest, msg->msg_name, msg->msg_namelen);
 	if (prepare_out(fd, &fi, has_dest ? &dest : NULL, (flags & MSG_FASTOPEN) != 0) < 0)
@@ -786,7 +922,7 @@ static ssize_t prison_sendmsg(int fd, const struct msghdr *msg, int flags)
 static int prison_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
 {
 	struct fdinfo fi;
-	if (!vec || vlen == 0 || inspect(fd, &fi))
+	if (!vec || vlen == 0 || inspect_send(fd, &fi))
 		return real.sendmmsg(fd, vec, vlen, flags);
 	union sa first;
 	int has_dest = vec[0].msg_hdr.msg_name &&
@@ -1009,7 +1145,9 @@ EXPORT int socket(int domain, int type, int protocol)
 		errno = ENOSYS;
 		return -1;
 	}
-	return P.jailed ? prison_socket(domain, type, protocol) : real.socket(domain, type, protocol);
+	int fd = P.jailed ? prison_socket(domain, type, protocol) : real.socket(domain, type, protocol);
+	fd_forget(fd);
+	return fd;
 }
 
 EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
@@ -1021,6 +1159,7 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	ensure();
+	fd_forget(fd); /* AF_UNSPEC disconnects, which may unbind what the shim did not bind */
 	return coerce() ? prison_connect(fd, addr, len) : real.connect(fd, addr, len);
 }
 
@@ -1054,6 +1193,137 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
 {
 	ensure();
 	return coerce() ? prison_sendmmsg(fd, vec, vlen, flags) : real.sendmmsg(fd, vec, vlen, flags);
+}
+
+/* ---- descriptors ended or given out: the bound-socket cache forgets their numbers ---- */
+
+EXPORT int close(int fd)
+{
+	ensure();
+	fd_forget(fd);
+	return real.close(fd);
+}
+
+EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+{
+	ensure();
+	fd_forget_from(first, last);
+	if (!real.close_range)
+		return (int)syscall(SYS_close_range, first, last, flags);
+	return real.close_range(first, last, flags);
+}
+
+EXPORT void closefrom(int lowfd)
+{
+	ensure();
+	fd_forget_from(lowfd < 0 ? 0 : (unsigned int)lowfd, UINT_MAX);
+	if (real.closefrom)
+		real.closefrom(lowfd);
+	else
+		(void)syscall(SYS_close_range, lowfd < 0 ? 0 : lowfd, UINT_MAX, 0);
+}
+
+EXPORT int dup(int old)
+{
+	ensure();
+	int fd = real.dup(old);
+	fd_forget(fd);
+	return fd;
+}
+
+EXPORT int dup2(int old, int fd)
+{
+	ensure();
+	int r = real.dup2(old, fd);
+	fd_forget(fd); /* whatever happened: it may have been closed */
+	return r;
+}
+
+EXPORT int dup3(int old, int fd, int flags)
+{
+	ensure();
+	int r = real.dup3(old, fd, flags);
+	fd_forget(fd);
+	return r;
+}
+
+/* The third argument is read as a pointer, as glibc's own fcntl does: an int and a pointer
+ * travel in the same register on every ABI this is built for. */
+static int fcntl_with(int (*f)(int, int, ...), int fd, int cmd, void *arg)
+{
+	if (!f) {
+		errno = ENOSYS;
+		return -1;
+	}
+	int r = f(fd, cmd, arg);
+	if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+		fd_forget(r);
+	return r;
+}
+
+EXPORT int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	ensure();
+	return fcntl_with(real.fcntl, fd, cmd, arg);
+}
+
+EXPORT int fcntl64(int fd, int cmd, ...)
+{
+	va_list ap;
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	ensure();
+	return fcntl_with(real.fcntl64 ? real.fcntl64 : real.fcntl, fd, cmd, arg);
+}
+
+EXPORT int socketpair(int domain, int type, int protocol, int sv[2])
+{
+	ensure();
+	int r = real.socketpair(domain, type, protocol, sv);
+	if (r == 0) {
+		fd_forget(sv[0]);
+		fd_forget(sv[1]);
+	}
+	return r;
+}
+
+EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	ensure();
+	int r = real.accept(fd, addr, len);
+	fd_forget(r);
+	return r;
+}
+
+EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	ensure();
+	int r = real.accept4(fd, addr, len, flags);
+	fd_forget(r);
+	return r;
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	ensure();
+	ssize_t r = real.recvmsg(fd, msg, flags);
+	if (r >= 0)
+		forget_passed(msg);
+	return r;
+}
+
+EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout)
+{
+	ensure();
+	int r = real.recvmmsg(fd, vec, vlen, flags, timeout);
+	for (int i = 0; i < r; i++)
+		forget_passed(&vec[i].msg_hdr);
+	return r;
 }
 
 EXPORT int gethostname(char *name, size_t len)

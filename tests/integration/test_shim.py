@@ -220,4 +220,5 @@ def test_the_shim_exports_only_what_it_wraps():
         "fopen", "fopen64",
         # only to forget a reused descriptor number (the bound-socket cache)
         "close", "close_range", "closefrom", "dup", "dup2", "dup3", "fcntl", "fcntl64", "socketpair",
-        "accept", "accept4", "recvmsg", "recvmmsg"}
+        "accept", "accept4", "recvmsg", "recvmmsg", "__close", "__dup2", "__fcntl", "pidfd_getfd",
+        "clone", "__clone", "unshare"}

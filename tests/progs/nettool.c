@@ -7,6 +7,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/pidfd.h>
+#include <signal.h>
+#include <sched.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -701,6 +704,54 @@ static int pass_over(int fresh, int old, int use_mmsg)
 	return got;
 }
 
+/* libc's other public names for close, dup2 and fcntl */
+extern int __close(int);
+extern int __dup2(int, int);
+extern int __fcntl(int, int, ...);
+
+struct reuse_child {
+	int fd;
+	struct sockaddr_storage *ss;
+	socklen_t len;
+};
+
+/* clone(CLONE_VM) child: this memory, its own table.  It makes its number a bound socket and
+ * sends on it, which must not tell the parent's shim that the parent's socket is bound. */
+static int vm_child(void *arg)
+{
+	struct reuse_child *c = arg;
+	close(c->fd);
+	if (socket(AF_INET, SOCK_DGRAM, 0) != c->fd)
+		return 3;
+	for (int i = 0; i < 3; i++)
+		if (sendto(c->fd, "before", 6, 0, (struct sockaddr *)c->ss, c->len) < 0)
+			return 4;
+	return 0;
+}
+
+/* clone(CLONE_FILES) child: the parent's table, its own memory.  It turns the parent's
+ * remembered number into a fresh unbound socket. */
+static int files_child(void *arg)
+{
+	struct reuse_child *c = arg;
+	close(c->fd);
+	return socket(AF_INET, SOCK_DGRAM, 0) == c->fd ? 0 : 3;
+}
+
+static int run_clone(int (*fn)(void *), int flags, struct reuse_child *c)
+{
+	static char stack[256 * 1024] __attribute__((aligned(16)));
+	pid_t pid = clone(fn, stack + sizeof stack, flags | SIGCHLD, c);
+	if (pid < 0)
+		return fail("clone");
+	int status;
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		printf("err clone child ended %d\n", status);
+		return 1;
+	}
+	return 0;
+}
+
 static int do_udp_reuse(const char *how, const char *host, int port)
 {
 	struct sockaddr_storage ss;
@@ -709,11 +760,50 @@ static int do_udp_reuse(const char *how, const char *host, int port)
 	int fd = socket(AF_INET, SOCK_DGRAM, 0);
 	if (fd < 0)
 		return fail("socket");
-	for (int i = 0; i < 3; i++)
-		if (sendto(fd, "before", 6, 0, (struct sockaddr *)&ss, len) < 0)
-			return fail("sendto");
+	struct reuse_child child = {fd, &ss, len};
+	if (!strcmp(how, "clone-vm")) { /* the child sends the three, on its own socket */
+		if (run_clone(vm_child, CLONE_VM, &child))
+			return 1;
+	} else {
+		for (int i = 0; i < 3; i++)
+			if (sendto(fd, "before", 6, 0, (struct sockaddr *)&ss, len) < 0)
+				return fail("sendto");
+	}
 	int now = -1;
-	if (!strcmp(how, "close")) { /* ended through libc, made past it */
+	if (!strcmp(how, "clone-vm")) {
+		now = fd;
+	} else if (!strcmp(how, "clone-files")) {
+		if (run_clone(files_child, CLONE_FILES, &child))
+			return 1;
+		now = fd;
+	} else if (!strcmp(how, "__close")) {
+		__close(fd);
+		now = raw_udp();
+	} else if (!strcmp(how, "__dup2")) {
+		int fresh = raw_udp();
+		now = __dup2(fresh, fd);
+		syscall(SYS_close, fresh);
+	} else if (!strcmp(how, "__fcntl")) {
+		int fresh = raw_udp();
+		syscall(SYS_close, fd);
+		now = __fcntl(fresh, F_DUPFD, 0);
+		syscall(SYS_close, fresh);
+	} else if (!strcmp(how, "pidfd_getfd")) { /* a child's unbound socket, taken from it */
+		int fresh = raw_udp();
+		pid_t pid = fork();
+		if (pid == 0) {
+			pause();
+			_exit(0);
+		}
+		int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		syscall(SYS_close, fresh);
+		syscall(SYS_close, fd);
+		now = pidfd_getfd(pidfd, fresh, 0);
+		if (now < 0)
+			perror("pidfd_getfd");
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	} else if (!strcmp(how, "close")) { /* ended through libc, made past it */
 		close(fd);
 		now = raw_udp();
 	} else if (!strcmp(how, "close_range")) {

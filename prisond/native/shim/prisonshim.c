@@ -27,6 +27,7 @@
 #include <linux/netlink.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -137,6 +138,9 @@ static struct {
 	int (*accept4)(int, struct sockaddr *, socklen_t *, int);
 	ssize_t (*recvmsg)(int, struct msghdr *, int);
 	int (*recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+	int (*pidfd_getfd)(int, int, unsigned int);
+	int (*clone)(int (*)(void *), void *, int, void *, ...);
+	int (*unshare)(int);
 } real;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -362,6 +366,9 @@ static void init(void)
 	RESOLVE(accept4, "accept4");
 	RESOLVE(recvmsg, "recvmsg");
 	RESOLVE(recvmmsg, "recvmmsg");
+	RESOLVE(pidfd_getfd, "pidfd_getfd");
+	RESOLVE(clone, "clone");
+	RESOLVE(unshare, "unshare");
 
 	const char *pol = getenv(PD_POLICY_VAR);
 	if (!pol)
@@ -551,14 +558,30 @@ static int inspect(int fd, struct fdinfo *fi)
 #define FDCACHE_MAX (1 << 20)
 static unsigned char *fdcache;   /* fd -> FC_4 / FC_6 when known bound, else 0 */
 static int fdcache_top = -1;     /* the highest number ever remembered */
+static unsigned long fd_epoch;   /* counts forgettings: a look a forgetting overtook is not kept */
+static int fdcache_off;          /* memory and descriptor table may part ways: never trust it */
 #define FC_4 1
 #define FC_6 2
 
+/* The epoch goes up before the entry is cleared, and a remembering checks the epoch after it
+ * has written: either it sees the rise and undoes its write, or the clearing comes after it. */
 static inline void fd_forget(int fd)
 {
 	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
-	if (c && fd >= 0 && fd < FDCACHE_MAX && __atomic_load_n(&c[fd], __ATOMIC_RELAXED))
-		__atomic_store_n(&c[fd], 0, __ATOMIC_RELAXED);
+	if (!c || fd < 0 || fd >= FDCACHE_MAX)
+		return;
+	__atomic_add_fetch(&fd_epoch, 1, __ATOMIC_SEQ_CST); /* always: a look may be under way */
+	if (__atomic_load_n(&c[fd], __ATOMIC_SEQ_CST))
+		__atomic_store_n(&c[fd], 0, __ATOMIC_SEQ_CST);
+}
+
+/* clone or unshare that gives memory and descriptor table different sharers (a child with
+ * this memory and its own table, or the other way round): from then on the memory could
+ * speak for the wrong table, so the cache is used no more, in this process or its copies. */
+static void fd_cache_off(void)
+{
+	__atomic_store_n(&fdcache_off, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&fd_epoch, 1, __ATOMIC_SEQ_CST);
 }
 
 static void fd_forget_from(unsigned int first, unsigned int last)
@@ -572,9 +595,9 @@ static void fd_forget_from(unsigned int first, unsigned int last)
 		fd_forget((int)fd);
 }
 
-static void fd_remember(int fd, int family)
+static void fd_remember(int fd, int family, unsigned long epoch)
 {
-	if (fd < 0 || fd >= FDCACHE_MAX)
+	if (fd < 0 || fd >= FDCACHE_MAX || __atomic_load_n(&fdcache_off, __ATOMIC_SEQ_CST))
 		return;
 	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
 	if (!c) {
@@ -595,14 +618,16 @@ static void fd_remember(int fd, int family)
 	int top = __atomic_load_n(&fdcache_top, __ATOMIC_RELAXED);
 	while (fd > top && !__atomic_compare_exchange_n(&fdcache_top, &top, fd, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
-	__atomic_store_n(&c[fd], family == AF_INET ? FC_4 : FC_6, __ATOMIC_RELAXED);
+	__atomic_store_n(&c[fd], family == AF_INET ? FC_4 : FC_6, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&fd_epoch, __ATOMIC_SEQ_CST) != epoch)
+		__atomic_store_n(&c[fd], 0, __ATOMIC_SEQ_CST); /* a forgetting overtook the look */
 }
 
 /* inspect() for a send: from the cache when the socket is known bound; remembers a bound one. */
 static int inspect_send(int fd, struct fdinfo *fi)
 {
 	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
-	if (c && fd >= 0 && fd < FDCACHE_MAX) {
+	if (c && fd >= 0 && fd < FDCACHE_MAX && !__atomic_load_n(&fdcache_off, __ATOMIC_RELAXED)) {
 		unsigned char f = __atomic_load_n(&c[fd], __ATOMIC_RELAXED);
 		if (f) {
 			fi->family = f == FC_4 ? AF_INET : AF_INET6;
@@ -610,10 +635,11 @@ static int inspect_send(int fd, struct fdinfo *fi)
 			return 0;
 		}
 	}
+	unsigned long epoch = __atomic_load_n(&fd_epoch, __ATOMIC_SEQ_CST);
 	if (inspect(fd, fi))
 		return 1;
 	if (!fi->unbound)
-		fd_remember(fd, fi->family);
+		fd_remember(fd, fi->family, epoch);
 	return 0;
 }
 
@@ -1231,6 +1257,8 @@ EXPORT int dup(int old)
 	return fd;
 }
 
+EXPORT int __close(int fd) __attribute__((alias("close")));
+
 EXPORT int dup2(int old, int fd)
 {
 	ensure();
@@ -1245,6 +1273,11 @@ EXPORT int dup3(int old, int fd, int flags)
 	int r = real.dup3(old, fd, flags);
 	fd_forget(fd);
 	return r;
+}
+
+EXPORT int __dup2(int old, int fd)
+{
+	return dup2(old, fd);
 }
 
 /* The third argument is read as a pointer, as glibc's own fcntl does: an int and a pointer
@@ -1271,6 +1304,8 @@ EXPORT int fcntl(int fd, int cmd, ...)
 	return fcntl_with(real.fcntl, fd, cmd, arg);
 }
 
+EXPORT int __fcntl(int fd, int cmd, ...) __attribute__((alias("fcntl")));
+
 EXPORT int fcntl64(int fd, int cmd, ...)
 {
 	va_list ap;
@@ -1279,6 +1314,59 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 	va_end(ap);
 	ensure();
 	return fcntl_with(real.fcntl64 ? real.fcntl64 : real.fcntl, fd, cmd, arg);
+}
+
+EXPORT int pidfd_getfd(int pidfd, int target, unsigned int flags)
+{
+	ensure();
+	int fd = real.pidfd_getfd ? real.pidfd_getfd(pidfd, target, flags)
+				  : (int)syscall(SYS_pidfd_getfd, pidfd, target, flags);
+	fd_forget(fd);
+	return fd;
+}
+
+/* The optional arguments are passed on as they came: glibc's clone reads them from the same
+ * registers and stack slots whether or not the flags ask for them. */
+static int clone_with(int (*fn)(void *), void *stack, int flags, void *arg, void *ptid, void *tls, void *ctid)
+{
+	ensure();
+	if (!(flags & CLONE_VM) != !(flags & CLONE_FILES))
+		fd_cache_off();
+	if (!real.clone) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return real.clone(fn, stack, flags, arg, ptid, tls, ctid);
+}
+
+EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+	va_list ap;
+	va_start(ap, arg);
+	void *ptid = va_arg(ap, void *), *tls = va_arg(ap, void *), *ctid = va_arg(ap, void *);
+	va_end(ap);
+	return clone_with(fn, stack, flags, arg, ptid, tls, ctid);
+}
+
+EXPORT int __clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+	va_list ap;
+	va_start(ap, arg);
+	void *ptid = va_arg(ap, void *), *tls = va_arg(ap, void *), *ctid = va_arg(ap, void *);
+	va_end(ap);
+	return clone_with(fn, stack, flags, arg, ptid, tls, ctid);
+}
+
+EXPORT int unshare(int flags)
+{
+	ensure();
+	if (flags & CLONE_FILES) /* this thread's table parts from its siblings', not its memory */
+		fd_cache_off();
+	if (!real.unshare) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return real.unshare(flags);
 }
 
 EXPORT int socketpair(int domain, int type, int protocol, int sv[2])

@@ -466,8 +466,11 @@ class Prison:
         if self.link is not None:  # its end is the prison's end, not news
             self.link.on_lost = None
         try:
-            await self._kill_all(spec.stop_timeout if graceful else 0.0)
-            await asyncio.to_thread(self._remove_cgroups)
+            init = await self._kill_all(spec.stop_timeout if graceful else 0.0)
+            # the rest in one trip to a thread (10,000 prisons stop at once: each trip is a
+            # hand-over of the loop); the addresses go there too unless exec.poststop must
+            # run first, as jail(8) runs it before it removes them
+            errors += await asyncio.to_thread(self._clear, init, not (graceful and spec.exec.poststop))
         except PrisonError as exc:
             errors.append(exc.message)
         if graceful:
@@ -480,6 +483,21 @@ class Prison:
             self._holds_aliases = False
         self._disconnect()
         self.service = self.init_pid = self.uts_ns = None
+        return errors
+
+    def _clear(self, init: int | None, release: bool) -> list[str]:
+        """After the kill: the init collected, the cgroups removed, and (release) the
+        addresses let go; what could not be."""
+        if init:
+            reap(init)  # its cgroup is empty: it has ended, or ends at once
+        errors: list[str] = []
+        try:
+            self._remove_cgroups()
+        except PrisonError as exc:
+            errors.append(exc.message)
+        if release and self._holds_aliases:
+            errors += self.deps.aliases.release(self.spec.name, self.spec.addresses)
+            self._holds_aliases = False
         return errors
 
     def _remove_cgroups(self) -> None:
@@ -506,14 +524,14 @@ class Prison:
         if self.deps.output is not None:
             self.deps.output.forget(self.spec.name)
 
-    async def _kill_all(self, grace: float) -> None:
+    async def _kill_all(self, grace: float) -> int | None:
         """SIGTERM to all, stop.timeout, SIGKILL to the rest, then the prison's init.  init
         ignores SIGTERM (as PID 1 does) and outlives the others, so it reaps them all and tells
         how each ended (an exec's client gets its command's true end); killing it last ends
         the prison (for a confined one, its PID namespace)."""
         cg = self.cgroup
         if not cg.exists():
-            return
+            return None
         init = self.init_pid
         if grace > 0 and set(cg.procs()) - {init}:
             cg.signal_all(signal.SIGTERM)
@@ -530,8 +548,7 @@ class Prison:
             if not await self._wait_empty(KILL_WAIT):
                 raise SystemLayerError(f"processes of {self.spec.name} survived SIGKILL: {cg.procs()}",
                                        "cgroup_error")
-        if init:
-            await asyncio.to_thread(reap, init)  # may wait a little: not on the loop
+        return init  # to be collected (it may take a moment: not on the loop)
 
     async def _wait_empty(self, timeout: float, ignore: set | frozenset = frozenset()) -> bool:
         """Until the cgroup holds no process but those in ignore.  The look comes soon at first

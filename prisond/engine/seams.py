@@ -64,6 +64,8 @@ class KernelLayer(Protocol):
     def enforce(self, path: str, spec: PrisonSpec, fresh: bool = False) -> int: ...  # attach, policy; cgroup id
     def update(self, path: str, spec: PrisonSpec) -> None: ...       # a reload: the policy only
     def counters(self, path_or_id: str | int) -> dict | None: ...    # drops and traffic
+    def counter_bytes(self, cgid: int) -> bytes | None: ...          # the same, undecoded
+    def decode_counters(self, raw: bytes) -> dict: ...
     def share(self, prisons) -> None: ...                            # which addresses prisons share
     def release(self, cgid: int) -> None: ...                        # a prison stopped: steer nothing to it
 

@@ -201,9 +201,18 @@ class PrisonView:
         return stats
 
     def kernel_counters(self) -> dict | None:
+        raw = self.kernel_counter_bytes()
+        return self.decode_counters(raw) if raw is not None else None
+
+    def kernel_counter_bytes(self) -> bytes | None:
+        """The kernel layer's counters of the prison as the map holds them (per CPU)."""
         if self.p.cgroup_id is None or self.p.deps.kernel is None:
             return None
         try:
-            return self.p.deps.kernel.counters(self.p.cgroup_id)
+            return self.p.deps.kernel.counter_bytes(self.p.cgroup_id)
         except PrisonError:
             return None
+
+    def decode_counters(self, raw: bytes) -> dict:
+        kernel = self.p.deps.kernel
+        return kernel.decode_counters(raw) if kernel is not None else {}

@@ -398,8 +398,15 @@ class KernelLayer:
 
     def counters(self, path_or_id) -> dict | None:
         cgid = path_or_id if isinstance(path_or_id, int) else cgroup_id(path_or_id)
-        raw = self._counter_lookup(_key(cgid))
-        return P.decode_counters(raw, self.ncpus) if raw else None
+        raw = self.counter_bytes(cgid)
+        return self.decode_counters(raw) if raw else None
+
+    def counter_bytes(self, cgid: int) -> bytes | None:
+        """A prison's counters as the map holds them: one copy per CPU, undecoded."""
+        return self._counter_lookup(_key(cgid)) or None
+
+    def decode_counters(self, raw: bytes) -> dict:
+        return P.decode_counters(raw, self.ncpus)
 
 
 def _wild_map() -> int:

@@ -32,7 +32,7 @@ from prisond.service.metrics import MetricsServer
 from prisond.model.errors import ConfigError, PrisonError
 from prisond.engine.events import AUDIT_KINDS, CounterWatch, EventLog, RoundRobin
 from prisond.host.launcher import WAITED, Launcher
-from prisond.host.reaper import reap_orphans
+from prisond.host.reaper import any_zombie, reap_orphans
 from prisond.host.eventfile import EventFile
 from prisond.host.output import Output, under_journal
 from prisond.host.lock import DaemonLock, lock_paths
@@ -351,26 +351,39 @@ class Daemon:
         (reading all every second took 14% of a CPU), so an event can come that much later."""
         watch = CounterWatch()
         turn = RoundRobin(WATCH_BUDGET)
+        seen: dict[str, bytes] = {}  # each prison's kernel counters as last read, as the map holds them
 
-        def read(p: Prison) -> dict:
-            counters = dict(p.view.kernel_counters() or {})
+        def read(p: Prison) -> dict | None:
+            """What is new in the prison's counters; None if nothing can be (most prisons, most
+            rounds: the kernel's bytes are compared, not decoded and checked)."""
+            counters: dict = {}
+            raw = p.view.kernel_counter_bytes()
+            if raw is not None and raw != seen.get(p.spec.name):
+                seen[p.spec.name] = raw
+                counters.update(p.view.decode_counters(raw))
             if p.res is not None and p.spec.limits != Limits():
                 counters.update(p.res.stats())
-            return counters
+            return counters or None
 
         while not self.stopping.is_set():
-            await asyncio.to_thread(reap_orphans, WAITED.__contains__)  # what dead inits left
-            up = [p for p in self.registry.prisons.values() if p.state in UP]
-            prisons = turn.next(up)
+            if any_zombie():  # one system call: the thread only when there is something to collect
+                await asyncio.to_thread(reap_orphans, WAITED.__contains__)  # what dead inits left
+            # a slice of all prisons, then the running ones in it (not a list of 10,000 a second)
+            prisons = [p for p in turn.next(list(self.registry.prisons.values())) if p.state in UP]
             stats = await asyncio.to_thread(lambda: [(p, read(p)) for p in prisons])  # noqa: B023 (awaited here)
             now = time.monotonic()
             for p, counters in stats:
+                if counters is None:
+                    continue
                 for kind, key, n in watch.check(p.spec.name, counters, now):
                     p.event(kind, EVENT_TEXT[key].format(n=n, limits=p.spec.limits), count=n,
                             **({"source": "kernel"} if kind in AUDIT_KINDS else {}))
             if turn.wrapped:
-                for name in set(watch.reported) - {p.spec.name for p in up}:
+                up = {p.spec.name for p in self.registry.prisons.values() if p.state in UP}
+                for name in set(watch.reported) - up:
                     watch.forget(name)
+                for name in set(seen) - up:
+                    del seen[name]
             try:
                 await asyncio.wait_for(self.stopping.wait(), LIMIT_WATCH_INTERVAL)
             except TimeoutError:

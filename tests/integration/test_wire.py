@@ -70,7 +70,8 @@ def test_udp_datagram_source_is_the_prison_address(two, udp_sink, nettool):
 
 
 REUSE_WAYS = ("close", "close_range", "closefrom", "dup2", "dup3", "dup", "fcntl", "socket", "recvmsg", "recvmmsg",
-              "__close", "__dup2", "__fcntl", "pidfd_getfd", "clone-vm", "clone-files")
+              "__close", "__dup2", "__fcntl", "pidfd_getfd", "clone-vm", "clone-files", "close_range-unshare",
+              "recvmsg-efault")
 
 
 def test_a_reused_socket_number_is_asked_again(daemon, udp_sink, nettool):

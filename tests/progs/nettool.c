@@ -7,6 +7,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <linux/close_range.h>
 #include <sys/pidfd.h>
 #include <signal.h>
 #include <sched.h>
@@ -752,6 +754,55 @@ static int run_clone(int (*fn)(void *), int flags, struct reuse_child *c)
 	return 0;
 }
 
+/* A thread that takes a table of its own (close_range CLOSE_RANGE_UNSHARE) and makes its copy
+ * of the number a fresh socket; then the main thread's sends have the shared memory say
+ * "bound" for the main table's socket; then the thread sends on its unbound one. */
+static pthread_barrier_t unshare_step;
+
+static void *unshared_sender(void *arg)
+{
+	struct reuse_child *c = arg;
+	long ok = close_range(~0U, ~0U, CLOSE_RANGE_UNSHARE) == 0;
+	close(c->fd);
+	ok = ok && socket(AF_INET, SOCK_DGRAM, 0) == c->fd;
+	pthread_barrier_wait(&unshare_step); /* the main thread sends */
+	pthread_barrier_wait(&unshare_step);
+	ok = ok && sendto(c->fd, "after", 5, 0, (struct sockaddr *)c->ss, c->len) == 5;
+	return (void *)ok;
+}
+
+/* fresh arrives on old's number by a recvmsg that fails (EFAULT: its msghdr is read-only, so
+ * the kernel cannot write back msg_flags) after the kernel installed it; old was closed
+ * inside libc (fclose), where the shim does not see it */
+static int failing_pass(int fresh, int old)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0)
+		return -1;
+	char c = 'x', in[8];
+	struct iovec iov = {&c, 1}, riov = {in, sizeof in};
+	union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u, r;
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fresh, sizeof fresh);
+	if (sendmsg(sv[0], &m, 0) < 0)
+		return -1;
+	syscall(SYS_close, fresh);
+	fclose(fdopen(old, "w"));
+	memset(&r, 0, sizeof r);
+	struct msghdr *ro = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	*ro = (struct msghdr){.msg_iov = &riov, .msg_iovlen = 1, .msg_control = r.buf, .msg_controllen = sizeof r.buf};
+	mprotect(ro, 4096, PROT_READ);
+	if (recvmsg(sv[1], ro, 0) >= 0 || errno != EFAULT)
+		return -1;
+	int got = -1;
+	memcpy(&got, CMSG_DATA(&r.align), sizeof got);
+	return got;
+}
+
 static int do_udp_reuse(const char *how, const char *host, int port)
 {
 	struct sockaddr_storage ss;
@@ -764,13 +815,31 @@ static int do_udp_reuse(const char *how, const char *host, int port)
 	if (!strcmp(how, "clone-vm")) { /* the child sends the three, on its own socket */
 		if (run_clone(vm_child, CLONE_VM, &child))
 			return 1;
+	} else if (!strcmp(how, "close_range-unshare")) { /* one send, the thread's step, two */
+		pthread_t t;
+		void *ok = NULL;
+		pthread_barrier_init(&unshare_step, NULL, 2);
+		if (sendto(fd, "before", 6, 0, (struct sockaddr *)&ss, len) < 0 ||
+		    pthread_create(&t, NULL, unshared_sender, &child) != 0)
+			return fail("unshared thread");
+		pthread_barrier_wait(&unshare_step);
+		for (int i = 0; i < 2; i++)
+			if (sendto(fd, "before", 6, 0, (struct sockaddr *)&ss, len) < 0)
+				return fail("sendto");
+		pthread_barrier_wait(&unshare_step); /* the thread sends the "after" one */
+		if (pthread_join(t, &ok) != 0 || !ok)
+			return fail("unshared thread");
+		printf("reused=%d sent=4\n", fd);
+		return 0;
 	} else {
 		for (int i = 0; i < 3; i++)
 			if (sendto(fd, "before", 6, 0, (struct sockaddr *)&ss, len) < 0)
 				return fail("sendto");
 	}
 	int now = -1;
-	if (!strcmp(how, "clone-vm")) {
+	if (!strcmp(how, "recvmsg-efault")) {
+		now = failing_pass(raw_udp(), fd);
+	} else if (!strcmp(how, "clone-vm")) {
 		now = fd;
 	} else if (!strcmp(how, "clone-files")) {
 		if (run_clone(files_child, CLONE_FILES, &child))

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <ifaddrs.h>
 #include <limits.h>
+#include <linux/close_range.h>
 #include <linux/netlink.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -551,10 +552,13 @@ static int inspect(int fd, struct fdinfo *fi)
  * own internal closes as in fclose of an fdopen'd socket, io_uring) are outside what the shim
  * guarantees at all; the kernel layer holds there.
  *
- * One byte per number below FDCACHE_MAX, in an anonymous mapping made at the first remembered
- * send (only pages touched are backed); a fork copies it with the descriptor table it mirrors.
- * Reads and writes are single relaxed byte accesses: a race between a send and a close on
- * another thread is the same race a getsockname before the send already had. */
+ * One byte per number below FDCACHE_MAX, in an anonymous mapping made at the first send
+ * (only pages touched are backed); a fork copies it with the descriptor table it mirrors.
+ * Every forgetting raises an epoch first; a remembering notes the epoch before its look
+ * (getsockname) and undoes itself if the epoch moved by the time its entry is written, so a
+ * close and a new socket on the number in another thread during the look never leave a stale
+ * entry.  A send that races such a close and new socket can still go out on the new socket
+ * unbound: the same race the getsockname before each send always had. */
 #define FDCACHE_MAX (1 << 20)
 static unsigned char *fdcache;   /* fd -> FC_4 / FC_6 when known bound, else 0 */
 static int fdcache_top = -1;     /* the highest number ever remembered */
@@ -565,14 +569,18 @@ static int fdcache_off;          /* memory and descriptor table may part ways: n
 
 /* The epoch goes up before the entry is cleared, and a remembering checks the epoch after it
  * has written: either it sees the rise and undoes its write, or the clearing comes after it. */
+static inline void fd_clear(unsigned char *c, int fd)
+{
+	if (c && fd >= 0 && fd < FDCACHE_MAX && __atomic_load_n(&c[fd], __ATOMIC_SEQ_CST))
+		__atomic_store_n(&c[fd], 0, __ATOMIC_SEQ_CST);
+}
+
+/* Always raises the epoch, even before the table exists: a first look may be under way, its
+ * table made while this number changed (the table is read only after the rise). */
 static inline void fd_forget(int fd)
 {
-	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
-	if (!c || fd < 0 || fd >= FDCACHE_MAX)
-		return;
-	__atomic_add_fetch(&fd_epoch, 1, __ATOMIC_SEQ_CST); /* always: a look may be under way */
-	if (__atomic_load_n(&c[fd], __ATOMIC_SEQ_CST))
-		__atomic_store_n(&c[fd], 0, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&fd_epoch, 1, __ATOMIC_SEQ_CST);
+	fd_clear(__atomic_load_n(&fdcache, __ATOMIC_SEQ_CST), fd);
 }
 
 /* clone or unshare that gives memory and descriptor table different sharers (a child with
@@ -586,37 +594,42 @@ static void fd_cache_off(void)
 
 static void fd_forget_from(unsigned int first, unsigned int last)
 {
-	int top = __atomic_load_n(&fdcache_top, __ATOMIC_RELAXED);
-	if (top < 0 || first > (unsigned int)top)
+	__atomic_add_fetch(&fd_epoch, 1, __ATOMIC_SEQ_CST); /* once for the range */
+	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_SEQ_CST);
+	int top = __atomic_load_n(&fdcache_top, __ATOMIC_SEQ_CST);
+	if (!c || top < 0 || first > (unsigned int)top)
 		return;
 	if (last > (unsigned int)top)
 		last = (unsigned int)top;
 	for (unsigned int fd = first; fd <= last; fd++)
-		fd_forget((int)fd);
+		fd_clear(c, (int)fd);
 }
 
-static void fd_remember(int fd, int family, unsigned long epoch)
+/* The table, made at a process's first send (before its look at the socket, so that no
+ * mapping lengthens the moment between that look and the send); NULL if it cannot be. */
+static unsigned char *fd_table(void)
 {
-	if (fd < 0 || fd >= FDCACHE_MAX || __atomic_load_n(&fdcache_off, __ATOMIC_SEQ_CST))
-		return;
-	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
-	if (!c) {
-		int saved = errno;
-		void *m = mmap(NULL, FDCACHE_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-			       -1, 0);
-		errno = saved;
-		if (m == MAP_FAILED)
-			return;
+	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_SEQ_CST);
+	if (c || __atomic_load_n(&fdcache_off, __ATOMIC_SEQ_CST))
+		return c;
+	int saved = errno;
+	void *m = mmap(NULL, FDCACHE_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m != MAP_FAILED) {
 		unsigned char *none = NULL;
-		if (!__atomic_compare_exchange_n(&fdcache, &none, (unsigned char *)m, 0, __ATOMIC_ACQ_REL,
-						 __ATOMIC_ACQUIRE)) {
+		if (!__atomic_compare_exchange_n(&fdcache, &none, (unsigned char *)m, 0, __ATOMIC_SEQ_CST,
+						 __ATOMIC_SEQ_CST))
 			munmap(m, FDCACHE_MAX); /* another thread made it first */
-			errno = saved;
-		}
-		c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
 	}
-	int top = __atomic_load_n(&fdcache_top, __ATOMIC_RELAXED);
-	while (fd > top && !__atomic_compare_exchange_n(&fdcache_top, &top, fd, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+	errno = saved;
+	return __atomic_load_n(&fdcache, __ATOMIC_SEQ_CST);
+}
+
+static void fd_remember(unsigned char *c, int fd, int family, unsigned long epoch)
+{
+	if (!c || fd < 0 || fd >= FDCACHE_MAX || __atomic_load_n(&fdcache_off, __ATOMIC_SEQ_CST))
+		return;
+	int top = __atomic_load_n(&fdcache_top, __ATOMIC_SEQ_CST); /* before the entry: a range forgetting reads it */
+	while (fd > top && !__atomic_compare_exchange_n(&fdcache_top, &top, fd, 1, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 		;
 	__atomic_store_n(&c[fd], family == AF_INET ? FC_4 : FC_6, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&fd_epoch, __ATOMIC_SEQ_CST) != epoch)
@@ -626,7 +639,7 @@ static void fd_remember(int fd, int family, unsigned long epoch)
 /* inspect() for a send: from the cache when the socket is known bound; remembers a bound one. */
 static int inspect_send(int fd, struct fdinfo *fi)
 {
-	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_ACQUIRE);
+	unsigned char *c = fd_table();
 	if (c && fd >= 0 && fd < FDCACHE_MAX && !__atomic_load_n(&fdcache_off, __ATOMIC_RELAXED)) {
 		unsigned char f = __atomic_load_n(&c[fd], __ATOMIC_RELAXED);
 		if (f) {
@@ -639,7 +652,7 @@ static int inspect_send(int fd, struct fdinfo *fi)
 	if (inspect(fd, fi))
 		return 1;
 	if (!fi->unbound)
-		fd_remember(fd, fi->family, epoch);
+		fd_remember(c, fd, fi->family, epoch);
 	return 0;
 }
 
@@ -1233,6 +1246,8 @@ EXPORT int close(int fd)
 EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 {
 	ensure();
+	if (flags & CLOSE_RANGE_UNSHARE) /* this thread's table parts from its siblings' */
+		fd_cache_off();
 	fd_forget_from(first, last);
 	if (!real.close_range)
 		return (int)syscall(SYS_close_range, first, last, flags);
@@ -1402,6 +1417,8 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	ssize_t r = real.recvmsg(fd, msg, flags);
 	if (r >= 0)
 		forget_passed(msg);
+	else if (errno == EFAULT) /* descriptors may have come, with no word of which */
+		fd_cache_off();
 	return r;
 }
 
@@ -1411,6 +1428,8 @@ EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, s
 	int r = real.recvmmsg(fd, vec, vlen, flags, timeout);
 	for (int i = 0; i < r; i++)
 		forget_passed(&vec[i].msg_hdr);
+	if (r < 0 && errno == EFAULT)
+		fd_cache_off();
 	return r;
 }
 

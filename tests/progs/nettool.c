@@ -837,6 +837,18 @@ static int do_udp_reuse(const char *how, const char *host, int port)
 				return fail("sendto");
 	}
 	int now = -1;
+	if (!strcmp(how, "fork")) { /* the child changes the number past libc, then sends */
+		pid_t pid = fork();
+		if (pid == 0) {
+			syscall(SYS_close, fd);
+			_exit(raw_udp() == fd && sendto(fd, "after", 5, 0, (struct sockaddr *)&ss, len) == 5 ? 0 : 3);
+		}
+		int status;
+		if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			return fail("fork child");
+		printf("reused=%d sent=4\n", fd);
+		return 0;
+	}
 	if (!strcmp(how, "recvmsg-efault")) {
 		now = failing_pass(raw_udp(), fd);
 	} else if (!strcmp(how, "clone-vm")) {

@@ -553,7 +553,7 @@ static int inspect(int fd, struct fdinfo *fi)
  * guarantees at all; the kernel layer holds there.
  *
  * One byte per number below FDCACHE_MAX, in an anonymous mapping made at the first send
- * (only pages touched are backed); a fork copies it with the descriptor table it mirrors.
+ * (only pages touched are backed), wiped in a fork's child (MADV_WIPEONFORK).
  * Every forgetting raises an epoch first; a remembering notes the epoch before its look
  * (getsockname) and undoes itself if the epoch moved by the time its entry is written, so a
  * close and a new socket on the number in another thread during the look never leave a stale
@@ -614,6 +614,13 @@ static unsigned char *fd_table(void)
 		return c;
 	int saved = errno;
 	void *m = mmap(NULL, FDCACHE_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	/* a fork's child starts with an empty memory: the kernel copies the descriptor table
+	 * before the memory, and another thread may remember a number in between */
+	if (m != MAP_FAILED && madvise(m, FDCACHE_MAX, MADV_WIPEONFORK) != 0) {
+		munmap(m, FDCACHE_MAX);
+		m = MAP_FAILED;
+		__atomic_store_n(&fdcache_off, 1, __ATOMIC_SEQ_CST); /* no kernel help: ask every time */
+	}
 	if (m != MAP_FAILED) {
 		unsigned char *none = NULL;
 		if (!__atomic_compare_exchange_n(&fdcache, &none, (unsigned char *)m, 0, __ATOMIC_SEQ_CST,

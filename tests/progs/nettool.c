@@ -671,26 +671,43 @@ static int raw_udp(void)
 	return (int)syscall(SYS_socket, AF_INET, SOCK_DGRAM, 0);
 }
 
-/* fresh goes over a unix socket pair and comes back, after `old` was ended past libc: the
- * lowest free number, old's, is the one it comes back as */
-static int pass_over(int fresh, int old, int use_mmsg)
+union rights {
+	char buf[CMSG_SPACE(sizeof(int))];
+	struct cmsghdr align;
+};
+
+/* fd sent with SCM_RIGHTS into a new unix socket pair sv, then closed past libc (it lives on
+ * in flight); 0, or -1 */
+static int send_away(int fd, int sv[2])
 {
-	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0)
 		return -1;
 	char c = 'x';
 	struct iovec iov = {&c, 1};
-	union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+	union rights u;
 	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
 	cm->cmsg_level = SOL_SOCKET;
 	cm->cmsg_type = SCM_RIGHTS;
 	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fresh, sizeof fresh);
+	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
 	if (sendmsg(sv[0], &m, 0) < 0)
 		return -1;
-	syscall(SYS_close, fresh); /* it lives on in flight */
+	syscall(SYS_close, fd);
+	return 0;
+}
+
+/* fresh goes over a unix socket pair and comes back, after `old` was ended past libc: the
+ * lowest free number, old's, is the one it comes back as */
+static int pass_over(int fresh, int old, int use_mmsg)
+{
+	int sv[2];
+	if (send_away(fresh, sv) < 0)
+		return -1;
 	syscall(SYS_close, old);
+	char c;
+	struct iovec iov = {&c, 1};
+	union rights u;
 	struct msghdr r = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
 	if (use_mmsg) {
 		struct mmsghdr v = {.msg_hdr = r};
@@ -701,7 +718,8 @@ static int pass_over(int fresh, int old, int use_mmsg)
 		return -1;
 	}
 	int got = -1;
-	if ((cm = CMSG_FIRSTHDR(&r)) && cm->cmsg_type == SCM_RIGHTS)
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&r);
+	if (cm && cm->cmsg_type == SCM_RIGHTS)
 		memcpy(&got, CMSG_DATA(cm), sizeof got);
 	return got;
 }
@@ -777,21 +795,12 @@ static void *unshared_sender(void *arg)
 static int failing_pass(int fresh, int old)
 {
 	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0)
+	if (send_away(fresh, sv) < 0)
 		return -1;
-	char c = 'x', in[8];
-	struct iovec iov = {&c, 1}, riov = {in, sizeof in};
-	union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u, r;
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fresh, sizeof fresh);
-	if (sendmsg(sv[0], &m, 0) < 0)
-		return -1;
-	syscall(SYS_close, fresh);
 	fclose(fdopen(old, "w"));
+	char in[8];
+	struct iovec riov = {in, sizeof in};
+	union rights r;
 	memset(&r, 0, sizeof r);
 	struct msghdr *ro = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	*ro = (struct msghdr){.msg_iov = &riov, .msg_iovlen = 1, .msg_control = r.buf, .msg_controllen = sizeof r.buf};

@@ -577,8 +577,15 @@ static inline void fd_clear(unsigned char *c, int fd)
 
 /* Always raises the epoch, even before the table exists: a first look may be under way, its
  * table made while this number changed (the table is read only after the rise). */
+static inline int fd_cache_used(void)
+{
+	return P.jailed && !(P.flags & F_KERNEL); /* as coerce(): only the shim's own sends use it */
+}
+
 static inline void fd_forget(int fd)
 {
+	if (!fd_cache_used())
+		return;
 	__atomic_add_fetch(&fd_epoch, 1, __ATOMIC_SEQ_CST);
 	fd_clear(__atomic_load_n(&fdcache, __ATOMIC_SEQ_CST), fd);
 }
@@ -594,6 +601,8 @@ static void fd_cache_off(void)
 
 static void fd_forget_from(unsigned int first, unsigned int last)
 {
+	if (!fd_cache_used())
+		return;
 	__atomic_add_fetch(&fd_epoch, 1, __ATOMIC_SEQ_CST); /* once for the range */
 	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_SEQ_CST);
 	int top = __atomic_load_n(&fdcache_top, __ATOMIC_SEQ_CST);

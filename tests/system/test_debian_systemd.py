@@ -192,8 +192,14 @@ def show(c: Container, name: str) -> dict:
     return json.loads(c.out(f"prisonctl show {name} --json"))
 
 
-def curl(c: Container, name: str) -> None:
-    body = c.out(f"curl -sS -m 5 http://{WEB[name]}:8080/")
+def curl(c: Container, name: str, settle: float = 0.0) -> None:
+    """The prison's web server answers, at once; settle: a prison started just now, whose
+    server may refuse for that many seconds ("running" means its service was started, as
+    with jail(8), not that it listens yet: python3's http.server needs a moment)."""
+    def answer():
+        r = c.sh(f"curl -sS -m 5 http://{WEB[name]}:8080/", check=not settle)
+        return r.stdout if r.returncode != 7 else None  # 7: refused (not listening yet)
+    body = wait(f"{name} answers on {WEB[name]}:8080", answer, settle) if settle else answer()
     assert f"hello from {name}" in body, body
 
 
@@ -326,7 +332,7 @@ def test_3_reload_adds_a_prison(box: Container):
                                                    else None)(prisons(c)), 30)
     wait("prisond active again after reload", lambda: unit(c, "ActiveState")["ActiveState"] == "active", 30)
     say("   " + "\n   ".join(c.out("prisonctl list").splitlines()))
-    curl(c, "web3")
+    curl(c, "web3", settle=10)  # started by this reload
     assert service_pids(c, ["web1", "web2"]) == STATE["pids"], "reload touched unchanged prisons"
     say("   web3 serves; web1 and web2 kept their service pids " + str(STATE["pids"]))
     # limits: what this cgroup tree offers decides, and the daemon must say so, not run unlimited

@@ -575,16 +575,19 @@ static inline void fd_clear(unsigned char *c, int fd)
 		__atomic_store_n(&c[fd], 0, __ATOMIC_SEQ_CST);
 }
 
-/* Always raises the epoch, even before the table exists: a first look may be under way, its
- * table made while this number changed (the table is read only after the rise). */
-static inline int fd_cache_used(void)
+/* With the kernel layer in force (f=k) the kernel rewrites binds, connects and sends with the
+ * prison's current policy; the shim's copy of the policy is fixed at exec and would go stale
+ * when a reload changes the addresses, so the shim leaves those calls alone. */
+static inline int coerce(void)
 {
-	return P.jailed && !(P.flags & F_KERNEL); /* as coerce(): only the shim's own sends use it */
+	return P.jailed && !(P.flags & F_KERNEL);
 }
 
+/* Always raises the epoch, even before the table exists: a first look may be under way, its
+ * table made while this number changed (the table is read only after the rise). */
 static inline void fd_forget(int fd)
 {
-	if (!fd_cache_used())
+	if (!coerce()) /* only the shim's own sends use the cache */
 		return;
 	__atomic_add_fetch(&fd_epoch, 1, __ATOMIC_SEQ_CST);
 	fd_clear(__atomic_load_n(&fdcache, __ATOMIC_SEQ_CST), fd);
@@ -601,7 +604,7 @@ static void fd_cache_off(void)
 
 static void fd_forget_from(unsigned int first, unsigned int last)
 {
-	if (!fd_cache_used())
+	if (!coerce())
 		return;
 	__atomic_add_fetch(&fd_epoch, 1, __ATOMIC_SEQ_CST); /* once for the range */
 	unsigned char *c = __atomic_load_n(&fdcache, __ATOMIC_SEQ_CST);
@@ -1169,14 +1172,6 @@ static void unfix_env(struct envfix *fx)
 
 /* ---- exported entry points: thin ---- */
 
-/* With the kernel layer in force (f=k) the kernel rewrites binds, connects and sends with the
- * prison's current policy; the shim's copy of the policy is fixed at exec and would go stale
- * when a reload changes the addresses, so the shim leaves those calls alone. */
-static inline int coerce(void)
-{
-	return P.jailed && !(P.flags & F_KERNEL);
-}
-
 /* listen() on an unbound socket: the kernel has no hook there, so bind the wildcard and let
  * the kernel's bind hook apply the rule (one address: that address; several: the wildcard,
  * which its ingress filter guards). */
@@ -1214,8 +1209,9 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	ensure();
-	fd_forget(fd); /* AF_UNSPEC disconnects, which may unbind what the shim did not bind */
-	return coerce() ? prison_connect(fd, addr, len) : real.connect(fd, addr, len);
+	int r = coerce() ? prison_connect(fd, addr, len) : real.connect(fd, addr, len);
+	fd_forget(fd); /* after: AF_UNSPEC disconnects, which may unbind what the shim did not bind */
+	return r;
 }
 
 EXPORT int __connect(int fd, const struct sockaddr *addr, socklen_t len)

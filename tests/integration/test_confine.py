@@ -35,6 +35,11 @@ def test_own_root_proc_dev_pid_namespace_and_a_service(daemon, confined_root, ne
     assert set(d.exec("a", "ls", "/").stdout.decode().split()) == MKROOT_TOP
     assert set(d.exec("a", "ls", "/dev").stdout.decode().split()) == {
         "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"}
+    # /run and /dev/shm: two directories of one private tmpfs (isolate's test says why), writable,
+    # each showing only itself
+    r = d.exec("a", "sh", "-c", "stat -c %d /run /dev/shm; touch /dev/shm/x /run/x; ls -A /dev/shm /run")
+    devs, listing = r.stdout.decode().split("\n", 2)[:2], r.stdout.decode().split("\n", 2)[2]
+    assert r.returncode == 0 and devs[0] == devs[1] and listing == "/dev/shm:\nx\n\n/run:\nlock\nx\n", r
     # ps inside: the prison's processes only, init as PID 1; none of the host's
     ps = d.exec("a", "ps", "-e", "-o", "pid=,comm=").stdout.decode().split("\n")
     procs = {tuple(line.split(None, 1)) for line in ps if line.strip()}

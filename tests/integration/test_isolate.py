@@ -54,6 +54,27 @@ def test_run_tmp_var_tmp_and_shm_are_each_prisons_own(daemon, tmp_path):
     assert d.exec("a", "test", "-e", f"/run/x-{tag}.pid").returncode != 0
 
 
+def test_the_private_directories_are_one_file_system_per_prison(daemon):
+    """/tmp, /var/tmp, /dev/shm and /run are directories of one tmpfs of the prison's (each file
+    system the kernel makes costs every memory cgroup of the host a slot), each showing only
+    itself, with no set-uid programs and no devices; a neighbour's is another."""
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n" + SLEEP + "  b:\n    ip4: [127.0.3.1]\n" + SLEEP)
+    dirs = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+    devs = {p: set(out(d, p, "stat -c %d " + " ".join(dirs)).split()) for p in ("a", "b")}
+    assert len(devs["a"]) == len(devs["b"]) == 1 and devs["a"] != devs["b"], devs
+    assert devs["a"] != {str(os.stat(dd).st_dev) for dd in dirs} - {""}
+    top = {}  # mount point -> (fstype, options) of the mount on top
+    for line in out(d, "a", "cat /proc/self/mountinfo").splitlines():
+        fields, _, after = line.partition(" - ")
+        top[fields.split()[4]] = (after.split()[0], set(fields.split()[5].split(",")))
+    for dd in dirs:
+        assert top[dd][0] == "tmpfs" and {"nosuid", "nodev"} <= top[dd][1], (dd, top[dd])
+    # each shows only itself: nothing of the others, nor the file system's root
+    assert out(d, "a", "ls -A /var/tmp /dev/shm") == "/dev/shm:\n\n/var/tmp:\n"
+    assert out(d, "a", "ls -A /run") == "lock\n"
+    assert not {"tmp", "var-tmp", "dev-shm", "run"} & set(out(d, "a", "ls -A /tmp").split())  # the suite's binds
+
+
 def test_the_prisons_hostname_resolves_inside_it(daemon):
     config = ("prisons:\n"
               "  a:\n    hostname: a.example.test\n    ip4: [127.0.2.1]\n    ip6: ['lo|fd00:2::1']\n" + SLEEP +

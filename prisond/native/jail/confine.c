@@ -146,9 +146,11 @@ static void mask(int root, const char *path)
 	set_attr(root, path, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
 }
 
+static int fresh_dir(int root, int *priv, const char *path, mode_t mode, int create);
+
 /* /dev: a tmpfs with device nodes of its own.  Bind mounts of the host's nodes would share
  * their inodes: a chmod inside would change the host's /dev/null for every host user. */
-static void make_dev(int root)
+static void make_dev(int root, int *priv)
 {
 	static const struct {
 		const char *name;
@@ -169,7 +171,7 @@ static void make_dev(int root)
 	close(dev);
 	mount_in(root, "dev/pts", 0, "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
 		 "newinstance,ptmxmode=0666,mode=0620,gid=5");
-	mount_in(root, "dev/shm", 0, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+	fresh_dir(root, priv, "dev/shm", 01777, 1);
 	dev = open_in_root(root, "dev", 0);
 	if (dev < 0)
 		fail("cannot open", "dev");
@@ -229,33 +231,90 @@ static void bind_mount(int root, const struct mnt *m)
 	set_attr(root, m->dst, m->ro ? RO : MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 }
 
-/* A fresh tmpfs on an existing directory of the prison's view (never through a link at its
- * end: a /var/run that is a link to /run is left to it). */
-static int fresh_tmpfs(int root, const char *path, const char *mode)
+/* The prison's private directories (/tmp, /var/tmp, /dev/shm, /run) are directories of one
+ * tmpfs, each bound to its place, not a tmpfs each.  Every file system the kernel makes (a
+ * superblock) takes a slot in every memory cgroup of the host, for as long as the host runs
+ * (the shrinker map: mem_cgroup_css_online allocates one per cgroup, sized by the highest
+ * slot ever used): with 10,000 prisons of six file systems, each new prison's memory cgroup
+ * cost ~1 MB of kernel memory and most of the time of its mkdir.  The file system is made
+ * detached (fsopen/fsmount) and only its subdirectories are bound, so its root, holding the
+ * others, is in nobody's view.  A kernel that refuses a bind from a detached mount (EINVAL)
+ * gets a tmpfs each, as before. */
+static int private_fs(void)
 {
-	int fd = open_beneath(root, path);
-	if (fd < 0)
-		return errno == ENOENT || errno == ELOOP ? 0 : (fail("cannot find", path), 0);
+	int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return -1;
+	int mnt = -1;
+	if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "mode", "0700", 0) == 0 &&
+	    syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+		mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+	close(fs);
+	return mnt;
+}
+
+/* A new directory of the private file system PRIV bound on DST (PATH's O_PATH fd): 1, or 0
+ * when this kernel binds nothing from a detached mount (PRIV is then closed and set to -1). */
+static int bind_private(int *priv, const char *path, mode_t mode, int dst)
+{
+	char name[PATH_MAX];
+	snprintf(name, sizeof name, "%s", path + strspn(path, "/"));
+	for (char *c = name; *c; c++)
+		if (*c == '/')
+			*c = '-'; /* var/tmp: var-tmp */
+	if (mkdirat(*priv, name, mode) < 0 || fchmodat(*priv, name, mode, 0) < 0) /* past the umask */
+		fail("cannot make a private directory for", path);
+	int src = openat(*priv, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (src < 0)
+		fail("cannot open a private directory for", path);
+	char sp[64], dp[64];
+	fdpath(sp, sizeof sp, src);
+	fdpath(dp, sizeof dp, dst);
+	int r = mount(sp, dp, NULL, MS_BIND, NULL), e = errno;
+	close(src);
+	if (r == 0)
+		return 1;
+	if (e != EINVAL) {
+		errno = e;
+		fail("cannot bind a private directory on", path);
+	}
+	close(*priv);
+	*priv = -1;
+	return 0;
+}
+
+/* A fresh, empty directory of the prison's own on PATH: a directory of the private file
+ * system, or a tmpfs of its own (see private_fs).  Never through a link at its end (a
+ * /var/run that is a link to /run is left to it).  CREATE: PATH is made when missing; else a
+ * missing PATH is left alone (0). */
+static int fresh_dir(int root, int *priv, const char *path, mode_t mode, int create)
+{
+	int fd = create ? open_in_root(root, path, 0) : open_beneath(root, path);
+	if (fd < 0) {
+		if (!create && (errno == ENOENT || errno == ELOOP))
+			return 0;
+		fail(create ? "cannot make mount point" : "cannot find", path);
+	}
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		close(fd);
 		return 0;
 	}
-	char p[64], data[32];
-	fdpath(p, sizeof p, fd);
-	snprintf(data, sizeof data, "mode=%s", mode);
-	if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0)
-		fail("cannot mount a tmpfs on", path);
+	if (*priv < 0 || !bind_private(priv, path, mode, fd)) {
+		char p[64], data[32];
+		fdpath(p, sizeof p, fd);
+		snprintf(data, sizeof data, "mode=%o", (unsigned)mode);
+		if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0)
+			fail("cannot mount a tmpfs on", path);
+	}
 	close(fd);
 	return 1;
 }
 
 /* A private /run (with /run/lock, 1777, as Debian's), made before the mounts that go into it. */
-static void fresh_run(int root)
+static void fresh_run(int root, int *priv)
 {
-	if (!fresh_tmpfs(root, "run", "0755")) {
-		mount_in(root, "run", 0, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
-	}
+	fresh_dir(root, priv, "run", 0755, 1);
 	int run = open_in_root(root, "run", 0);
 	if (run < 0)
 		fail("cannot open", "/run");
@@ -306,11 +365,14 @@ void isolate(const struct mnt *mounts, int n, const char *hosts, int ipc)
 	if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 		fail("cannot mount", "/proc");
 	close(pfd);
-	fresh_tmpfs(rfd, "tmp", "1777");
-	fresh_tmpfs(rfd, "var/tmp", "1777");
-	fresh_tmpfs(rfd, "dev/shm", "1777");
-	fresh_run(rfd);
-	fresh_tmpfs(rfd, "var/run", "0755"); /* only where it is not Debian's link to /run */
+	int priv = private_fs();
+	fresh_dir(rfd, &priv, "tmp", 01777, 0);
+	fresh_dir(rfd, &priv, "var/tmp", 01777, 0);
+	fresh_dir(rfd, &priv, "dev/shm", 01777, 0);
+	fresh_run(rfd, &priv);
+	fresh_dir(rfd, &priv, "var/run", 0755, 0); /* only where it is not Debian's link to /run */
+	if (priv >= 0)
+		close(priv); /* the root of the private file system goes: its bound directories stay */
 	if (ipc) {
 		int q = open_beneath(rfd, "dev/mqueue");
 		if (q >= 0) {
@@ -362,9 +424,12 @@ void confine(const char *root, const struct mnt *mounts, int n, const char *host
 	/* device nodes left in the root's tree (a debootstrap root has some in its /dev) are
 	 * inert: /dev is mounted over, and nothing else in the root may be a device */
 	set_attr(rfd, "/", MOUNT_ATTR_NODEV);
-	make_dev(rfd); /* before /proc: its masks are the prison's own /dev/null */
+	int priv = private_fs();
+	make_dev(rfd, &priv); /* before /proc: its masks are the prison's own /dev/null */
 	make_proc(rfd);
-	fresh_run(rfd); /* before the mounts: the daemon's public directory goes into it */
+	fresh_run(rfd, &priv); /* before the mounts: the daemon's public directory goes into it */
+	if (priv >= 0)
+		close(priv);
 	for (int i = 0; i < n; i++)
 		bind_mount(rfd, &mounts[i]);
 	/* tmpfs mounts hold only what was bound on them: read-only now */

@@ -177,12 +177,31 @@ def show_load(d: Daemon, names: list[str], clients: int = 100, seconds: float = 
 
 # ------------------------------------------------------------ part 1 and 2
 
+def meminfo() -> dict[str, int]:
+    """/proc/meminfo's figures, in KB."""
+    with open("/proc/meminfo") as fh:
+        return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in fh)}
+
+
+def file_systems(pid: int | None) -> int | str:
+    """How many file systems (superblocks) the process's mounts hold that the host's do not:
+    each takes a slot in every memory cgroup of the host, for as long as the host runs."""
+    def devices(p) -> set[str]:
+        with open(f"/proc/{p}/mountinfo") as fh:
+            return {line.split()[2] for line in fh}
+    try:
+        return len(devices(pid) - devices(1))
+    except (OSError, TypeError):
+        return "?"
+
+
 def many(work: str, n: int, service: str, limits: bool, full: bool) -> None:
     title = f"{n} prisons" + (" with limits (memory 64M, pids 20, cpu 20%)" if limits else "")
     print(f"\n== {title}, each with its own address, cgroup, kernel programs and a service", flush=True)
     wd = tempfile.mkdtemp(dir=work)
     names = [f"p{i}" for i in range(n)]
     hostnames = [f"p{i}.example.test" for i in range(n)]
+    before = meminfo()
     t0 = time.monotonic()
     d = Daemon(config(n, service, limits), wd, timeout=900)
     try:
@@ -191,6 +210,11 @@ def many(work: str, n: int, service: str, limits: bool, full: bool) -> None:
         print(f"  every service answered       {served - t0:.1f} s after prisond started "
               "(its hostname, from its address)")
         print(f"  daemon RSS                   {target(d.rss_mb(), 300, 'MB')}")
+        after = meminfo()
+        init = d.request("prison.show", name=names[n // 2]).get("init_pid")
+        print(f"  kernel memory per prison     {(after['Slab'] - before['Slab']) / n:.0f} KB of slab, "
+              f"{(before['MemAvailable'] - after['MemAvailable']) / n:.0f} KB of available memory "
+              f"({file_systems(init)} file systems in a prison's mounts that the host's lack)")
         states = {}
         for p in d.request("prison.list"):
             states[p["state"]] = states.get(p["state"], 0) + 1

@@ -124,10 +124,22 @@ def runtime_dirs(runtime_dir: str) -> tuple[str, str]:
         if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != 0:
             raise PrisonError(f"{path} is not a directory of root's", "internal")
         os.chmod(path, mode)
-    if not os.stat(runtime_dir).st_mode & 0o001:
+    closed = closed_to_others(runtime_dir)
+    if closed:
         log.warning("%s is closed to other users: programs of unconfined prisons that do not run as root "
-                    "cannot load the shim from %s", runtime_dir, public)
+                    "cannot load the shim from %s", closed, public)
     return public, init
+
+
+def closed_to_others(path: str) -> str | None:
+    """The first directory from / down to path that other users cannot pass (no x bit for
+    others), or None."""
+    here = "/"
+    for part in [""] + os.path.abspath(path).strip("/").split("/"):
+        here = os.path.join(here, part)
+        if not os.stat(here).st_mode & 0o001:
+            return here
+    return None
 
 
 def install_shim(public_dir: str) -> str:

@@ -365,6 +365,18 @@ def test_exec_as_a_user_in_a_clean_environment(daemon):
     assert r.returncode == 1 and r.stderr == b"prisonctl: no user no-such-user-here in the prison\n"
 
 
+def test_a_runtime_directory_other_users_cannot_reach_is_warned_of(daemon):
+    """A directory above the runtime directory closed to others (the suite's /tmp/pytest-of-root
+    is 0700) keeps the shim from every prison program not run as root: the daemon says which."""
+    d = daemon("prisons:\n  a: {ip4: [127.0.2.1]}\n")
+    path, closed = d.run_dir, None
+    while path != "/":
+        closed = path if not os.stat(path).st_mode & 0o001 else closed
+        path = os.path.dirname(path)
+    assert closed is not None and os.stat(d.run_dir).st_mode & 0o001
+    assert f"{closed} is closed to other users: programs of unconfined prisons" in d.log()
+
+
 def test_exec_jail_user_runs_the_service_as_that_user(daemon):
     from support.daemon import let_others_reach
     d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec:\n      jail_user: nobody\n"

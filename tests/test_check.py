@@ -63,6 +63,19 @@ def test_a_confined_prisons_programs_are_looked_for_in_its_root_not_the_hosts():
     assert problems(config, load(text, "p.yaml"), in_root) == []
 
 
+def test_an_isolated_prisons_mount_target_must_be_on_the_host_or_in_its_private_dirs():
+    text = ("prisons:\n  a:\n    ip4: [127.0.2.1]\n    mounts:\n"
+            "      - {source: /srv/a, target: /not-on-host}\n"
+            "      - {source: /srv/a, target: /run/made/inside}\n"
+            "      - {source: /srv/a, target: /tmp/x}\n"
+            "      - {source: /srv/a, target: /var/tmp/y}\n"
+            "      - {source: /srv/a, target: /opt}\n"
+            "  b:\n    ip4: [127.0.3.1]\n    path: /r\n    mounts: [{source: /srv/a, target: /not-on-host}]\n")
+    got = problems(parse(text, "p.yaml"), load(text, "p.yaml"), host({}, execs=set(), dirs={"/srv/a", "/opt", "/r"}))
+    assert got == ["p.yaml:5: prisons.a.mounts[0]: /not-on-host: no such mount point on the host (an isolated "
+                   "prison's mounts go onto the host's tree, or into its private /run, /tmp or /var/tmp)"], got
+
+
 def test_the_cli_checks_this_host_and_exits_2(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec: {start: [no-such-program-here]}\n")

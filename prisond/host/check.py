@@ -1,8 +1,9 @@
 """`prisonctl check --host`: what a valid configuration still needs from this host, checked
 before a start (each problem as file:line: key.path: reason, like the configuration's own):
 
-- a confined prison's root is a directory, its mounts' sources exist, a consolelog's
-  directory exists;
+- a confined prison's root is a directory, its mounts' sources exist (and an isolated
+  prison's targets, unless in its private /run, /tmp or /var/tmp), a consolelog's directory
+  exists;
 - exec.start / exec.stop name a program that is there: in the prison's root (through its
   mounts) for a confined prison, on the host otherwise; a name without a slash is looked for
   in the service PATH;
@@ -94,6 +95,9 @@ def _in_root(spec: PrisonSpec, path: str) -> str:
     return os.path.join(spec.path, path.lstrip("/"))
 
 
+PRIVATE = ("/run/", "/tmp/", "/var/tmp/")  # where prisonjail makes a missing mount point of an isolated prison
+
+
 def _files(spec: PrisonSpec, base: tuple, host: HostView, bad) -> None:
     if spec.path is not None and not host.isdir(spec.path):
         bad(base + ("path",), f"{spec.path} is not a directory here (prisonctl mkroot makes one)")
@@ -103,6 +107,9 @@ def _files(spec: PrisonSpec, base: tuple, host: HostView, bad) -> None:
         elif host.realpath(m.source) != m.source:
             bad(base + ("mounts", i), f"{m.source}: a symbolic link on its way (it leads to "
                 f"{host.realpath(m.source)}): prisond mounts no source through a link")
+        elif spec.path is None and not host.exists(m.target) and not m.target.startswith(PRIVATE):
+            bad(base + ("mounts", i), f"{m.target}: no such mount point on the host (an isolated prison's "
+                "mounts go onto the host's tree, or into its private /run, /tmp or /var/tmp)")
     log = spec.exec.consolelog
     if log and not host.isdir(os.path.dirname(log)):
         bad(base + ("exec", "consolelog"), f"{os.path.dirname(log)} does not exist here")

@@ -52,8 +52,8 @@ class EventLog:
         self._keep(ev)
         if self.record is not None:
             self.record(ev)
-        level = logging.WARNING if kind in LIMIT_KINDS or kind == "failed" else \
-            logging.INFO if kind in AUDIT_KINDS else logging.DEBUG
+        # a failure is logged once, as an error, by the prison's change of state
+        level = logging.WARNING if kind in LIMIT_KINDS else logging.INFO if kind in AUDIT_KINDS else logging.DEBUG
         log.log(level, "%s: %s", kind, text, extra={"prison": prison})
         return ev
 

@@ -146,11 +146,12 @@ static void mask(int root, const char *path)
 	set_attr(root, path, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
 }
 
-static int fresh_dir(int root, int *priv, const char *path, mode_t mode, int create);
+struct privfs;
+static int fresh_dir(int root, struct privfs *priv, const char *path, mode_t mode, int create);
 
 /* /dev: a tmpfs with device nodes of its own.  Bind mounts of the host's nodes would share
  * their inodes: a chmod inside would change the host's /dev/null for every host user. */
-static void make_dev(int root, int *priv)
+static void make_dev(int root, struct privfs *priv)
 {
 	static const struct {
 		const char *name;
@@ -237,34 +238,67 @@ static void bind_mount(int root, const struct mnt *m)
  * (the shrinker map: mem_cgroup_css_online allocates one per cgroup, sized by the highest
  * slot ever used): with 10,000 prisons of six file systems, each new prison's memory cgroup
  * cost ~1 MB of kernel memory and most of the time of its mkdir.  The file system is made
- * detached (fsopen/fsmount) and only its subdirectories are bound, so its root, holding the
- * others, is in nobody's view.  A kernel that refuses a bind from a detached mount (EINVAL)
- * gets a tmpfs each, as before. */
-static int private_fs(void)
+ * detached (fsopen/fsmount), its subdirectories are bound, and its root, holding them all, is
+ * then stowed under the prison's /proc, which covers it (stow_private).  A kernel that
+ * refuses a bind from a detached mount (EINVAL) gets a tmpfs each, as before. */
+struct privfs {
+	int fd;    /* the detached mount, until stowed; -1: none */
+	int binds; /* the kernel binds from it (else: a tmpfs each) */
+};
+
+static struct privfs private_fs(void)
 {
+	struct privfs p = {-1, 0};
 	int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
 	if (fs < 0)
-		return -1;
-	int mnt = -1;
+		return p;
 	if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "mode", "0700", 0) == 0 &&
 	    syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
-		mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+		p.fd = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 	close(fs);
-	return mnt;
+	p.binds = p.fd >= 0;
+	return p;
 }
 
-/* A new directory of the private file system PRIV bound on DST (PATH's O_PATH fd): 1, or 0
- * when this kernel binds nothing from a detached mount (PRIV is then closed and set to -1). */
-static int bind_private(int *priv, const char *path, mode_t mode, int dst)
+/* The private file system's root, attached on top of PROC (an O_PATH fd of the directory the
+ * prison's /proc is then mounted on, which covers it): in nobody's view, and never unmounted
+ * (closing a detached mount unmounts it, and each unmount waits for an expedited RCU grace
+ * period: a fifth more time per prison start here). */
+static void stow_private(struct privfs *p, int proc)
+{
+	if (p->fd < 0)
+		return;
+	if (syscall(SYS_move_mount, p->fd, "", proc, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		fail("cannot stow the private file system under", "/proc");
+	close(p->fd);
+	p->fd = -1;
+}
+
+/* A fresh /proc (of the prison's PID namespace) on top of what PROC names, through the mount
+ * API: the host's /proc, covered by the private file system now, resolves no /proc/self/fd. */
+static void fresh_proc(int proc)
+{
+	int fs = (int)syscall(SYS_fsopen, "proc", FSOPEN_CLOEXEC), m = -1;
+	if (fs >= 0 && syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+		m = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+	if (m < 0 || syscall(SYS_move_mount, m, "", proc, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		fail("cannot mount", "/proc");
+	close(m);
+	close(fs);
+}
+
+/* A new directory of the private file system bound on DST (PATH's O_PATH fd): 1, or 0 when
+ * this kernel binds nothing from a detached mount (binds is then 0 from here on). */
+static int bind_private(struct privfs *p, const char *path, mode_t mode, int dst)
 {
 	char name[PATH_MAX];
 	snprintf(name, sizeof name, "%s", path + strspn(path, "/"));
 	for (char *c = name; *c; c++)
 		if (*c == '/')
 			*c = '-'; /* var/tmp: var-tmp */
-	if (mkdirat(*priv, name, mode) < 0 || fchmodat(*priv, name, mode, 0) < 0) /* past the umask */
+	if (mkdirat(p->fd, name, mode) < 0 || fchmodat(p->fd, name, mode, 0) < 0) /* past the umask */
 		fail("cannot make a private directory for", path);
-	int src = openat(*priv, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int src = openat(p->fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (src < 0)
 		fail("cannot open a private directory for", path);
 	char sp[64], dp[64];
@@ -278,8 +312,7 @@ static int bind_private(int *priv, const char *path, mode_t mode, int dst)
 		errno = e;
 		fail("cannot bind a private directory on", path);
 	}
-	close(*priv);
-	*priv = -1;
+	p->binds = 0;
 	return 0;
 }
 
@@ -287,7 +320,7 @@ static int bind_private(int *priv, const char *path, mode_t mode, int dst)
  * system, or a tmpfs of its own (see private_fs).  Never through a link at its end (a
  * /var/run that is a link to /run is left to it).  CREATE: PATH is made when missing; else a
  * missing PATH is left alone (0). */
-static int fresh_dir(int root, int *priv, const char *path, mode_t mode, int create)
+static int fresh_dir(int root, struct privfs *priv, const char *path, mode_t mode, int create)
 {
 	int fd = create ? open_in_root(root, path, 0) : open_beneath(root, path);
 	if (fd < 0) {
@@ -300,7 +333,7 @@ static int fresh_dir(int root, int *priv, const char *path, mode_t mode, int cre
 		close(fd);
 		return 0;
 	}
-	if (*priv < 0 || !bind_private(priv, path, mode, fd)) {
+	if (!priv->binds || !bind_private(priv, path, mode, fd)) {
 		char p[64], data[32];
 		fdpath(p, sizeof p, fd);
 		snprintf(data, sizeof data, "mode=%o", (unsigned)mode);
@@ -312,7 +345,7 @@ static int fresh_dir(int root, int *priv, const char *path, mode_t mode, int cre
 }
 
 /* A private /run (with /run/lock, 1777, as Debian's), made before the mounts that go into it. */
-static void fresh_run(int root, int *priv)
+static void fresh_run(int root, struct privfs *priv)
 {
 	fresh_dir(root, priv, "run", 0755, 1);
 	int run = open_in_root(root, "run", 0);
@@ -361,18 +394,15 @@ void isolate(const struct mnt *mounts, int n, const char *hosts, int ipc)
 	char p[64];
 	if (pfd < 0)
 		fail("cannot find", "/proc");
-	fdpath(p, sizeof p, pfd);
-	if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-		fail("cannot mount", "/proc");
-	close(pfd);
-	int priv = private_fs();
+	struct privfs priv = private_fs();
 	fresh_dir(rfd, &priv, "tmp", 01777, 0);
 	fresh_dir(rfd, &priv, "var/tmp", 01777, 0);
 	fresh_dir(rfd, &priv, "dev/shm", 01777, 0);
 	fresh_run(rfd, &priv);
 	fresh_dir(rfd, &priv, "var/run", 0755, 0); /* only where it is not Debian's link to /run */
-	if (priv >= 0)
-		close(priv); /* the root of the private file system goes: its bound directories stay */
+	stow_private(&priv, pfd); /* the host's /proc served the binds (/proc/self/fd): now covered */
+	fresh_proc(pfd);
+	close(pfd);
 	if (ipc) {
 		int q = open_beneath(rfd, "dev/mqueue");
 		if (q >= 0) {
@@ -424,12 +454,15 @@ void confine(const char *root, const struct mnt *mounts, int n, const char *host
 	/* device nodes left in the root's tree (a debootstrap root has some in its /dev) are
 	 * inert: /dev is mounted over, and nothing else in the root may be a device */
 	set_attr(rfd, "/", MOUNT_ATTR_NODEV);
-	int priv = private_fs();
+	struct privfs priv = private_fs();
 	make_dev(rfd, &priv); /* before /proc: its masks are the prison's own /dev/null */
-	make_proc(rfd);
 	fresh_run(rfd, &priv); /* before the mounts: the daemon's public directory goes into it */
-	if (priv >= 0)
-		close(priv);
+	int pfd = open_in_root(rfd, "proc", 0);
+	if (pfd < 0)
+		fail("cannot make mount point", "proc");
+	stow_private(&priv, pfd); /* under the prison's /proc, made next */
+	close(pfd);
+	make_proc(rfd);
 	for (int i = 0; i < n; i++)
 		bind_mount(rfd, &mounts[i]);
 	/* tmpfs mounts hold only what was bound on them: read-only now */

@@ -287,9 +287,9 @@ static void fresh_proc(int proc)
 	close(fs);
 }
 
-/* A new directory of the private file system bound on DST (PATH's O_PATH fd): 1, or 0 when
- * this kernel binds nothing from a detached mount (binds is then 0 from here on). */
-static int bind_private(struct privfs *p, const char *path, mode_t mode, int dst)
+/* A new directory of the private file system bound on DST (PATH's O_PATH fd); on a kernel
+ * that binds nothing from a detached mount, the file system itself (binds is then 0). */
+static void bind_private(struct privfs *p, const char *path, mode_t mode, int dst)
 {
 	char name[PATH_MAX];
 	snprintf(name, sizeof name, "%s", path + strspn(path, "/"));
@@ -307,13 +307,19 @@ static int bind_private(struct privfs *p, const char *path, mode_t mode, int dst
 	int r = mount(sp, dp, NULL, MS_BIND, NULL), e = errno;
 	close(src);
 	if (r == 0)
-		return 1;
+		return;
 	if (e != EINVAL) {
 		errno = e;
 		fail("cannot bind a private directory on", path);
 	}
+	/* this kernel binds nothing from a detached mount: the file system becomes this
+	 * directory's own tmpfs (its root, emptied), and the next ones get a tmpfs each */
 	p->binds = 0;
-	return 0;
+	if (unlinkat(p->fd, name, AT_REMOVEDIR) < 0 || fchmodat(p->fd, ".", mode, 0) < 0 ||
+	    syscall(SYS_move_mount, p->fd, "", dst, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		fail("cannot mount a tmpfs on", path);
+	close(p->fd);
+	p->fd = -1;
 }
 
 /* A fresh, empty directory of the prison's own on PATH: a directory of the private file
@@ -333,7 +339,9 @@ static int fresh_dir(int root, struct privfs *priv, const char *path, mode_t mod
 		close(fd);
 		return 0;
 	}
-	if (!priv->binds || !bind_private(priv, path, mode, fd)) {
+	if (priv->binds) {
+		bind_private(priv, path, mode, fd);
+	} else {
 		char p[64], data[32];
 		fdpath(p, sizeof p, fd);
 		snprintf(data, sizeof data, "mode=%o", (unsigned)mode);

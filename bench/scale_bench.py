@@ -177,6 +177,20 @@ def show_load(d: Daemon, names: list[str], clients: int = 100, seconds: float = 
 
 # ------------------------------------------------------------ part 1 and 2
 
+def cpu_times() -> list[int]:
+    """/proc/stat's first line: the machine's CPU time by kind (user ... steal), in ticks."""
+    with open("/proc/stat") as fh:
+        return [int(x) for x in fh.readline().split()[1:9]]
+
+
+def stolen(a: list[int], b: list[int]) -> str:
+    """How busy the machine was between two cpu_times(), and how much the hypervisor took (on a
+    VM, time stolen for other guests: figures measured while it is high are slower than the code)."""
+    d = [y - x for x, y in zip(a, b)]
+    total = sum(d) or 1
+    return f"{100 * (total - d[3] - d[4] - d[7]) / total:.0f}% busy, {100 * d[7] / total:.0f}% stolen by the hypervisor"
+
+
 def meminfo() -> dict[str, int]:
     """/proc/meminfo's figures, in KB."""
     with open("/proc/meminfo") as fh:
@@ -201,7 +215,7 @@ def many(work: str, n: int, service: str, limits: bool, full: bool) -> None:
     wd = tempfile.mkdtemp(dir=work)
     names = [f"p{i}" for i in range(n)]
     hostnames = [f"p{i}.example.test" for i in range(n)]
-    before = meminfo()
+    before, cpu0 = meminfo(), cpu_times()
     t0 = time.monotonic()
     d = Daemon(config(n, service, limits), wd, timeout=900)
     try:
@@ -209,6 +223,7 @@ def many(work: str, n: int, service: str, limits: bool, full: bool) -> None:
         print(f"  ready (READY from prisond)   {target(d.ready_after, 30, 's')}")
         print(f"  every service answered       {served - t0:.1f} s after prisond started "
               "(its hostname, from its address)")
+        print(f"  CPU meanwhile                {stolen(cpu0, cpu_times())}")
         print(f"  daemon RSS                   {target(d.rss_mb(), 300, 'MB')}")
         after = meminfo()
         init = d.request("prison.show", name=names[n // 2]).get("init_pid")
@@ -244,9 +259,10 @@ def many(work: str, n: int, service: str, limits: bool, full: bool) -> None:
                   f"{'met' if rps >= 40000 else 'MISSED'}), median {med:.2f} ms, p99 "
                   f"{target(tail, 5, 'ms')}")
     finally:
-        t1 = time.monotonic()
+        t1, cpu1 = time.monotonic(), cpu_times()
         d.stop()
-        print(f"  stop of all                  {target(time.monotonic() - t1, 30, 's')}", flush=True)
+        print(f"  stop of all                  {target(time.monotonic() - t1, 30, 's')} "
+              f"({stolen(cpu1, cpu_times())})", flush=True)
 
 
 def reload_one(d: Daemon, wd: str, n: int, service: str) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prisond.model.config import Config, PrisonSpec, dotted
+from prisond.model import contract as C
 from prisond.model.contract import SERVICE_PATH
 from prisond.model.yamlsrc import Source
 
@@ -95,7 +96,8 @@ def _in_root(spec: PrisonSpec, path: str) -> str:
     return os.path.join(spec.path, path.lstrip("/"))
 
 
-PRIVATE = ("/run/", "/tmp/", "/var/tmp/")  # where prisonjail makes a missing mount point of an isolated prison
+# where prisonjail makes a missing mount point of an isolated prison
+PRIVATE = tuple("/" + d for d in (C.MADE_UNDER_RUN, C.MADE_UNDER_TMP, C.MADE_UNDER_VAR_TMP))
 
 
 def _files(spec: PrisonSpec, base: tuple, host: HostView, bad) -> None:

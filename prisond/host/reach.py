@@ -5,17 +5,25 @@ from __future__ import annotations
 import os
 
 
+def _way(path: str, itself: bool) -> list[str]:
+    """The directories from / down to path (itself: path too, else its parent last)."""
+    parts = [p for p in os.path.normpath(path).split("/") if p]
+    parts = parts if itself else parts[:-1]
+    return ["/" + "/".join(parts[:i]) for i in range(len(parts) + 1)]
+
+
 def hidden_from_users(path: str, stat_of=os.stat) -> bool:
     """Can no user but root reach into path?  True when a directory on its way (not path itself,
     which the prison sees as its /) is root's and closed to group and others.  What a confined
     prison's root writes there (a set-uid program) is then out of every host user's reach: the
     prison's own mounts are nosuid, the host's view of the directory is not."""
-    parts = os.path.normpath(path).split("/")[1:-1]
-    for i in range(len(parts) + 1):
-        st = stat_of("/" + "/".join(parts[:i]))
-        if st.st_uid == 0 and not st.st_mode & 0o011:
-            return True
-    return False
+    return any(st.st_uid == 0 and not st.st_mode & 0o011 for st in map(stat_of, _way(path, itself=False)))
+
+
+def closed_to_others(path: str, stat_of=os.stat) -> str | None:
+    """The first directory from / down to path (itself included) that other users cannot pass
+    (no x bit for others), or None."""
+    return next((d for d in _way(path, itself=True) if not stat_of(d).st_mode & 0o001), None)
 
 
 def foreign_owner(root: str, lstat=os.lstat) -> str | None:

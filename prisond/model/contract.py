@@ -62,6 +62,9 @@ INIT_MSG_FDS = 250          # descriptors with one packet
 MAX_ARGS = 4096             # arguments of a command started in a prison
 MAX_ENV = 4096              # environment strings of one
 MAX_CGROUPS = 16            # cgroups an init joins (v2, and the v1 controllers' own)
+# an isolated prison's mount target missing on the host is made only under these (its private
+# directories; confine.c's isolate, and check --host)
+MADE_UNDER_RUN, MADE_UNDER_TMP, MADE_UNDER_VAR_TMP = "run/", "tmp/", "var/tmp/"
 # where a start failed (init's "error stage=N"): spawn.c's order
 STAGE_USER, STAGE_IDS, STAGE_CWD, STAGE_LIMIT, STAGE_TTY, STAGE_EXEC = 1, 2, 3, 4, 5, 6
 

@@ -38,6 +38,7 @@ from prisond.host.output import Output, under_journal
 from prisond.host.lock import DaemonLock, lock_paths
 from prisond.host.net import AliasBook, Netlink
 from prisond.host.peer import PeerJudge
+from prisond.host.reach import closed_to_others
 from prisond.engine.prison import Deps, Prison
 from prisond.model.states import UP
 from prisond.engine.registry import START_CONCURRENCY, Registry
@@ -129,17 +130,6 @@ def runtime_dirs(runtime_dir: str) -> tuple[str, str]:
         log.warning("%s is closed to other users: programs of unconfined prisons that do not run as root "
                     "cannot load the shim from %s", closed, public)
     return public, init
-
-
-def closed_to_others(path: str) -> str | None:
-    """The first directory from / down to path that other users cannot pass (no x bit for
-    others), or None."""
-    here = "/"
-    for part in [""] + os.path.abspath(path).strip("/").split("/"):
-        here = os.path.join(here, part)
-        if not os.stat(here).st_mode & 0o001:
-            return here
-    return None
 
 
 def install_shim(public_dir: str) -> str:

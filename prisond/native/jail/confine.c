@@ -432,7 +432,9 @@ void isolate(const struct mnt *mounts, int n, const char *hosts, int ipc)
 		int fd = open_beneath(rfd, mounts[i].dst);
 		if (fd < 0) {
 			const char *d = mounts[i].dst + strspn(mounts[i].dst, "/");
-			if (strncmp(d, "run/", 4) && strncmp(d, "tmp/", 4) && strncmp(d, "var/tmp/", 8))
+			if (strncmp(d, PD_MADE_UNDER_RUN, strlen(PD_MADE_UNDER_RUN)) &&
+			    strncmp(d, PD_MADE_UNDER_TMP, strlen(PD_MADE_UNDER_TMP)) &&
+			    strncmp(d, PD_MADE_UNDER_VAR_TMP, strlen(PD_MADE_UNDER_VAR_TMP)))
 				fail("no such mount point on the host:", mounts[i].dst);
 			fd = open_in_root(rfd, d, !S_ISDIR(st.st_mode));
 		}

@@ -207,6 +207,35 @@ def test_limits():
     ]
 
 
+def test_memory_limits_need_memory_accounting():
+    assert parse("prisons: {a: {ip4: [127.0.2.1]}}\n", "x.yaml").daemon.memory_accounting is True
+    c = parse("daemon: {memory_accounting: false}\nprisons: {a: {ip4: [127.0.2.1], limits: {pids: 5}}}\n", "x.yaml")
+    assert c.daemon.memory_accounting is False and c.prisons[0].limits.pids == 5
+    assert problems("""\
+        daemon:
+          memory_accounting: no thanks
+        defaults:
+          limits: {memory_high: 64M}
+        prisons:
+          a:
+            ip4: [127.0.2.1]
+            limits: {memory: 128M, pids: 5}
+        """) == ["p.yaml:2: daemon.memory_accounting: must be true or false, not a string"]
+    assert problems("""\
+        daemon:
+          memory_accounting: false
+        defaults:
+          limits: {memory_high: 64M}
+        prisons:
+          a:
+            ip4: [127.0.2.1]
+            limits: {memory: 128M, pids: 5}
+        """) == ["p.yaml:8: prisons.a.limits.memory: needs a memory cgroup per prison: "
+                 "daemon.memory_accounting is false",
+                 "p.yaml:4: defaults.limits.memory_high: needs a memory cgroup per prison: "
+                 "daemon.memory_accounting is false"]
+
+
 def test_paths_the_daemon_opens_or_mounts_are_not_inside_a_prisons_root():
     text = """prisons:
   a:

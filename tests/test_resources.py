@@ -146,3 +146,36 @@ def test_a_fresh_cgroup_gets_only_the_limits_that_are_set(tmp_path):
     res.apply(Limits(), fresh=False)
     assert read(mounts["pids"] / "prisond" / "web" / "pids.max") == "max"
     assert read(mounts["cpu"] / "prisond" / "web" / "cpu.cfs_quota_us") == "-1"
+
+
+def test_without_memory_accounting_no_memory_cgroup_is_made_per_prison(tmp_path):
+    """v2: memory off in the parent's subtree_control (a daemon before may have switched it on);
+    v1: every prison joins one memory cgroup, the parent, and its own (an adopted prison's
+    from a daemon before) is removed at its stop."""
+    root = tmp_path / "cgroup"
+    write_tree(root, {"cgroup.controllers": "cpu memory pids\n"})
+    write_tree(root / "prisond", {"cgroup.subtree_control": ""})
+    host = Host(Layout("v2", str(root)), "prisond", memory=False)
+    host.ensure_parents(str(root / "prisond"))
+    assert read(root / "prisond" / "cgroup.subtree_control") == "+cpu +pids -memory"
+    assert host.available() == {"cpu", "pids"}
+
+    mounts = {c: tmp_path / c for c in ("memory", "pids", "cpu", "cpuacct")}
+    layout = Layout("hybrid", str(tmp_path / "unified"), tuple((c, str(m)) for c, m in mounts.items()))
+    host = Host(layout, "prisond", memory=False)
+    host.ensure_parents(str(tmp_path / "unified" / "prisond"))
+    assert (mounts["memory"] / "prisond").is_dir()
+    res = host.for_prison("web", str(tmp_path / "unified" / "prisond" / "web"))
+    assert res.procs_files() == [*sorted(str(mounts[c] / "prisond" / "web" / "cgroup.procs")
+                                         for c in ("cpu", "cpuacct", "pids")),
+                                 str(mounts["memory"] / "prisond" / "cgroup.procs")]
+    assert res.create() and not (mounts["memory"] / "prisond" / "web").exists()
+    assert res.cpu_memory()["memory_current"] is None and res.stats()["memory_peak"] is None
+    (mounts["memory"] / "prisond" / "web").mkdir()  # made by a daemon that counted memory per prison
+    res.remove()
+    assert sorted(os.listdir(tmp_path / "memory" / "prisond")) == []
+    host.remove_parents()
+    assert not any((m / "prisond").exists() for m in mounts.values())
+
+    both = Layout("hybrid", str(tmp_path / "unified"), (("memory", str(tmp_path / "mc")), ("cpu", str(tmp_path / "mc"))))
+    assert "memory" in Host(both, "prisond", memory=False).available()  # memory shares a kept hierarchy

@@ -387,7 +387,8 @@ def _host_problems(config) -> list[str]:
     with open(config.source, encoding="utf-8") as fh:
         src = load(fh.read(), config.source)
     layout = detect_host()
-    controllers = Host(layout, config.daemon.cgroup_parent).available() if layout else None
+    d = config.daemon
+    controllers = Host(layout, d.cgroup_parent, d.memory_accounting).available() if layout else None
     return check.problems(config, src, check.HostView(controllers=controllers))
 
 

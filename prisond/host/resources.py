@@ -17,6 +17,7 @@ recorded layouts of both kinds); `Resources` does the file I/O.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 import time
 
 from prisond.host.cgroup import make_dir
@@ -121,18 +122,33 @@ def _write(path: str, value: str) -> None:
 
 
 class Host:
-    """Which controllers this host offers, and where: decided once at start."""
+    """Which controllers this host offers, and where: decided once at start.
 
-    def __init__(self, layout, parent: str):
+    memory=False (daemon.memory_accounting): no memory cgroup per prison.  A memory cgroup
+    costs the kernel a slot for each file system of the host's busiest moment since boot
+    (memcg shrinker maps, ~16 bytes each: ~1 MB a prison among 10,000), and it is most of what
+    a prison costs the kernel.  The prisons are then counted together: in v2, in
+    cgroup_parent's (memory is switched off in its subtree_control); in v1, in a memory cgroup
+    cgroup_parent that every prison's processes join, so that they are never charged to the
+    daemon's own unit.  Where memory shares a v1 hierarchy with a controller kept per prison,
+    it stays per prison."""
+
+    def __init__(self, layout, parent: str, memory: bool = True):
         self.layout = layout
         self.parent = parent.strip("/")
+        self.v2_off: set[str] = set()
+        self.shared: dict[str, str] = {}  # v1 controller -> mount: joined at the parent, not per prison
         if layout.kind == "v2":
             have = (_read(os.path.join(layout.root, "cgroup.controllers")) or "").split()
-            self.v2 = {c for c in ("memory", "pids", "cpu") if c in have}
+            self.v2 = {c for c in ("memory", "pids", "cpu") if c in have and (memory or c != "memory")}
+            self.v2_off = {"memory"} & set(have) - self.v2
             self.v1 = {}
         else:
             self.v2 = set()
             self.v1 = {c: mnt for c, mnt in layout.v1 if c in V1_CONTROLLERS}
+            kept = {mnt for c, mnt in self.v1.items() if c != "memory"}
+            if not memory and "memory" in self.v1 and self.v1["memory"] not in kept:
+                self.shared = {"memory": self.v1.pop("memory")}
 
     def available(self) -> set[str]:
         return self.v2 | {c for c in self.v1 if c != "cpuacct"}
@@ -144,15 +160,19 @@ class Host:
 
     def for_prison(self, name: str, v2_dir: str) -> Resources:
         v1_dirs = {c: os.path.join(mnt, self.parent, name) for c, mnt in self.v1.items()}
-        return Resources(self, v2_dir, v1_dirs)
+        joined = sorted({os.path.join(mnt, self.parent) for mnt in self.shared.values()})
+        former = sorted({os.path.join(mnt, self.parent, name) for mnt in self.shared.values()})
+        return Resources(self, v2_dir, v1_dirs, joined, former)
 
     def enable_v2(self, parent_dir: str) -> None:
-        """Let the prisons' cgroups under parent_dir use the v2 controllers."""
-        if self.v2:
-            _write(os.path.join(parent_dir, "cgroup.subtree_control"), " ".join(f"+{c}" for c in sorted(self.v2)))
+        """Let the prisons' cgroups under parent_dir use the v2 controllers (and not memory,
+        without memory accounting: a daemon before may have switched it on)."""
+        change = [f"+{c}" for c in sorted(self.v2)] + [f"-{c}" for c in sorted(self.v2_off)]
+        if change:
+            _write(os.path.join(parent_dir, "cgroup.subtree_control"), " ".join(change))
 
     def v1_parent_dirs(self) -> list[str]:
-        return sorted({os.path.join(mnt, self.parent) for mnt in self.v1.values()})
+        return sorted({os.path.join(mnt, self.parent) for mnt in [*self.v1.values(), *self.shared.values()]})
 
     def ensure_parents(self, v2_parent: str) -> None:
         for d in self.v1_parent_dirs():
@@ -171,7 +191,7 @@ class Host:
 
     def leftovers(self, name: str) -> None:
         """Remove a prison's v1 cgroups that a crashed daemon left (their processes are dead)."""
-        for d in sorted({os.path.join(mnt, self.parent, name) for mnt in self.v1.values()}):
+        for d in sorted({os.path.join(mnt, self.parent, name) for mnt in [*self.v1.values(), *self.shared.values()]}):
             try:
                 os.rmdir(d)
             except OSError:
@@ -181,17 +201,20 @@ class Host:
 class Resources:
     """One prison's controllers: limits written, figures read, v1 cgroups made and removed."""
 
-    def __init__(self, host: Host, v2_dir: str, v1_dirs: dict[str, str]):
+    def __init__(self, host: Host, v2_dir: str, v1_dirs: dict[str, str], joined: Sequence[str] = (),
+                 former: Sequence[str] = ()):
         self.host = host
         self.v2_dir = v2_dir
-        self.v1_dirs = v1_dirs
+        self.v1_dirs = v1_dirs  # made, read and removed per prison
+        self.joined = list(joined)  # shared v1 cgroups its processes join (Host.shared)
+        self.former = list(former)  # its own of those, which a daemon before may have made
 
     def missing(self, limits: Limits) -> list[str]:
         return sorted(limits.controllers() - self.host.available())
 
     def procs_files(self) -> list[str]:
         """The v1 cgroups a process must join besides the prison's v2 (tracking) cgroup."""
-        return [os.path.join(d, "cgroup.procs") for d in sorted(set(self.v1_dirs.values()))]
+        return [os.path.join(d, "cgroup.procs") for d in [*sorted(set(self.v1_dirs.values())), *self.joined]]
 
     def create(self) -> bool:
         """Make the v1 cgroups; True if all are new."""
@@ -234,8 +257,9 @@ class Resources:
         return {"cpu_usec": cpu, "memory_current": mem}
 
     def remove(self, wait: float = 5.0) -> None:
-        """rmdir the v1 cgroups (their processes are gone with the v2 one's)."""
-        for d in sorted(set(self.v1_dirs.values())):
+        """rmdir the v1 cgroups (their processes are gone with the v2 one's), and those of its own
+        a daemon with other settings made (an adopted prison's)."""
+        for d in [*sorted(set(self.v1_dirs.values())), *self.former]:
             deadline = time.monotonic() + wait
             while True:
                 try:

@@ -140,6 +140,7 @@ class DaemonSpec:  # the defaults are the parameter table's (params.py)
     cgroup_parent: str = default("daemon", "cgroup_parent")
     kernel_layer: bool = default("daemon", "kernel_layer")  # false: load no BPF; prisons default to the shim
     limits: bool = default("daemon", "limits")  # false: leave the cgroup controllers alone
+    memory_accounting: bool = default("daemon", "memory_accounting")  # false: no memory cgroup per prison
     control_group: str = default("daemon", "control_group")  # its members may change things
     public_read: bool = default("daemon", "public_read")  # any local user may read; false: root and the group
     metrics_listen: tuple[str, int] | None = None  # (host address, port) of the Prometheus listener
@@ -224,6 +225,7 @@ class _Validator:
         self.src = src
         self.problems: list[str] = []
         self.origin: dict = {}  # merged path -> path where the value was written
+        self.memory_accounting = True  # daemon.memory_accounting, read before the prisons
 
     def bad(self, path, reason: str) -> None:
         """Record a problem where it was written (a default is blamed once, on `defaults`)."""
@@ -301,6 +303,10 @@ class _Validator:
                 self.bad(path + ("cgroup_parent",), "must not contain '..'")
         kernel = self.boolean(d["kernel_layer"], path + ("kernel_layer",)) if "kernel_layer" in d else dflt.kernel_layer
         limits = self.boolean(d["limits"], path + ("limits",)) if "limits" in d else dflt.limits
+        memory = dflt.memory_accounting
+        if "memory_accounting" in d and self.boolean(d["memory_accounting"], path + ("memory_accounting",)) is False:
+            memory = d["memory_accounting"] is not False  # a wrong value is reported once, as itself
+        self.memory_accounting = memory
         group = self.string(d["control_group"], path + ("control_group",)) if "control_group" in d else None
         public = self.boolean(d["public_read"], path + ("public_read",)) if "public_read" in d else dflt.public_read
         listen = self.listen_address(d["metrics_listen"], path + ("metrics_listen",)) if "metrics_listen" in d else None
@@ -321,7 +327,7 @@ class _Validator:
         if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= 100:
             self.bad(path + ("log_keep",), f"must be a whole number from 1 to 100, not {keep!r}")
             keep = dflt.log_keep
-        return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel, limits=limits,
+        return DaemonSpec(cgroup_parent=parent.strip("/"), kernel_layer=kernel, limits=limits, memory_accounting=memory,
                           control_group=group or dflt.control_group, public_read=public, metrics_listen=listen,
                           log_dir=_norm(log_dir), log_max_bytes=max_bytes, log_keep=keep)
 
@@ -488,6 +494,8 @@ class _Validator:
                 n = parse_size(body[key])
                 if n is None or n < 1 << 20:
                     self.bad(path + (key,), f"must be a size of at least 1M (e.g. 512M, 2G), not {body[key]!r}")
+                elif not self.memory_accounting:
+                    self.bad(path + (key,), "needs a memory cgroup per prison: daemon.memory_accounting is false")
                 else:
                     out[key] = n
         for key, top in (("pids", 4194304), ("nofile", 1 << 20)):

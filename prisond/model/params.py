@@ -41,6 +41,12 @@ PARAMS: tuple[Param, ...] = (
     Param('daemon', 'limits', '_BOOL_', default=True,
           doc=('*true* (the default): use the cgroup controllers for *limits* and for the figures\n'
                '*prisonctl show* and *top* report. *false*: leave the controllers alone.')),
+    Param('daemon', 'memory_accounting', '_BOOL_', default=True,
+          doc=("*true* (the default): each prison has a memory cgroup of its own, for *limits.memory*\n"
+               "and the memory figures. *false*: none; the prisons' memory is counted together, in\n"
+               "*cgroup_parent*'s, and *limits.memory* is refused. A memory cgroup costs the kernel about\n"
+               '16 bytes for each file system the host has held at once at its busiest since it booted\n'
+               '(each running prison holds three to five): about 1 MB a prison among 10,000.')),
     Param('daemon', 'control_group', '_GROUP_', default='prisond',
           doc=('Members of this group may change things through the control socket, as root may\n'
                '(default *prisond*; root alone when the host has no such group: create it with\n'

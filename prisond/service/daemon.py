@@ -229,7 +229,8 @@ class Daemon:
         self.launcher = Launcher(shim_path, jail if os.access(jail, os.X_OK) else None,
                                  os.path.join(public, PRISON_SOCKET), init_dir, args.landlock_abi,
                                  peers=lambda: self.registry.config.prisons)
-        self.resources = ResourceHost(layout, config.daemon.cgroup_parent) if config.daemon.limits else None
+        self.resources = ResourceHost(layout, config.daemon.cgroup_parent, config.daemon.memory_accounting) \
+            if config.daemon.limits else None
         d = config.daemon
         self.output = Output(d.log_dir, d.log_max_bytes, d.log_keep, journal=under_journal())
         self.deps = Deps(cgroups=tree, aliases=AliasBook(self.netlink, record=self.store), launcher=self.launcher,

@@ -32,7 +32,8 @@ class Daemon:
         self.sock = os.path.join(work, "run", "control.sock")
         cfg = os.path.join(work, "prisond.yaml")
         with open(cfg, "w") as fh:
-            fh.write(f"daemon:\n  cgroup_parent: prisond-bench-{os.getpid()}-{len(os.listdir(work))}\n" + config)
+            ours = f"daemon:\n  cgroup_parent: prisond-bench-{os.getpid()}-{len(os.listdir(work))}\n"
+            fh.write(ours + config.removeprefix("daemon:\n"))  # under the config's own daemon: if any
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen([PRISOND, "--config", cfg, "--runtime-dir", os.path.join(work, "run"),
                                       "--socket", self.sock, "--state-dir",

@@ -3,7 +3,8 @@
 or as a ratio against a baseline measured in the same run.
 
     sudo /usr/local/lib/prisond/venv/bin/python bench/scale_bench.py [--prisons 10000]
-        [--compare 100] [--rounds 5] [--skip-limits] [--skip-calls] [--skip-compare]
+        [--compare 100] [--rounds 5] [--skip-limits] [--skip-no-memory] [--skip-calls]
+        [--skip-compare]
 
 1. --prisons prisons (each its own address on lo, cgroup, kernel programs, UTS/IPC/PID/mount
    namespaces and a small service: bench/progs/tinyserve.c listening on 0.0.0.0:80, which the
@@ -11,7 +12,8 @@ or as a ratio against a baseline measured in the same run.
    every service has answered with its prison's hostname, the daemon's RSS, `list` and `show`
    (on the control socket, and the `prisonctl` command as a person types it), a reload that
    changes one prison, the daemon's idle CPU, `show` from 100 clients, and the stop of all.
-2. The same prisons with limits on (memory, pids, cpu): ready, RSS, stop.
+2. The same prisons with limits on (memory, pids, cpu): ready, RSS, stop.  Then without memory
+   accounting (no memory cgroup per prison: what each costs the kernel shows beside part 1's).
 3. Per-call costs (kernel_bench.py and shim_bench.py's loops, in this run): bind+close,
    connect+close and UDP sendto in a kernel prison against the same static binary outside,
    nginx under wrk, with the programs' own ns per call; the shim's UDP sendto.
@@ -56,9 +58,11 @@ def address(i: int) -> str:
     return f"127.9.{i // 250}.{i % 250 + 1}"
 
 
-def config(n: int, service: str, limits: bool, hostname_of=lambda i: f"p{i}.example.test") -> str:
+def config(n: int, service: str, limits: bool, hostname_of=lambda i: f"p{i}.example.test",
+           memory: bool = True) -> str:
     lim = ", limits: {memory: 64M, pids: 20, cpu: 20%}" if limits else ""
-    return "prisons:\n" + "".join(
+    head = "" if memory else "daemon:\n  memory_accounting: false\n"
+    return head + "prisons:\n" + "".join(
         f"  p{i}: {{hostname: {hostname_of(i)}, ip4: [{address(i)}], exec: {{start: [{service}, '{PORT}']}}{lim}}}\n"
         for i in range(n))
 
@@ -209,15 +213,16 @@ def file_systems(pid: int | None) -> int | str:
         return "?"
 
 
-def many(work: str, n: int, service: str, limits: bool, full: bool) -> None:
-    title = f"{n} prisons" + (" with limits (memory 64M, pids 20, cpu 20%)" if limits else "")
+def many(work: str, n: int, service: str, limits: bool, full: bool, memory: bool = True) -> None:
+    title = f"{n} prisons" + (" with limits (memory 64M, pids 20, cpu 20%)" if limits else "") + \
+        ("" if memory else " without memory accounting (daemon.memory_accounting: false)")
     print(f"\n== {title}, each with its own address, cgroup, kernel programs and a service", flush=True)
     wd = tempfile.mkdtemp(dir=work)
     names = [f"p{i}" for i in range(n)]
     hostnames = [f"p{i}.example.test" for i in range(n)]
     before, cpu0 = meminfo(), cpu_times()
     t0 = time.monotonic()
-    d = Daemon(config(n, service, limits), wd, timeout=900)
+    d = Daemon(config(n, service, limits, memory=memory), wd, timeout=900)
     try:
         served = all_serve([address(i) for i in range(n)], hostnames, time.monotonic() + 300)
         print(f"  ready (READY from prisond)   {target(d.ready_after, 30, 's')}")
@@ -523,6 +528,7 @@ def main() -> int:
     ap.add_argument("--compare", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--skip-limits", action="store_true")
+    ap.add_argument("--skip-no-memory", action="store_true")
     ap.add_argument("--skip-calls", action="store_true")
     ap.add_argument("--skip-compare", action="store_true")
     args = ap.parse_args()
@@ -539,6 +545,8 @@ def main() -> int:
         many(work, args.prisons, service, limits=False, full=True)
         if not args.skip_limits:
             many(work, args.prisons, service, limits=True, full=False)
+        if not args.skip_no_memory:
+            many(work, args.prisons, service, limits=False, full=False, memory=False)
         if not args.skip_calls:
             per_call(work, args.rounds)
         if not args.skip_compare:

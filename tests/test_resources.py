@@ -171,6 +171,9 @@ def test_without_memory_accounting_no_memory_cgroup_is_made_per_prison(tmp_path)
                                  str(mounts["memory"] / "prisond" / "cgroup.procs")]
     assert res.create() and not (mounts["memory"] / "prisond" / "web").exists()
     assert res.cpu_memory()["memory_current"] is None and res.stats()["memory_peak"] is None
+    with pytest.raises(SystemLayerError, match=r"cannot enforce limits on memory \(it has cgroup v1: cpu, cpuacct, "
+                       r"pids; memory accounting is off: daemon.memory_accounting was false when prisond started\)"):
+        res.apply(Limits(memory=64 << 20))  # a reload from a file that turns it on is read before the restart
     (mounts["memory"] / "prisond" / "web").mkdir()  # made by a daemon that counted memory per prison
     res.remove()
     assert sorted(os.listdir(tmp_path / "memory" / "prisond")) == []

@@ -348,6 +348,8 @@ class Prison:
             self._holds_aliases = True
             if self.res:
                 await asyncio.to_thread(self.res.create)
+                if await asyncio.to_thread(self._join_layout, self.res):
+                    self.log.info("its processes moved to the memory cgroup this daemon's memory_accounting gives")
                 await asyncio.to_thread(self.res.apply, spec.limits)
             if self.enforcement == "kernel":
                 if self.deps.kernel is None:
@@ -373,6 +375,16 @@ class Prison:
                     self.change_state(State.EXITED, rec.get("reason"), detail="as it was")
                 else:  # it ended while no daemon watched
                     self._service_ended(hello.exited.get(ident) if ident else None)
+
+    def _join_layout(self, res) -> bool:
+        """An adopted prison started by a daemon with another memory_accounting: its processes
+        join the cgroups this one reads and limits (its former own memory cgroup, if any, goes
+        at its stop).  Whether they had to."""
+        first = self.cgroup.procs()[:1]
+        if not first or not res.misplaced(first[0]):
+            return False
+        self.cgroup.move_into(res.procs_files())
+        return True
 
     async def change_in_place(self, new: PrisonSpec) -> None:
         """A reload that changed only what a running prison can take without a restart: the

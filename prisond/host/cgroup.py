@@ -153,6 +153,25 @@ class Cgroup:
             if frozen:
                 self._write("cgroup.freeze", "0")
 
+    def move_into(self, procs_files: list[str]) -> None:
+        """Every process of the cgroup joins each of these (other hierarchies' cgroup.procs);
+        frozen meanwhile where the host has cgroup.freeze, so that no child is left behind."""
+        frozen = self._write("cgroup.freeze", "1")
+        try:
+            for pid in self.procs():
+                for f in procs_files:
+                    try:
+                        with open(f, "w") as fh:
+                            fh.write(str(pid))
+                    except ProcessLookupError:
+                        break
+                    except OSError as exc:
+                        raise SystemLayerError(f"cannot move process {pid} into {f}: {exc.strerror}",
+                                               "cgroup_error") from None
+        finally:
+            if frozen:
+                self._write("cgroup.freeze", "0")
+
     def remove(self, wait: float = 5.0) -> None:
         """rmdir, retrying while the last processes finish exiting."""
         deadline = time.monotonic() + wait

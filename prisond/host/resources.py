@@ -154,9 +154,11 @@ class Host:
         return self.v2 | {c for c in self.v1 if c != "cpuacct"}
 
     def describe(self) -> str:
+        off = "; memory accounting is off: daemon.memory_accounting was false when prisond started" \
+            if self.v2_off or self.shared else ""
         if self.layout.kind == "v2":
-            return "cgroup v2: " + (", ".join(sorted(self.v2)) or "no controllers")
-        return "cgroup v1: " + (", ".join(sorted(self.v1)) or "no controllers")
+            return "cgroup v2: " + (", ".join(sorted(self.v2)) or "no controllers") + off
+        return "cgroup v1: " + (", ".join(sorted(self.v1)) or "no controllers") + off
 
     def for_prison(self, name: str, v2_dir: str) -> Resources:
         v1_dirs = {c: os.path.join(mnt, self.parent, name) for c, mnt in self.v1.items()}
@@ -215,6 +217,19 @@ class Resources:
     def procs_files(self) -> list[str]:
         """The v1 cgroups a process must join besides the prison's v2 (tracking) cgroup."""
         return [os.path.join(d, "cgroup.procs") for d in [*sorted(set(self.v1_dirs.values())), *self.joined]]
+
+    def misplaced(self, pid: int) -> bool:
+        """Whether the process is outside a v1 cgroup this prison's processes are to be in: an
+        adopted prison's, which a daemon with another memory_accounting started."""
+        want = {c: "/" + os.path.relpath(d, self.host.v1[c]) for c, d in self.v1_dirs.items()}
+        want |= {c: "/" + self.host.parent for c in self.host.shared}
+        try:
+            with open(f"/proc/{pid}/cgroup") as fh:
+                have = {c: path for _, ctrls, path in (ln.rstrip("\n").split(":", 2) for ln in fh)
+                        for c in ctrls.split(",")}
+        except OSError:
+            return False
+        return any(have.get(c) != path for c, path in want.items())
 
     def create(self) -> bool:
         """Make the v1 cgroups; True if all are new."""

@@ -44,7 +44,10 @@ PARAMS: tuple[Param, ...] = (
     Param('daemon', 'memory_accounting', '_BOOL_', default=True,
           doc=("*true* (the default): each prison has a memory cgroup of its own, for *limits.memory*\n"
                "and the memory figures. *false*: none; the prisons' memory is counted together, in\n"
-               "*cgroup_parent*'s, and *limits.memory* is refused. A memory cgroup costs the kernel about\n"
+               "*cgroup_parent*'s (on hybrid hosts the v1 memory cgroup of that name; prisond removes it\n"
+               'when it stops: a limit on all prisons goes on an ancestor, as with *cgroup_parent:\n'
+               'hosting/prisond*), *limits.memory* and *memory_high* are refused, and the memory and OOM\n'
+               'figures are gone. Read when prisond starts. A memory cgroup costs the kernel about\n'
                '16 bytes for each file system the host has held at once at its busiest since it booted\n'
                '(each running prison holds three to five): about 1 MB a prison among 10,000.')),
     Param('daemon', 'control_group', '_GROUP_', default='prisond',

@@ -212,9 +212,26 @@ def test_turning_memory_accounting_off_across_a_restart_leaves_no_memory_cgroup_
     d.kill9()
     d.write_config("daemon:\n  memory_accounting: false\n" + body)
     d.start()
-    assert d.show("a")["service"]["pid"] == svc  # adopted, still in its memory cgroup
+    assert d.show("a")["service"]["pid"] == svc  # adopted, and moved to the shared memory cgroup
+    assert _memory_cgroup(svc) == f"/{d.cgroup_parent}"
     assert d.ctl("stop", "a").returncode == 0
     if os.path.isdir("/sys/fs/cgroup/memory"):
         assert not os.path.exists("/sys/fs/cgroup/memory" + own)
     d.stop()
     assert glob.glob(f"/sys/fs/cgroup/*/{d.cgroup_parent}") == []
+
+
+def test_turning_memory_accounting_on_across_a_restart_puts_an_adopted_prison_under_its_limit(daemon):
+    """The other way: the adopted prison's processes join the memory cgroup its limit is written
+    to, and its figures are its own."""
+    d = daemon("daemon:\n  memory_accounting: false\nprisons:\n  a:\n    ip4: [127.0.2.1]\n"
+               "    exec: {start: sleep 600}\n")
+    svc = d.show("a")["service"]["pid"]
+    d.kill9()
+    d.write_config("prisons:\n  a:\n    ip4: [127.0.2.1]\n    limits: {memory: 64M}\n    exec: {start: sleep 600}\n")
+    d.start()
+    assert d.show("a")["service"]["pid"] == svc
+    assert _memory_cgroup(svc) == f"/{d.cgroup_parent}/a"
+    wait_for(lambda: (d.show("a")["usage"]["memory_current"] or 0) > 0, what="its own memory figure")
+    r = d.exec("a", "python3", "-c", "b = bytearray(256 << 20); print('survived')")
+    assert r.returncode == -9 and b"survived" not in r.stdout

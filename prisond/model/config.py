@@ -303,9 +303,9 @@ class _Validator:
                 self.bad(path + ("cgroup_parent",), "must not contain '..'")
         kernel = self.boolean(d["kernel_layer"], path + ("kernel_layer",)) if "kernel_layer" in d else dflt.kernel_layer
         limits = self.boolean(d["limits"], path + ("limits",)) if "limits" in d else dflt.limits
-        memory = dflt.memory_accounting
-        if "memory_accounting" in d and self.boolean(d["memory_accounting"], path + ("memory_accounting",)) is False:
-            memory = d["memory_accounting"] is not False  # a wrong value is reported once, as itself
+        memory = d.get("memory_accounting", dflt.memory_accounting)
+        if not isinstance(memory, bool):  # reported; the default meanwhile, so that no prison's memory limit is too
+            memory = self.boolean(memory, path + ("memory_accounting",)) or dflt.memory_accounting
         self.memory_accounting = memory
         group = self.string(d["control_group"], path + ("control_group",)) if "control_group" in d else None
         public = self.boolean(d["public_read"], path + ("public_read",)) if "public_read" in d else dflt.public_read

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from prisond.model.config import Config, PrisonSpec
 from prisond.model.diff import diff
-from prisond.model.errors import NoSuchPrison, PrisonError, StateConflict
+from prisond.model.errors import ConfigError, NoSuchPrison, PrisonError, StateConflict
 from prisond.engine.prison import Deps, Prison
 from prisond.model.states import ALIVE, UP, State
 from prisond.host.store import StateStore
@@ -204,12 +204,30 @@ class Registry:
         restarted (changed, and up or failed), changed in place (its processes stay), changed
         (but down: it stays down), unchanged; and the daemon: keys it leaves for a restart."""
         d = diff(self.config, new)
+        self._refuse_limits(new, [*d.added, *d.changed])
         in_place = [n for n in d.changed if self.prisons[n].changes_in_place(new.require(n), keep_processes)]
         rest = [n for n in d.changed if n not in in_place]
         up = [n for n in rest if self.prisons[n].state in UP | {State.FAILED}]
         return {"started": list(d.added), "stopped": list(d.removed), "restarted": up,
                 "changed_in_place": in_place, "changed": [n for n in rest if n not in up],
                 "unchanged": list(d.unchanged), "daemon": list(d.daemon)}
+
+    def _refuse_limits(self, new: Config, names) -> None:
+        """A reload asking for limits this daemon cannot enforce (no such controller; memory
+        accounting off since it started, whatever the file now says) is refused whole, before a
+        running prison is stopped for a start that would fail."""
+        problems = []
+        for name in names:
+            limits = new.require(name).limits
+            old = self.config.prison(name)
+            if not limits.controllers() or (old is not None and old.limits == limits):
+                continue
+            res = self.deps.resources
+            why = res.unenforceable(limits) if res else "this daemon has no cgroup controllers to enforce them"
+            if why:
+                problems.append(f"{new.source}: prisons.{name}.limits: {why}")
+        if problems:
+            raise ConfigError(problems)
 
     async def reload(self, new: Config, dry_run: bool = False, keep_processes: bool = False) -> dict:
         """Apply only what changed (plan()); unchanged prisons are not touched."""

@@ -173,6 +173,14 @@ class Host:
         if change:
             _write(os.path.join(parent_dir, "cgroup.subtree_control"), " ".join(change))
 
+    def unenforceable(self, limits: Limits) -> str | None:
+        """Why these limits cannot be enforced here, or None (a start fails with it; a reload
+        that asks for them is refused)."""
+        missing = sorted(limits.controllers() - self.available())
+        if not missing:
+            return None
+        return f"this host cannot enforce limits on {', '.join(missing)} (it has {self.describe()})"
+
     def v1_parent_dirs(self) -> list[str]:
         return sorted({os.path.join(mnt, self.parent) for mnt in [*self.v1.values(), *self.shared.values()]})
 
@@ -239,10 +247,9 @@ class Resources:
         """Write the limits.  fresh: the cgroups are new, so what is unset is already unlimited
         and is not written (cpu.cfs_period_us and _quota_us cost the kernel a bandwidth update
         each: 4% of all CPU time while 10,000 prisons without limits started)."""
-        missing = self.missing(limits)
-        if missing:
-            raise SystemLayerError(f"this host cannot enforce limits on {', '.join(missing)} "
-                                   f"(it has {self.host.describe()})", "limit_unavailable")
+        why = self.host.unenforceable(limits)
+        if why:
+            raise SystemLayerError(why, "limit_unavailable")
         default = set(v2_settings(Limits())) | set(v1_settings(Limits()))
         if self.host.layout.kind == "v2":
             for name, value in v2_settings(limits):

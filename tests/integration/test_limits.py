@@ -235,3 +235,18 @@ def test_turning_memory_accounting_on_across_a_restart_puts_an_adopted_prison_un
     wait_for(lambda: (d.show("a")["usage"]["memory_current"] or 0) > 0, what="its own memory figure")
     r = d.exec("a", "python3", "-c", "b = bytearray(256 << 20); print('survived')")
     assert r.returncode == -9 and b"survived" not in r.stdout
+
+
+def test_a_reload_asking_for_a_limit_this_daemon_cannot_enforce_is_refused_and_the_prison_runs_on(daemon):
+    """memory_accounting is read when prisond starts: a file that turns it on and gives a running
+    prison a memory limit is refused whole (not the prison stopped for a start that would fail)."""
+    body = "prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec: {start: sleep 600}\n"
+    d = daemon("daemon:\n  memory_accounting: false\n" + body)
+    svc = d.show("a")["service"]["pid"]
+    d.write_config(body.replace("    exec:", "    limits: {memory: 64M}\n    exec:"))
+    for args in (("reload", "--dry-run"), ("reload",)):
+        r = d.ctl(*args)
+        assert r.returncode != 0 and b"prisons.a.limits: this host cannot enforce limits on memory" in r.stderr, r
+        assert b"memory accounting is off" in r.stderr and b"Traceback" not in r.stderr
+    shown = d.show("a")
+    assert shown["state"] == "running" and shown["service"]["pid"] == svc and shown["limits"] == {}

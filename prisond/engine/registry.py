@@ -204,7 +204,7 @@ class Registry:
         restarted (changed, and up or failed), changed in place (its processes stay), changed
         (but down: it stays down), unchanged; and the daemon: keys it leaves for a restart."""
         d = diff(self.config, new)
-        self._refuse_limits(new, [*d.added, *d.changed])
+        self._refuse_limits(new, [n for n in d.changed if self.prisons[n].state in UP])
         in_place = [n for n in d.changed if self.prisons[n].changes_in_place(new.require(n), keep_processes)]
         rest = [n for n in d.changed if n not in in_place]
         up = [n for n in rest if self.prisons[n].state in UP | {State.FAILED}]
@@ -213,9 +213,10 @@ class Registry:
                 "unchanged": list(d.unchanged), "daemon": list(d.daemon)}
 
     def _refuse_limits(self, new: Config, names) -> None:
-        """A reload asking for limits this daemon cannot enforce (no such controller; memory
-        accounting off since it started, whatever the file now says) is refused whole, before a
-        running prison is stopped for a start that would fail."""
+        """A reload that gives running prisons limits this daemon cannot enforce (no such
+        controller; memory accounting off since it started, whatever the file now says) is
+        refused whole: it would stop them for a start that fails.  A new prison with such
+        limits is started and fails with the reason, as at the daemon's start."""
         problems = []
         for name in names:
             limits = new.require(name).limits

@@ -346,11 +346,8 @@ class Prison:
             spec = self.spec
             await asyncio.to_thread(self.deps.aliases.acquire, spec.name, spec.addresses, spec.interface)
             self._holds_aliases = True
-            if self.res:
-                await asyncio.to_thread(self.res.create)
-                if await asyncio.to_thread(self._join_layout, self.res):
-                    self.log.info("its processes moved to the memory cgroup this daemon's memory_accounting gives")
-                await asyncio.to_thread(self.res.apply, spec.limits)
+            if await asyncio.to_thread(self._settle, spec):
+                self.log.info("its processes moved to the memory cgroup this daemon's memory_accounting gives")
             if self.enforcement == "kernel":
                 if self.deps.kernel is None:
                     raise SystemLayerError("its kernel enforcement cannot be re-established: "
@@ -376,15 +373,22 @@ class Prison:
                 else:  # it ended while no daemon watched
                     self._service_ended(hello.exited.get(ident) if ident else None)
 
-    def _join_layout(self, res) -> bool:
-        """An adopted prison started by a daemon with another memory_accounting: its processes
-        join the cgroups this one reads and limits (its former own memory cgroup, if any, goes
-        at its stop).  Whether they had to."""
-        first = self.cgroup.procs()[:1]
-        if not first or not res.misplaced(first[0]):
+    def _settle(self, spec: PrisonSpec) -> bool:
+        """An adopted prison's cgroups made this daemon's, in one trip to a thread: thawed (a
+        daemon killed while it had the prison frozen left it so); its v1 cgroups made; if a
+        daemon with another memory_accounting started it, its processes moved into the cgroups
+        this one reads and limits (a former own memory cgroup goes at its stop; what memory
+        they hold stays charged where it was); its limits written.  Whether they moved."""
+        self.cgroup.thaw()
+        if self.res is None:
             return False
-        self.cgroup.move_into(res.procs_files())
-        return True
+        self.res.create()
+        pids = self.cgroup.procs()  # the first and last: a move cut short by a kill moved a prefix
+        moved = any(self.res.misplaced(pid) for pid in {*pids[:1], *pids[-1:]})
+        if moved:
+            self.cgroup.move_into(self.res.procs_files())
+        self.res.apply(spec.limits)
+        return moved
 
     async def change_in_place(self, new: PrisonSpec) -> None:
         """A reload that changed only what a running prison can take without a restart: the

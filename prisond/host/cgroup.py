@@ -153,6 +153,17 @@ class Cgroup:
             if frozen:
                 self._write("cgroup.freeze", "0")
 
+    def thaw(self) -> None:
+        """Thaw the cgroup if it is frozen: prisond freezes a prison only for a moment (a kill, a
+        move), so a frozen one is what a daemon killed in that moment left."""
+        try:
+            with open(os.path.join(self.path, "cgroup.freeze"), "rb") as fh:
+                frozen = fh.read().strip() == b"1"
+        except OSError:
+            return  # no freezer (cgroup v1 only): nothing was frozen
+        if frozen:
+            self._write("cgroup.freeze", "0")
+
     def move_into(self, procs_files: list[str]) -> None:
         """Every process of the cgroup joins each of these (other hierarchies' cgroup.procs);
         frozen meanwhile where the host has cgroup.freeze, so that no child is left behind."""

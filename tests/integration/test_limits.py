@@ -250,3 +250,19 @@ def test_a_reload_asking_for_a_limit_this_daemon_cannot_enforce_is_refused_and_t
         assert b"memory accounting is off" in r.stderr and b"Traceback" not in r.stderr
     shown = d.show("a")
     assert shown["state"] == "running" and shown["service"]["pid"] == svc and shown["limits"] == {}
+
+
+def test_a_prison_a_killed_daemon_left_frozen_is_thawed_and_adopted(daemon):
+    """prisond freezes a prison's cgroup for a moment (a kill, a move into other cgroups): a
+    daemon killed in that moment leaves it frozen, and the next one thaws it rather than
+    finding an init that does not answer and ending the prison."""
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n    exec: {start: sleep 600}\n")
+    svc = d.show("a")["service"]["pid"]
+    freeze = os.path.join(d.show("a")["cgroup"], "cgroup.freeze")
+    d.kill9()
+    with open(freeze, "w") as fh:
+        fh.write("1")
+    d.start()
+    assert d.show("a")["state"] == "running" and d.show("a")["service"]["pid"] == svc
+    assert open(freeze).read().strip() == "0"
+    assert d.exec("a", "echo", "thawed").stdout == b"thawed\n"

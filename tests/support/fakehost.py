@@ -74,6 +74,9 @@ class FakeCgroup:
                 link.loop.call_soon_threadsafe(link.die)
         return len(pids)
 
+    def thaw(self) -> None:
+        pass  # the fake freezes nothing
+
     def kill_all_but(self, keep: int | None) -> None:
         for pid in self.procs():
             if pid != keep:

@@ -25,3 +25,43 @@ def test_a_record_above_a_page_is_written_the_safe_way(tmp_path):
     rewrite_in_place(str(path), json.dumps({"a": "z" * 5000}))
     rewrite_in_place(str(path), json.dumps({"a": 1}))
     assert json.loads(path.read_text()) == {"a": 1}
+
+
+def test_a_record_no_longer_needed_is_emptied_and_its_file_reused(tmp_path):
+    """No file is unlinked and made again per start and stop: each costs ext4 a search among
+    recently freed inodes."""
+    store = StateStore(str(tmp_path / "state"))
+    store.ensure_dir()
+    store.put_prison("web", {"jid": 1, "state": "running"})
+    store.put_alias("127.0.2.1", 32, "lo")
+    files = [tmp_path / "state" / "prisons" / "web.json", tmp_path / "state" / "aliases" / "127.0.2.1"]
+    inodes = [os.stat(f).st_ino for f in files]
+    store.drop_prison("web")
+    store.drop_alias("127.0.2.1")
+    assert store.prisons() == {} and store.aliases() == []
+    assert [os.path.getsize(f) for f in files] == [0, 0]
+    store.put_prison("web", {"jid": 2, "state": "running"})
+    store.put_alias("127.0.2.1", 32, "lo")
+    assert store.prisons() == {"web": {"jid": 2, "state": "running"}}
+    assert store.aliases() == [{"ip": "127.0.2.1", "prefix": 32, "iface": "lo"}]
+    store.clear()  # a clean stop of the daemon
+    assert store.prisons() == {} and store.aliases() == []
+    assert [os.stat(f).st_ino for f in files] == inodes
+    assert [os.stat(f).st_mode & 0o777 for f in files] == [0o600, 0o600]
+
+
+def test_prune_unlinks_only_the_empty_records_of_names_not_configured(tmp_path):
+    store = StateStore(str(tmp_path / "state"))
+    store.ensure_dir()
+    for name in ("kept", "gone", "live"):
+        store.put_prison(name, {"jid": 1})
+    for ip in ("127.0.2.1", "127.0.2.2", "127.0.2.3"):
+        store.put_alias(ip, 32, "lo")
+    store.drop_prison("kept")
+    store.drop_prison("gone")
+    store.drop_alias("127.0.2.1")
+    store.drop_alias("127.0.2.2")
+    store.prune({"kept"}, {"127.0.2.1"})  # "live" and 127.0.2.3 hold records: never unlinked
+    assert sorted(os.listdir(tmp_path / "state" / "prisons")) == ["kept.json", "live.json"]
+    assert sorted(os.listdir(tmp_path / "state" / "aliases")) == ["127.0.2.1", "127.0.2.3"]
+    assert store.prisons() == {"live": {"jid": 1}}

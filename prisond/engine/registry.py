@@ -117,6 +117,7 @@ class Registry:
             log.error("%s", e)
         for name in set(records) - {p.spec.name for p in adopted} - self.held:
             self.store.drop_prison(name)
+        self.store.prune(set(self.prisons), {str(a.ip) for p in self.prisons.values() for a in p.spec.addresses})
 
     def _end_leftover(self, name: str) -> None:
         cg = self.deps.cgroups.for_prison(name)

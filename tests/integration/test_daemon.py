@@ -64,7 +64,11 @@ prisons:
     assert not os.path.exists(cg)
     assert not os.path.exists(d.socket)
     assert not os.path.exists(os.path.join(d.run_dir, "public", "libprisonshim.so"))
-    assert sorted(os.listdir(d.state_dir)) == ["events.jsonl", "prisond.lock"]  # the lock: unlinking it races
+    # the lock (unlinking it races), and no record: the record files stay, empty, for the next start
+    assert sorted(os.listdir(d.state_dir)) == ["aliases", "boot_id", "events.jsonl", "prisond.lock", "prisons"]
+    records = [os.path.join(d.state_dir, sub, f) for sub in ("aliases", "prisons")
+               for f in os.listdir(os.path.join(d.state_dir, sub))]
+    assert len(records) == 3 and all(os.path.getsize(f) == 0 for f in records)  # a's, 127.0.2.1's, fd00:2::1's
 
 
 def test_a_prison_that_fails_to_start_leaves_nothing_and_the_others_run(daemon):

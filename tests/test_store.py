@@ -65,3 +65,14 @@ def test_prune_unlinks_only_the_empty_records_of_names_not_configured(tmp_path):
     assert sorted(os.listdir(tmp_path / "state" / "prisons")) == ["kept.json", "live.json"]
     assert sorted(os.listdir(tmp_path / "state" / "aliases")) == ["127.0.2.1", "127.0.2.3"]
     assert store.prisons() == {"live": {"jid": 1}}
+
+
+def test_emptying_a_record_never_follows_a_link(tmp_path):
+    store = StateStore(str(tmp_path / "state"))
+    store.ensure_dir()
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    os.symlink(target, tmp_path / "state" / "prisons" / "web.json")
+    store.drop_prison("web")
+    assert target.read_text() == "keep me"
+    assert not os.path.lexists(tmp_path / "state" / "prisons" / "web.json")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 
 
@@ -100,7 +101,7 @@ class StateStore:
                 if name.endswith(suffix) and name[:len(name) - len(suffix)] not in keep:
                     path = os.path.join(d, name)
                     try:
-                        if os.stat(path).st_size == 0:
+                        if os.lstat(path).st_size == 0:
                             os.unlink(path)
                     except FileNotFoundError:
                         pass
@@ -154,7 +155,10 @@ def _listdir(d: str) -> list[str]:
 def _empty(path: str) -> None:
     """No record at path (an empty file, or none); the file stays, to be written again."""
     try:
-        if os.stat(path).st_size:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            os.unlink(path)  # not a record of ours (a link, say): never followed
+        elif st.st_size:
             os.truncate(path, 0)
     except FileNotFoundError:
         pass

@@ -22,7 +22,8 @@ or as a ratio against a baseline measured in the same run.
    test boots (when its root is cached here): time until all serve, and memory (PSS) per
    instance.
 
-Everything runs in a private network namespace on loopback.  kernel.pid_max is raised for the
+Everything runs in a private network namespace on loopback, and a private mount namespace where
+each daemon's runtime directory is a tmpfs, as /run is on a systemd host.  kernel.pid_max is raised for the
 run if 10,000 prisons (two processes each) would not fit, and set back at the end.
 """
 from __future__ import annotations

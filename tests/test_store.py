@@ -76,3 +76,13 @@ def test_emptying_a_record_never_follows_a_link(tmp_path):
     store.drop_prison("web")
     assert target.read_text() == "keep me"
     assert not os.path.lexists(tmp_path / "state" / "prisons" / "web.json")
+
+
+def test_a_directory_among_the_records_does_not_stop_a_clean_stop(tmp_path):
+    store = StateStore(str(tmp_path / "state"))
+    store.ensure_dir()
+    os.mkdir(tmp_path / "state" / "prisons" / "junk.json")
+    store.put_prison("web", {"jid": 1})
+    store.clear()
+    assert store.prisons() == {}
+    assert os.path.isdir(tmp_path / "state" / "prisons" / "junk.json")

@@ -156,6 +156,8 @@ def _empty(path: str) -> None:
     """No record at path (an empty file, or none); the file stays, to be written again."""
     try:
         st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            return  # not a record (someone's directory): left alone
         if not stat.S_ISREG(st.st_mode):
             os.unlink(path)  # not a record of ours (a link, say): never followed
         elif st.st_size:

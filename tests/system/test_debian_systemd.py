@@ -457,9 +457,15 @@ def test_7_stop_leaves_nothing(box: Container):
     c.out("systemctl stop prisond", timeout=150)
     say(f"   stopped in {time.monotonic() - t:.1f}s: {c.sh('systemctl is-active prisond', check=False).stdout.strip()}")
     assert leftovers(c) == []
-    assert c.out("ls -A /var/lib/prisond").split() == ["events.jsonl", "prisond.lock"]  # both outlive a stop
+    # the lock and the event log outlive a stop; so do the record files, emptied, for the next start
+    assert c.out("ls -A /var/lib/prisond").split() == ["aliases", "boot_id", "events.jsonl", "prisond.lock",
+                                                       "prisons"]
+    records = c.out("find /var/lib/prisond/aliases /var/lib/prisond/prisons -type f").split()
+    assert len(records) >= len(WEB) * 2, records  # each prison's record and its address's
+    assert c.out("find /var/lib/prisond/aliases /var/lib/prisond/prisons -type f ! -empty") == ""
     say("   no http.server, prisonjail or prisond process; no /sys/fs/cgroup/prisond; lo holds 127.0.0.1 "
-        "and ::1 only; /run/prisond gone; /var/lib/prisond holds its lock file and the event log only")
+        f"and ::1 only; /run/prisond gone; /var/lib/prisond holds its lock file, the event log and "
+        f"{len(records)} empty record files")
 
 
 @step

@@ -72,8 +72,9 @@ class Registry:
                 self._uts_key_of[prison.spec.name] = prison.uts_ns
         for p in [prison] if prison else list(self.prisons.values()):
             try:
-                if p.state in ALIVE:
-                    self.store.put_prison(p.spec.name, p.record())
+                if p.state in ALIVE:  # stopping by hand too: held, so a crash meanwhile does not undo it
+                    held = {"held": True} if p.spec.name in self.held else {}
+                    self.store.put_prison(p.spec.name, {**p.record(), **held})
                 elif p.spec.name in self.held:  # stopped by an operator: stays stopped after a crash
                     self.store.put_prison(p.spec.name, {"jid": p.jid, "state": State.STOPPED, "held": True})
                 else:

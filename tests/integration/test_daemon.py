@@ -538,6 +538,25 @@ def test_a_prison_stopped_by_hand_stays_stopped_after_the_daemon_dies(daemon):
     assert d.ctl("start", "a").returncode == 0 and d.show("a")["state"] == "running"
 
 
+def test_a_prison_whose_stop_by_hand_a_crash_cut_short_stays_stopped(daemon):
+    """The daemon dies while an operator's stop waits for a service that ignores SIGTERM: the
+    next daemon ends what is left and does not start the prison again."""
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n    stop: {timeout: 30}\n    exec:\n"
+               "      start: [python3, -c, \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+               "time.sleep(3600)\"]\n  b:\n    ip4: [127.0.3.1]\n")
+    stopping = subprocess.Popen(d.ctl_argv() + ["stop", "a"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: d.show("a")["state"] == "stopping", what="a stopping")
+        d.kill9()
+    finally:
+        stopping.wait(30)
+    d.start()
+    listed = {p["name"]: p for p in d.call("prison.list")}
+    assert (listed["a"]["state"], listed["a"]["procs"]) == ("stopped", 0), listed["a"]
+    assert listed["b"]["state"] == "running"
+    assert not os.path.exists(os.path.join(d.cgroup_dir(), "a"))
+
+
 def test_a_jid_names_a_prison_as_for_jexec(daemon):
     d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n  b:\n    hostname: b.example.test\n    ip4: [127.0.3.1]\n")
     assert d.exec("2", "hostname").stdout == b"b.example.test\n"  # the C prisonctl's way in

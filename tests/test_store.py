@@ -86,3 +86,37 @@ def test_a_directory_among_the_records_does_not_stop_a_clean_stop(tmp_path):
     store.clear()
     assert store.prisons() == {}
     assert os.path.isdir(tmp_path / "state" / "prisons" / "junk.json")
+
+
+def test_links_among_the_records_are_replaced_never_written_through(tmp_path):
+    """A hard or symbolic link where a record goes: the record replaces the link; the file it
+    names is neither written nor emptied."""
+    store = StateStore(str(tmp_path / "state"))
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    store.ensure_dir()
+    os.link(victim, tmp_path / "state" / "prisons" / "hard.json")
+    store.drop_prison("hard")
+    assert victim.read_text() == "keep me"
+    os.link(victim, tmp_path / "state" / "prisons" / "hard.json")
+    store.put_prison("hard", {"jid": 1})
+    assert victim.read_text() == "keep me" and store.prisons() == {"hard": {"jid": 1}}
+    os.symlink(victim, tmp_path / "state" / "aliases" / "127.0.2.1")
+    store.put_alias("127.0.2.1", 32, "lo")  # a start is not blocked by the link
+    assert victim.read_text() == "keep me"
+    assert store.aliases() == [{"ip": "127.0.2.1", "prefix": 32, "iface": "lo"}]
+
+
+def test_a_linked_record_directory_is_not_followed(tmp_path):
+    store = StateStore(str(tmp_path / "state"))
+    store.ensure_dir()
+    os.rmdir(tmp_path / "state" / "aliases")
+    os.makedirs(tmp_path / "victimdir")
+    (tmp_path / "victimdir" / "data.txt").write_text("keep me")
+    os.symlink(tmp_path / "victimdir", tmp_path / "state" / "aliases")
+    with open(tmp_path / "state" / "boot_id", "w") as fh:
+        fh.write("another boot\n")
+    store.ensure_dir()
+    store.prune(set(), set())
+    assert (tmp_path / "victimdir" / "data.txt").read_text() == "keep me"
+    assert os.path.isdir(tmp_path / "state" / "aliases") and not os.path.islink(tmp_path / "state" / "aliases")

@@ -18,6 +18,7 @@ what the records describe does not survive a power loss either.)
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -41,6 +42,8 @@ class StateStore:
     def ensure_dir(self) -> None:
         """Create the layout; discard records of an earlier boot."""
         for d in (self.directory, self.alias_dir, self.prison_dir):
+            if d != self.directory and os.path.islink(d):
+                os.unlink(d)  # never followed: records are written and emptied only in the state directory
             os.makedirs(d, mode=0o755, exist_ok=True)
         path = os.path.join(self.directory, "boot_id")
         try:
@@ -131,15 +134,23 @@ def rewrite_in_place(path: str, text: str) -> None:
     if len(data) > 4096:
         StateStore._write(path, text)
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # root's, as mkstemp's were
+    try:  # root's, as mkstemp's were
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        StateStore._write(path, text)  # a symbolic link: replaced, never followed
+        return
     try:
-        size = os.fstat(fd).st_size
-        if size > 4096:  # written the safe way before: start afresh
+        st = os.fstat(fd)
+        if st.st_size > 4096 or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            # written the safe way before (start afresh), or not a file of ours alone (a hard
+            # link to another file, say): replaced, what it names is left as it is
             os.close(fd)
             fd = -1
             StateStore._write(path, text)
             return
-        os.pwrite(fd, data.ljust(size), 0)
+        os.pwrite(fd, data.ljust(st.st_size), 0)
     finally:
         if fd >= 0:
             os.close(fd)
@@ -153,17 +164,28 @@ def _listdir(d: str) -> list[str]:
 
 
 def _empty(path: str) -> None:
-    """No record at path (an empty file, or none); the file stays, to be written again."""
+    """No record at path (an empty file, or none); the file stays, to be written again.  What
+    is truncated is the file checked, never what a link names: a symbolic link, a hard link
+    to another file or anything but a plain file loses its name here (a directory is left)."""
     try:
-        st = os.lstat(path)
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             return  # not a record (someone's directory): left alone
-        if not stat.S_ISREG(st.st_mode):
-            os.unlink(path)  # not a record of ours (a link, say): never followed
-        elif st.st_size:
-            os.truncate(path, 0)
-    except FileNotFoundError:
-        pass
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            if st.st_size:
+                wfd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC)  # this very file
+                try:
+                    os.ftruncate(wfd, 0)
+                finally:
+                    os.close(wfd)
+            return
+    finally:
+        os.close(fd)
+    _unlink(path)
 
 
 def _unlink(path: str) -> None:

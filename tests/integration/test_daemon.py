@@ -544,6 +544,16 @@ def test_a_prison_whose_stop_by_hand_a_crash_cut_short_stays_stopped(daemon):
     d = daemon("prisons:\n  a:\n    ip4: [127.0.2.1]\n    stop: {timeout: 30}\n    exec:\n"
                "      start: [python3, -c, \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
                "time.sleep(3600)\"]\n  b:\n    ip4: [127.0.3.1]\n")
+
+    def ignores_term() -> bool:  # set by the service itself once Python has started
+        pid = d.show("a")["service"]["pid"]
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                ignored = next(line for line in fh if line.startswith("SigIgn:")).split()[1]
+        except (OSError, StopIteration):
+            return False
+        return bool(int(ignored, 16) & (1 << (signal.SIGTERM - 1)))
+    wait_for(ignores_term, what="the service ignoring SIGTERM")
     stopping = subprocess.Popen(d.ctl_argv() + ["stop", "a"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: d.show("a")["state"] == "stopping", what="a stopping")

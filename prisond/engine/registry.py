@@ -88,8 +88,10 @@ class Registry:
 
         A record from an earlier boot is discarded: its aliases and cgroups died with it."""
         records = self.store.prisons()
-        for rec in self.store.aliases():  # ours to remove once nobody uses them
-            self.deps.aliases.adopt_added(rec["ip"], rec["prefix"], rec["iface"])
+        # ours to remove once nobody uses them; a record of the host's address is not
+        for ip in await asyncio.to_thread(self.deps.aliases.adopt_recorded, self.store.aliases()):
+            log.warning("address %s was recorded but not added by prisond (the host has it): left alone", ip)
+            self.store.drop_alias(ip)
         adopted = []
         for name in self.deps.cgroups.children():
             if name not in records:  # not made by a daemon of this state: not ours to end

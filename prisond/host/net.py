@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,18 @@ from prisond.model.errors import SystemLayerError
 log = logging.getLogger("prisond.host.net")
 
 IFA_F_NODAD = 0x02
+# IFA_PROTO of the aliases prisond adds: the kernel keeps who added an address (Linux 6.1 and
+# later), so a daemon adopting a predecessor's records can tell its aliases from the host's
+ALIAS_PROTO = 0x70
+
+
+def kernel_tags_addresses(release: str | None = None) -> bool:
+    """Does this kernel keep an address's IFA_PROTO (6.1 and later)?"""
+    try:
+        major, minor = (int(x) for x in (release or os.uname().release).split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (6, 1)
 
 
 def interface_for(addr: Address, prison_iface: str | None) -> str | None:
@@ -68,6 +81,14 @@ class Netlink:
     def remove(self, ip, prefix: int, iface: str) -> None:
         self._on_thread(self._remove, ip, prefix, iface)
 
+    def ours(self) -> set[str]:
+        """The addresses on any interface that prisond added (tagged ALIAS_PROTO): one dump."""
+        return self._on_thread(self._ours)
+
+    def _ours(self) -> set[str]:
+        return {str(ipaddress.ip_address(msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")))
+                for msg in self._ipr().get_addr() if msg.get_attr("IFA_PROTO") == ALIAS_PROTO}
+
     def _has_address(self, ip) -> bool:
         """Is ip on any interface?  A full dump: used only for addresses with no interface named."""
         family = 2 if ip.version == 4 else 10
@@ -80,7 +101,7 @@ class Netlink:
         """Add ip/prefix to iface; False if it was there already (then it is not ours)."""
         ipr = self._ipr()
         idx = self._index(ipr, iface)
-        kw = {}
+        kw = {"proto": ALIAS_PROTO} if kernel_tags_addresses() else {}
         if ip.version == 6 and iface != "lo":
             kw["flags"] = IFA_F_NODAD  # usable at once, as a jail's alias is
         try:
@@ -201,10 +222,21 @@ class AliasBook:
             self.record.drop_alias(key)
         return []
 
-    def adopt_added(self, ip: str, prefix: int, iface: str) -> None:
-        """An alias a previous daemon added: ours to remove once no prison uses it."""
-        with self._lock:
-            self.added[ip] = (prefix, iface)
+    def adopt_recorded(self, records: list[dict]) -> list[str]:
+        """Aliases a previous daemon recorded: ours to remove once no prison uses them, if the
+        kernel says a daemon added them.  A record is written before its alias is added, and
+        dropped when the host had the address already: a daemon killed in between left a record
+        of the host's address, which is returned (its record is to go), never adopted.  A kernel
+        before 6.1 keeps no tag: there every record is taken at its word."""
+        ours = self.netlink.ours() if records and kernel_tags_addresses() else None
+        theirs = []
+        for rec in records:
+            if ours is None or rec["ip"] in ours:
+                with self._lock:
+                    self.added[rec["ip"]] = (rec["prefix"], rec["iface"])
+            else:
+                theirs.append(rec["ip"])
+        return theirs
 
     def release_unused(self) -> list[str]:
         """Remove the aliases we added that no prison uses (after adoption)."""

@@ -463,6 +463,27 @@ def test_state_from_an_earlier_boot_is_discarded(daemon):
         subprocess.run(["ip", "addr", "del", "127.0.2.77/32", "dev", "lo"])
 
 
+def test_a_record_of_an_address_the_host_had_is_not_taken_for_the_daemons(daemon):
+    """An alias is recorded before it is added, and the record dropped when the host had the
+    address: a daemon killed in between leaves a record of the host's address.  The next daemon
+    must not take it for one it added, and remove it from the host at its stop."""
+    d = daemon("prisons:\n  a:\n    ip4: [127.0.2.77]\n", start=False)
+    os.makedirs(os.path.join(d.state_dir, "aliases"), exist_ok=True)
+    with open("/proc/sys/kernel/random/boot_id") as now, open(os.path.join(d.state_dir, "boot_id"), "w") as fh:
+        fh.write(now.read())  # this boot's: the record is believed as far as it goes
+    with open(os.path.join(d.state_dir, "aliases", "127.0.2.77"), "w") as fh:
+        fh.write("32 lo\n")
+    subprocess.run(["ip", "addr", "add", "127.0.2.77/32", "dev", "lo"], check=True)
+    try:
+        d.start()
+        assert d.show("a")["state"] == "running"
+        assert d.stop() == 0
+        assert "127.0.2.77" in addresses_on_lo()  # the host's: still there
+        assert "127.0.2.77 was recorded but not added by prisond" in d.log()
+    finally:
+        subprocess.run(["ip", "addr", "del", "127.0.2.77/32", "dev", "lo"])
+
+
 @pytest.mark.parametrize("shared", ["state", "runtime", "cgroup"])
 def test_a_second_daemon_changes_nothing_and_names_the_first(daemon, tmp_path, shared):
     """One daemon per state directory, runtime directory and cgroup parent: a second one sharing

@@ -111,8 +111,8 @@ class FakeAliases:
         self.host.aliases.pop(prison, None)
         return []
 
-    def adopt_added(self, ip, prefix, iface) -> None:
-        pass
+    def adopt_recorded(self, records) -> list[str]:
+        return []
 
     def release_unused(self) -> list[str]:
         return []

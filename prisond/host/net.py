@@ -81,13 +81,21 @@ class Netlink:
     def remove(self, ip, prefix: int, iface: str) -> None:
         self._on_thread(self._remove, ip, prefix, iface)
 
-    def ours(self) -> set[str]:
-        """The addresses on any interface that prisond added (tagged ALIAS_PROTO): one dump."""
+    def ours(self) -> set[tuple[str, int, str]]:
+        """(address, prefix, interface) of every address that prisond added (tagged
+        ALIAS_PROTO): one dump."""
         return self._on_thread(self._ours)
 
-    def _ours(self) -> set[str]:
-        return {str(ipaddress.ip_address(msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")))
-                for msg in self._ipr().get_addr() if msg.get_attr("IFA_PROTO") == ALIAS_PROTO}
+    def _ours(self) -> set[tuple[str, int, str]]:
+        out = set()
+        for msg in self._ipr().get_addr():
+            if msg.get_attr("IFA_PROTO") == ALIAS_PROTO:
+                ip = str(ipaddress.ip_address(msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")))
+                try:
+                    out.add((ip, msg["prefixlen"], socket.if_indextoname(msg["index"])))
+                except OSError:
+                    continue  # its interface just went
+        return out
 
     def _has_address(self, ip) -> bool:
         """Is ip on any interface?  A full dump: used only for addresses with no interface named."""
@@ -224,14 +232,15 @@ class AliasBook:
 
     def adopt_recorded(self, records: list[dict]) -> list[str]:
         """Aliases a previous daemon recorded: ours to remove once no prison uses them, if the
-        kernel says a daemon added them.  A record is written before its alias is added, and
-        dropped when the host had the address already: a daemon killed in between left a record
-        of the host's address, which is returned (its record is to go), never adopted.  A kernel
-        before 6.1 keeps no tag: there every record is taken at its word."""
+        kernel says a daemon added that address, with that prefix, on that interface.  A record
+        is written before its alias is added, and dropped when the host had the address
+        already: a daemon killed in between left a record of the host's address, which is
+        returned (its record is to go), never adopted.  A kernel before 6.1 keeps no tag:
+        there every record is taken at its word."""
         ours = self.netlink.ours() if records and kernel_tags_addresses() else None
         theirs = []
         for rec in records:
-            if ours is None or rec["ip"] in ours:
+            if ours is None or (rec["ip"], rec["prefix"], rec["iface"]) in ours:
                 with self._lock:
                     self.added[rec["ip"]] = (rec["prefix"], rec["iface"])
             else:

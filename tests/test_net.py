@@ -1,5 +1,5 @@
 """Which recorded aliases a daemon adopts as its own: those the kernel says prisond added."""
-from prisond.host.net import AliasBook, kernel_tags_addresses
+from prisond.host.net import AliasBook, kernel_tags_addresses, tags_addresses
 
 
 class TaggingNetlink:
@@ -21,7 +21,7 @@ def test_a_record_of_an_address_prisond_did_not_add_is_not_adopted():
     records = [{"ip": "127.0.2.1", "prefix": 32, "iface": "lo"}, {"ip": "fd00:2::1", "prefix": 128, "iface": "lo"},
                {"ip": "127.0.2.77", "prefix": 32, "iface": "lo"},  # the host's (or gone)
                {"ip": "127.0.2.30", "prefix": 32, "iface": "lo"}]  # tagged, but on another interface
-    if kernel_tags_addresses():
+    if tags_addresses():
         assert book.adopt_recorded(records) == ["127.0.2.77", "127.0.2.30"]
         assert book.added == {"127.0.2.1": (32, "lo"), "fd00:2::1": (128, "lo")}
     else:  # no tags to go by: every record at its word

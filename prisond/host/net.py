@@ -7,6 +7,7 @@ single-address prisons stays until both have stopped.  Calls block: run them in 
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import logging
 import os
@@ -32,6 +33,14 @@ def kernel_tags_addresses(release: str | None = None) -> bool:
     except ValueError:
         return False
     return (major, minor) >= (6, 1)
+
+
+@functools.cache
+def tags_addresses() -> bool:
+    """Can prisond tag its aliases: a kernel that keeps IFA_PROTO, and a pyroute2 that knows it
+    (Debian 12's python3-pyroute2, 0.7.2, does not: it neither sends nor reads the tag)."""
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    return kernel_tags_addresses() and "IFA_PROTO" in str(ifaddrmsg.nla_map)
 
 
 def interface_for(addr: Address, prison_iface: str | None) -> str | None:
@@ -109,7 +118,7 @@ class Netlink:
         """Add ip/prefix to iface; False if it was there already (then it is not ours)."""
         ipr = self._ipr()
         idx = self._index(ipr, iface)
-        kw = {"proto": ALIAS_PROTO} if kernel_tags_addresses() else {}
+        kw = {"proto": ALIAS_PROTO} if tags_addresses() else {}
         if ip.version == 6 and iface != "lo":
             kw["flags"] = IFA_F_NODAD  # usable at once, as a jail's alias is
         try:
@@ -235,9 +244,9 @@ class AliasBook:
         kernel says a daemon added that address, with that prefix, on that interface.  A record
         is written before its alias is added, and dropped when the host had the address
         already: a daemon killed in between left a record of the host's address, which is
-        returned (its record is to go), never adopted.  A kernel before 6.1 keeps no tag:
-        there every record is taken at its word."""
-        ours = self.netlink.ours() if records and kernel_tags_addresses() else None
+        returned (its record is to go), never adopted.  Without tags (a kernel before 6.1, an
+        older pyroute2) every record is taken at its word."""
+        ours = self.netlink.ours() if records and tags_addresses() else None
         theirs = []
         for rec in records:
             if ours is None or (rec["ip"], rec["prefix"], rec["iface"]) in ours:

@@ -22,3 +22,11 @@ def test_a_change_in_the_daemon_section_is_named():
     d = diff(old, new)
     assert d.daemon == ("control_group", "public_read") and d.unchanged == ("a",)
     assert diff(old, old).daemon == ()
+
+
+def test_a_reordered_file_with_one_prison_swapped_for_another():
+    old = parse("prisons:\n  a: {}\n  b: {}\n  c: {}\n", "x")
+    new = parse("prisons:\n  c: {}\n  a: {}\n  d: {}\n", "x")
+    d = diff(old, new)
+    assert (d.added, d.changed, d.removed, d.unchanged) == (("d",), (), ("b",), ("c", "a"))
+    assert diff(new, new).unchanged == ("c", "a", "d") and new.prison("d") is new.prisons[2]

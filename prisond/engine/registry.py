@@ -261,14 +261,15 @@ class Registry:
                 self.prisons[name] = Prison(new.require(name), self.prisons[name].jid, self.deps, on_change=self.save)
             for name in plan["started"]:
                 self._add(new.require(name))
-            self.prisons = {s.name: self.prisons[s.name] for s in new.prisons}  # config order
+            if list(self.prisons) != list(new.by_name):  # config order (one comparison when it is kept)
+                self.prisons = {name: self.prisons[name] for name in new.by_name}
             self.config = new
             # the hosts files that can have changed: those of prisons changed in place, and of
             # those listing every prison (hosts: all); not 10,000 files read for one change
-            in_place = set(plan["changed_in_place"])
+            stale = set(plan["changed_in_place"]) | new.listing_all
             await asyncio.to_thread(self.deps.launcher.refresh_hosts,
-                                    [p.spec for p in self.prisons.values()
-                                     if (p.spec.hosts == "all" or p.spec.name in in_place) and p.state in UP])
+                                    [self.prisons[n].spec for n in new.by_name
+                                     if n in stale and self.prisons[n].state in UP])
             await self.start_all(plan["restarted"] + plan["started"])
             # what did not come up: the reload did its part, but its caller must hear of it
             plan["failed"] = [{"name": n, "reason": self.prisons[n].reason}

@@ -155,8 +155,19 @@ class Config:
     prisons: tuple[PrisonSpec, ...] = ()
     daemon: DaemonSpec = field(default_factory=DaemonSpec)
 
+    @functools.cached_property
+    def by_name(self) -> dict[str, PrisonSpec]:
+        """Each prison by name, in the file's order: made once per configuration (a reload
+        among 10,000 prisons looks up the few it changes, and diffs against the last one's)."""
+        return {p.name: p for p in self.prisons}
+
+    @functools.cached_property
+    def listing_all(self) -> frozenset[str]:
+        """The prisons whose hosts file lists every prison (hosts: all)."""
+        return frozenset(p.name for p in self.prisons if p.hosts == "all")
+
     def prison(self, name: str) -> PrisonSpec | None:
-        return next((p for p in self.prisons if p.name == name), None)
+        return self.by_name.get(name)
 
     def require(self, name: str) -> PrisonSpec:
         """The prison of that name, which the caller knows is there (a reload's diff)."""

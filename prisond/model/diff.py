@@ -20,14 +20,22 @@ class ConfigDiff:
 
 
 def diff(old: Config, new: Config) -> ConfigDiff:
-    old_by = {p.name: p for p in old.prisons}
-    new_by = {p.name: p for p in new.prisons}
-    # a prison configfile.py kept from the last load is the very same object: no field compared
-    same = {n for n, p in new_by.items() if n in old_by and (old_by[n] is p or old_by[n] == p)}
+    """One pass over the new prisons (each configuration's index by name is made once: the
+    old one's at the last reload)."""
+    old_by = old.by_name
+    added, changed, unchanged = [], [], []
+    for name, spec in new.by_name.items():
+        was = old_by.get(name)
+        if was is None:
+            added.append(name)
+        # a prison configfile.py kept from the last load is the very same object: no field compared
+        elif was is spec or was == spec:
+            unchanged.append(name)
+        else:
+            changed.append(name)
+    new_by = new.by_name
+    removed = () if len(old_by) == len(new_by) - len(added) else tuple(n for n in old_by if n not in new_by)
     return ConfigDiff(
-        added=tuple(n for n in new_by if n not in old_by),
-        changed=tuple(n for n in new_by if n in old_by and n not in same),
-        removed=tuple(n for n in old_by if n not in new_by),
-        unchanged=tuple(n for n in new_by if n in same),
+        added=tuple(added), changed=tuple(changed), removed=removed, unchanged=tuple(unchanged),
         daemon=tuple(f.name for f in fields(new.daemon) if getattr(new.daemon, f.name) != getattr(old.daemon, f.name)),
     )

@@ -141,6 +141,9 @@ class Cgroup:
     def __init__(self, name: str):
         self.path = os.path.join(_v2_root(), name)
         os.makedirs(self.path, exist_ok=True)
+        # on a hybrid host nspawn makes the same cgroups in systemd's own v1 hierarchy too
+        legacy = _v1_systemd_root()
+        self.legacy = os.path.join(legacy, name) if legacy else None
 
     def enter(self) -> None:
         """Between fork and exec: the child joins the cgroup."""
@@ -156,17 +159,32 @@ class Cgroup:
 
     def remove(self, wait: float = 10) -> bool:
         deadline = time.monotonic() + wait
-        while True:
-            try:
-                for d in sorted((d for d, _, _ in os.walk(self.path)), key=len, reverse=True):
-                    os.rmdir(d)
-                return True
-            except FileNotFoundError:
-                return True
-            except OSError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.1)
+        return all(_remove_tree(top, deadline) for top in (self.path, self.legacy) if top)
+
+
+def _remove_tree(top: str, deadline: float) -> bool:
+    while True:
+        try:
+            for d in sorted((d for d, _, _ in os.walk(top)), key=len, reverse=True):
+                os.rmdir(d)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+
+
+def _v1_systemd_root() -> str | None:
+    """Where systemd's named v1 hierarchy (name=systemd) is mounted, if it is (hybrid hosts)."""
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            pre, _, post = line.partition(" - ")
+            fields = post.split()
+            if fields[:1] == ["cgroup"] and "name=systemd" in fields[-1].split(","):
+                return pre.split()[4]
+    return None
 
 
 def _v2_root() -> str:

@@ -268,8 +268,7 @@ class Registry:
             # those listing every prison (hosts: all); not 10,000 files read for one change
             stale = set(plan["changed_in_place"]) | new.listing_all
             await asyncio.to_thread(self.deps.launcher.refresh_hosts,
-                                    [self.prisons[n].spec for n in new.by_name
-                                     if n in stale and self.prisons[n].state in UP])
+                                    [self.prisons[n].spec for n in stale if self.prisons[n].state in UP])
             await self.start_all(plan["restarted"] + plan["started"])
             # what did not come up: the reload did its part, but its caller must hear of it
             plan["failed"] = [{"name": n, "reason": self.prisons[n].reason}

@@ -11,8 +11,9 @@ record whole, never a mix, and trailing blanks are valid JSON), and a record tha
 needed is emptied, not unlinked: an empty file is no record.  Each new file, and each file
 deleted shortly before, costs ext4 a search: without a journal it skips every inode freed in
 the last minutes (`recently_deleted`), an eighth of the whole machine's time while 3,000
-prisons started shortly after others stopped.  So a file is made once per name and reused by every start and stop
-of the prison or the daemon; `prune` unlinks the empty files of names no longer configured.
+prisons started shortly after others stopped.  So a file is made once per name and reused by
+every start and stop of the prison or the daemon; `prune` unlinks the empty files of names no
+longer configured.
 Records from an earlier boot are discarded: its aliases and cgroups died with it.  (No fsync:
 what the records describe does not survive a power loss either.)
 """

@@ -68,3 +68,125 @@ def test_the_kernel_lists_the_sockets_of_one_cgroup_only():
     finally:
         child.kill()
         child.wait()
+
+
+class _Server:
+    """A real process holding a TCP listener and a Unix socket, driven by lines on its stdin."""
+
+    PROG = (
+        "import socket, sys\n"
+        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "l.bind(('127.0.0.1', 0)); l.listen()\n"
+        "x = socket.socket(socket.AF_UNIX)\n"
+        "print(l.getsockname()[1], flush=True)\n"
+        "for line in sys.stdin:\n"
+        "    if line.startswith('stop'): l.shutdown(socket.SHUT_RD)\n"  # open, no longer listening
+        "    if line.startswith('listen'): l.listen()\n"
+        "    if line.startswith('new'):\n"
+        "        l.close(); l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n"
+        "    print(l.getsockname()[1], flush=True)\n")
+
+    def __init__(self):
+        import subprocess
+        import sys
+        self.proc = subprocess.Popen([sys.executable, "-c", self.PROG], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def do(self, what: str) -> None:
+        self.proc.stdin.write(what + "\n")
+        self.proc.stdin.flush()
+        self.port = int(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _shown(server: _Server, book) -> list[str]:
+    from prisond.host.procinfo import processes
+    (proc,) = processes([server.proc.pid], cgroup_dir=own_cgroup(), book=book)
+    return [f"{s['local']} {s['state']}" for s in proc["sockets"]]
+
+
+def test_a_listener_the_book_knows_is_asked_about_again_each_time():
+    """What show lists of a socket an earlier show found is what the kernel says now: a listener
+    that stops listening (shut down, still open) is no longer listed, one that listens again is
+    (once the book's wait for sockets found not listening is over), and a new one is found."""
+    from prisond.host.sockinfo import SocketBook
+    now = [0.0]
+    book = SocketBook(clock=lambda: now[0])
+    server = _Server()
+    try:
+        assert _shown(server, book) == [f"127.0.0.1:{server.port} listen"]
+        server.do("stop")
+        assert _shown(server, book) == []
+        server.do("listen")
+        now[0] += book.others_ttl + 0.1
+        assert _shown(server, book) == [f"127.0.0.1:{server.port} listen"]
+        server.do("new")
+        assert _shown(server, book) == [f"127.0.0.1:{server.port} listen"]
+    finally:
+        server.close()
+
+
+def test_a_dump_of_every_listener_lists_none_of_another_cgroups_sockets():
+    """The dump of the namespace's every listener (after WHOLE_AFTER filtered ones) makes the
+    book know other prisons' sockets; a prison's show still lists only what its cgroup made."""
+    from prisond.host import sockinfo
+    from prisond.host.procinfo import socket_inodes
+    server = _Server()
+    try:
+        kinds = socket_inodes(server.proc.pid, [100])
+        assert sorted(k.split("-")[0] for k in kinds.values()) == ["TCP", "UNIX"]  # UNIX-STREAM on 6.x
+        book = sockinfo.SocketBook(whole_after=0)
+        ours = os.stat(own_cgroup()).st_ino
+        with sockinfo.Diag() as diag:
+            assert book.sockets(diag, ours + 10**9, kinds) == {}  # no such cgroup
+            assert [e["local"] for e in book.sockets(diag, ours, kinds).values()] == [f"127.0.0.1:{server.port}"]
+    finally:
+        server.close()
+
+
+class _FakeDiag:
+    """The kernel's answers for the book's policy: which dumps and lookups it asks for."""
+
+    def __init__(self, listeners):
+        self.listeners = listeners  # {inode: Found}
+        self.calls: list[tuple] = []
+
+    def dump(self, proto, family, cgroup_id=None, wanted=None):
+        self.calls.append(("dump", proto, family, cgroup_id))
+        return {i: f for i, f in self.listeners.items() if proto == f.proto and family == f.family
+                and cgroup_id in (None, f.cgroup)}
+
+    def exact(self, found):
+        self.calls.append(("exact", found.inode))
+        return self.listeners.get(found.inode)
+
+
+def _listener(inode: int, cgroup: int):
+    import socket
+    from prisond.host.sockinfo import Found
+    return Found(inode, "tcp", socket.AF_INET, 10, (80).to_bytes(2, "big"), bytes([127, 0, 0, inode]) + bytes(12),
+                 0, inode.to_bytes(8, "little"), cgroup)
+
+
+def test_after_a_dump_of_every_listener_other_prisons_shows_need_no_dump():
+    import socket
+    from prisond.host.sockinfo import SocketBook
+    diag = _FakeDiag({i: _listener(i, 100 + i) for i in range(1, 6)})
+    book = SocketBook(whole_after=2)
+    for i in (1, 2):  # two filtered dumps, of the TCP family each prison has
+        book.sockets(diag, 100 + i, {i: "TCP", 50 + i: "UNIX"})
+    assert diag.calls == [("dump", "tcp", socket.AF_INET, 101), ("dump", "tcp", socket.AF_INET, 102)]
+    diag.calls.clear()
+    assert book.sockets(diag, 103, {3: "TCP"}) == {3: {"proto": "tcp", "local": "127.0.0.3:80", "state": "listen"}}
+    assert diag.calls == [("dump", "tcp", socket.AF_INET, None), ("dump", "tcp", socket.AF_INET6, None)]
+    diag.calls.clear()
+    for i in (1, 4, 5):
+        assert list(book.sockets(diag, 100 + i, {i: "TCP"})) == [i]
+    assert diag.calls == [("exact", 1), ("exact", 4), ("exact", 5)]
+    diag.calls.clear()
+    assert book.sockets(diag, 101, {1: "TCP", 9: "UDPv6"}) and diag.calls == [
+        ("exact", 1), ("dump", "udp", socket.AF_INET6, 101)]  # UDP: dumped each time, its family only

@@ -146,7 +146,8 @@ class PrisonView:
                          "pid": self.p.service.pid if self.p.service else None,
                          "status": self.p.service_status} if spec.exec.start else None),
             "init_pid": self.p.init_pid,
-            "processes": procinfo.processes(pids, cgroup_dir=self.p.cgroup.path if self.p.cgroup.v2 else None),
+            "processes": procinfo.processes(pids, cgroup_dir=self.p.cgroup.path if self.p.cgroup.v2 else None,
+                                            book=self.p.deps.sockets),
             "kernel_counters": self._figures()[1],
         })
         return info

@@ -75,10 +75,12 @@ def user_of(pid: int) -> str:
 FD_BUDGET = 8192  # descriptors looked at per `show`/`ps`, all processes together
 
 
-def socket_inodes(pid: int, budget: list[int]) -> list[int] | None:
-    """The socket inodes among pid's descriptors; None once budget[0] (descriptors left to
-    look at) ran out: a prison holding 300,000 descriptors must not stall the daemon."""
-    out = []
+def socket_inodes(pid: int, budget: list[int]) -> dict[int, str | None] | None:
+    """{inode: protocol name} of the sockets among pid's descriptors (the name is the socket's
+    system.sockprotoname: TCP, TCPv6, UDP, UNIX, ...; None if it could not be read); None once
+    budget[0] (descriptors left to look at) ran out: a prison holding 300,000 descriptors must
+    not stall the daemon."""
+    out: dict[int, str | None] = {}
     try:
         with os.scandir(f"/proc/{pid}/fd") as entries:
             for entry in entries:
@@ -90,26 +92,37 @@ def socket_inodes(pid: int, budget: list[int]) -> list[int] | None:
                 except OSError:
                     continue
                 if target.startswith("socket:["):
-                    out.append(int(target[8:-1]))
+                    out[int(target[8:-1])] = _protocol(entry.path)
     except OSError:
         pass
     return out
 
 
-def processes(pids: list[int], fd_budget: int = FD_BUDGET, cgroup_dir: str | None = None) -> list[dict]:
+def _protocol(fd_path: str) -> str | None:
+    """The protocol of the socket a /proc/PID/fd entry is (read from the socket's inode; the
+    socket itself is not touched)."""
+    try:
+        return os.getxattr(fd_path, "system.sockprotoname").rstrip(b"\0").decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def processes(pids: list[int], fd_budget: int = FD_BUDGET, cgroup_dir: str | None = None,
+              book: sockinfo.SocketBook | None = None) -> list[dict]:
     """For each pid: command, user and the inet sockets it holds (listening and bound ones);
     "sockets" is None for the processes past the descriptor budget.  cgroup_dir: the cgroup v2
-    directory the processes are in, whose sockets the kernel then lists alone (sockinfo.py);
-    without it, or where the kernel cannot, every socket of the network namespace is read
-    from /proc/net."""
+    directory the processes are in, whose sockets the kernel then tells alone (sockinfo.py;
+    book: what earlier shows found); without it, or where the kernel cannot, every socket of
+    the network namespace is read from /proc/net."""
     budget = [fd_budget]
     inodes = {pid: socket_inodes(pid, budget) for pid in pids}
+    kinds = {i: k for found in inodes.values() if found for i, k in found.items()}
     table = None
-    if any(inodes.values()):
+    if kinds:
         if cgroup_dir is not None:
             try:
-                wanted = {i for found in inodes.values() if found for i in found}
-                table = sockinfo.cgroup_sockets(os.stat(cgroup_dir).st_ino, wanted)
+                with sockinfo.Diag() as diag:
+                    table = (book or sockinfo.SocketBook()).sockets(diag, os.stat(cgroup_dir).st_ino, kinds)
             except OSError:
                 table = None
         if table is None:

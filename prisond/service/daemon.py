@@ -39,6 +39,7 @@ from prisond.host.lock import DaemonLock, lock_paths
 from prisond.host.net import AliasBook, Netlink
 from prisond.host.peer import PeerJudge
 from prisond.host.reach import closed_to_others
+from prisond.host.sockinfo import SocketBook
 from prisond.engine.prison import Deps, Prison
 from prisond.model.states import UP
 from prisond.engine.registry import START_CONCURRENCY, Registry
@@ -235,7 +236,7 @@ class Daemon:
         self.output = Output(d.log_dir, d.log_max_bytes, d.log_keep, journal=under_journal())
         self.deps = Deps(cgroups=tree, aliases=AliasBook(self.netlink, record=self.store), launcher=self.launcher,
                          kernel=kernel, kernel_why=why, resources=self.resources, events=self.events,
-                         output=self.output)
+                         output=self.output, sockets=SocketBook())
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
         gid = control_gid(config.daemon.control_group)

@@ -190,3 +190,17 @@ def test_after_a_dump_of_every_listener_other_prisons_shows_need_no_dump():
     diag.calls.clear()
     assert book.sockets(diag, 101, {1: "TCP", 9: "UDPv6"}) and diag.calls == [
         ("exact", 1), ("dump", "udp", socket.AF_INET6, 101)]  # UDP: dumped each time, its family only
+
+
+def test_a_prison_with_many_known_listeners_gets_one_filtered_dump_not_a_lookup_each():
+    import socket
+    from prisond.host.sockinfo import EXACT_MAX, SocketBook
+    many = {i: _listener(i, 7) for i in range(1, EXACT_MAX + 2)}
+    diag = _FakeDiag(many)
+    book = SocketBook(whole_after=0)
+    kinds = {i: "TCP" for i in many}
+    assert len(book.sockets(diag, 7, kinds)) == len(many)  # the first: a dump of every listener
+    diag.calls.clear()
+    for _ in range(3):
+        assert len(book.sockets(diag, 7, kinds)) == len(many)
+    assert diag.calls == [("dump", "tcp", socket.AF_INET, 7)] * 3

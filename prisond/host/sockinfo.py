@@ -59,6 +59,7 @@ KINDS = {"TCP": ("tcp", socket.AF_INET), "TCPv6": ("tcp", socket.AF_INET6),
 FAMILIES = (socket.AF_INET, socket.AF_INET6)
 WHOLE_AFTER = 8   # filtered TCP dumps before one of every listener (which costs about as many)
 OTHERS_TTL = 1.0  # seconds a TCP socket no dump found listening is taken not to be listening
+EXACT_MAX = 32    # known listeners of one prison asked about one by one; more cost more than its dump
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ class SocketBook:
         unknown: set[int] = set()
         tcp: set[int] = set()
         udp: set[int] = set()
+        many = sum(1 for inode in kinds if inode in self.listeners) > EXACT_MAX
         for inode, kind in kinds.items():
             proto, family = KINDS.get(kind, ("", 0)) if kind is not None else ("?", 0)
             if proto == "udp" or proto == "?":
@@ -203,19 +205,19 @@ class SocketBook:
             if proto not in ("tcp", "?"):
                 continue
             known = self.listeners.get(inode)
-            if known is not None:
+            if known is not None and not many:
                 now_found = diag.exact(known)
                 if now_found is not None and now_found.cgroup == cgroup_id:
                     self.listeners[inode] = now_found
                     out[inode] = now_found.entry()
                     continue
                 del self.listeners[inode]
-            elif now - self.others.get(inode, -self.others_ttl - 1.0) < self.others_ttl:
+            elif known is None and now - self.others.get(inode, -self.others_ttl - 1.0) < self.others_ttl:
                 continue
             unknown.add(inode)
             tcp |= {family} if family else set(FAMILIES)
         if unknown:
-            found = self._tcp(diag, cgroup_id, tcp, now)
+            found = self._tcp(diag, cgroup_id, tcp, now, whole=not many)
             for inode in unknown:
                 f = found.get(inode)
                 if f is not None and f.cgroup == cgroup_id:
@@ -226,9 +228,12 @@ class SocketBook:
             out.update((i, f.entry()) for i, f in diag.dump("udp", family, cgroup_id, set(kinds)).items())
         return out
 
-    def _tcp(self, diag: Diag, cgroup_id: int, families: set[int], now: float) -> dict[int, Found]:
-        """The listeners of the cgroup, of the families given; or, every WHOLE_AFTER times,
-        every listener of the namespace (which the book then knows for every prison)."""
+    def _tcp(self, diag: Diag, cgroup_id: int, families: set[int], now: float, whole: bool) -> dict[int, Found]:
+        """The listeners of the cgroup, of the families given; or, every WHOLE_AFTER times it
+        is asked with whole (for sockets the book did not know), every listener of the
+        namespace (which the book then knows for every prison)."""
+        if not whole:
+            return {i: f for family in sorted(families) for i, f in diag.dump("tcp", family, cgroup_id).items()}
         if self.partial >= self.whole_after:
             found = {i: f for family in FAMILIES for i, f in diag.dump("tcp", family).items()}
             self.listeners = {i: f for i, f in found.items() if f.cgroup is not None}

@@ -63,8 +63,10 @@ def test_the_kernel_lists_the_sockets_of_one_cgroup_only():
         assert proc["sockets"] == [{"proto": "tcp", "local": f"127.0.0.1:{tcp}", "state": "listen"},
                                    {"proto": "udp6", "local": f"[::1]:{udp}", "state": "bound"}]
         assert processes([child.pid])[0]["sockets"] == proc["sockets"]  # /proc/net says the same
-        other = sockinfo.cgroup_sockets(os.stat(own_cgroup()).st_ino + 10**9)  # no such cgroup
-        assert other is not None and not {e["local"] for e in other.values()} & {f"127.0.0.1:{tcp}", f"[::1]:{udp}"}
+        with sockinfo.Diag() as diag:  # another cgroup's dumps: none of them
+            other = {i: f for proto in ("tcp", "udp") for family in sockinfo.FAMILIES
+                     for i, f in diag.dump(proto, family, os.stat(own_cgroup()).st_ino + 10**9).items()}
+        assert not {f.entry()["local"] for f in other.values()} & {f"127.0.0.1:{tcp}", f"[::1]:{udp}"}
     finally:
         child.kill()
         child.wait()

@@ -232,26 +232,13 @@ class SocketBook:
         """The listeners of the cgroup, of the families given; or, every WHOLE_AFTER times it
         is asked with whole (for sockets the book did not know), every listener of the
         namespace (which the book then knows for every prison)."""
-        if not whole:
-            return {i: f for family in sorted(families) for i, f in diag.dump("tcp", family, cgroup_id).items()}
-        if self.partial >= self.whole_after:
+        if whole and self.partial >= self.whole_after:
             found = {i: f for family in FAMILIES for i, f in diag.dump("tcp", family).items()}
             self.listeners = {i: f for i, f in found.items() if f.cgroup is not None}
             self.others = {i: t for i, t in self.others.items() if now - t < self.others_ttl}
             self.partial = 0
             return found
-        self.partial += 1
+        self.partial += whole
         found = {i: f for family in sorted(families) for i, f in diag.dump("tcp", family, cgroup_id).items()}
         self.listeners.update((i, f) for i, f in found.items() if f.cgroup is not None)
         return found
-
-
-def cgroup_sockets(cgroup_id: int, wanted: set[int] | None = None) -> dict[int, dict] | None:
-    """The cgroup's TCP listeners and UDP sockets, by dumps filtered on it (those in wanted, if
-    given); None where the kernel cannot filter by cgroup (before 5.10)."""
-    try:
-        with Diag() as diag:
-            return {i: f.entry() for proto in ("tcp", "udp") for family in FAMILIES
-                    for i, f in diag.dump(proto, family, cgroup_id, wanted).items()}
-    except OSError:
-        return None

@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 from prisond.host.procinfo import parse_net_table
 
 TCP = """\
@@ -150,6 +152,30 @@ def test_a_dump_of_every_listener_lists_none_of_another_cgroups_sockets():
         server.close()
 
 
+@pytest.mark.root  # /dev/fuse and a mount
+def test_a_descriptor_swapped_for_a_file_on_the_tenants_fuse_is_not_asked_about():
+    """show reads a socket's protocol (getxattr) after readlink said the descriptor is that
+    socket.  A tenant can put a file of its own FUSE mount in the slot meanwhile (dup2), and a
+    getxattr of it would wait on the tenant's server, with the daemon's event loop.  Here the
+    slot holds the FUSE file from the start, as after a swap that won the race: the server
+    must not be asked."""
+    import subprocess
+    import sys
+    from prisond.host.procinfo import _protocol
+    server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "support", "fusehold.py"),
+                               "30"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        fd = int(server.stdout.readline())
+        assert _protocol(f"/proc/{server.pid}/fd/{fd}", 4242) is None
+        server.stdin.write("asked?\n")
+        server.stdin.flush()
+        assert server.stdout.readline().strip() == "0"
+    finally:
+        server.stdin.write("quit\n")
+        server.stdin.flush()
+        server.wait(timeout=60)
+
+
 class _FakeDiag:
     """The kernel's answers for the book's policy: which dumps and lookups it asks for."""
 
@@ -157,10 +183,16 @@ class _FakeDiag:
         self.listeners = listeners  # {inode: Found}
         self.calls: list[tuple] = []
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
     def dump(self, proto, family, cgroup_id=None, wanted=None):
         self.calls.append(("dump", proto, family, cgroup_id))
         return {i: f for i, f in self.listeners.items() if proto == f.proto and family == f.family
-                and cgroup_id in (None, f.cgroup)}
+                and cgroup_id in (None, f.cgroup) and (wanted is None or i in wanted)}
 
     def exact(self, found):
         self.calls.append(("exact", found.inode))
@@ -174,35 +206,66 @@ def _listener(inode: int, cgroup: int):
                  0, inode.to_bytes(8, "little"), cgroup)
 
 
-def test_after_a_dump_of_every_listener_other_prisons_shows_need_no_dump():
-    import socket
+V4, V6 = 2, 10
+
+
+def _book(diag, **kw):
     from prisond.host.sockinfo import SocketBook
+    return SocketBook(run=lambda job: job(), open_diag=lambda: diag, **kw)  # the dump of every listener inline
+
+
+def test_after_a_dump_of_every_listener_other_prisons_shows_need_no_dump():
     diag = _FakeDiag({i: _listener(i, 100 + i) for i in range(1, 6)})
-    book = SocketBook(whole_after=2)
-    for i in (1, 2):  # two filtered dumps, of the TCP family each prison has
-        book.sockets(diag, 100 + i, {i: "TCP", 50 + i: "UNIX"})
-    assert diag.calls == [("dump", "tcp", socket.AF_INET, 101), ("dump", "tcp", socket.AF_INET, 102)]
+    book = _book(diag, whole_after=2)
+    book.sockets(diag, 101, {1: "TCP", 51: "UNIX-STREAM"})
+    assert diag.calls == [("dump", "tcp", V4, 101), ("dump", "tcp", V6, 101)]  # filtered, both families
+    diag.calls.clear()
+    book.sockets(diag, 102, {2: "TCP"})  # the second: then one of every listener
+    assert diag.calls == [("dump", "tcp", V4, 102), ("dump", "tcp", V6, 102),
+                          ("dump", "tcp", V4, None), ("dump", "tcp", V6, None)]
     diag.calls.clear()
     assert book.sockets(diag, 103, {3: "TCP"}) == {3: {"proto": "tcp", "local": "127.0.0.3:80", "state": "listen"}}
-    assert diag.calls == [("dump", "tcp", socket.AF_INET, None), ("dump", "tcp", socket.AF_INET6, None)]
-    diag.calls.clear()
     for i in (1, 4, 5):
         assert list(book.sockets(diag, 100 + i, {i: "TCP"})) == [i]
-    assert diag.calls == [("exact", 1), ("exact", 4), ("exact", 5)]
+    assert diag.calls == [("exact", 3), ("exact", 1), ("exact", 4), ("exact", 5)]
     diag.calls.clear()
     assert book.sockets(diag, 101, {1: "TCP", 9: "UDPv6"}) and diag.calls == [
-        ("exact", 1), ("dump", "udp", socket.AF_INET6, 101)]  # UDP: dumped each time, its family only
+        ("exact", 1), ("dump", "udp", V4, 101), ("dump", "udp", V6, 101)]  # UDP: dumped each time
 
 
 def test_a_prison_with_many_known_listeners_gets_one_filtered_dump_not_a_lookup_each():
-    import socket
-    from prisond.host.sockinfo import EXACT_MAX, SocketBook
+    from prisond.host.sockinfo import EXACT_MAX
     many = {i: _listener(i, 7) for i in range(1, EXACT_MAX + 2)}
     diag = _FakeDiag(many)
-    book = SocketBook(whole_after=0)
+    book = _book(diag)
     kinds = {i: "TCP" for i in many}
-    assert len(book.sockets(diag, 7, kinds)) == len(many)  # the first: a dump of every listener
+    assert len(book.sockets(diag, 7, kinds)) == len(many)
     diag.calls.clear()
     for _ in range(3):
         assert len(book.sockets(diag, 7, kinds)) == len(many)
-    assert diag.calls == [("dump", "tcp", socket.AF_INET, 7)] * 3
+    assert diag.calls == [("dump", "tcp", V4, 7), ("dump", "tcp", V6, 7)] * 3
+    assert book.partial == 1  # only the first, for sockets it did not know, counts towards a whole dump
+
+
+def test_the_quiet_sockets_kept_are_those_the_prison_holds_now():
+    """A TCP socket no dump found listening is kept (not asked about for others_ttl) only while
+    the prison's processes hold it: a prison making and closing sockets without end does not
+    grow the book (helper-36)."""
+    diag = _FakeDiag({})
+    now = [0.0]
+    book = _book(diag, clock=lambda: now[0])
+    for k in range(50):
+        book.sockets(diag, 7, {1000 * k + j: "TCP" for j in range(100)})
+        now[0] += 0.01
+    assert sum(len(q) for _, q in book.others.values()) <= 100 * 2
+
+
+def test_a_listener_handed_to_another_prison_still_shows_in_its_own():
+    """A listener prison 8 made and handed to prison 7 (which holds it too) is not 7's, and
+    asking about it for 7 does not make the book forget it for 8 (helper-36)."""
+    diag = _FakeDiag({1: _listener(1, 8)})
+    book = _book(diag)
+    assert list(book.sockets(diag, 8, {1: "TCP"})) == [1]
+    assert book.sockets(diag, 7, {1: "TCP"}) == {}
+    diag.calls.clear()
+    assert list(book.sockets(diag, 8, {1: "TCP"})) == [1] and diag.calls == [("exact", 1)]

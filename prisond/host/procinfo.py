@@ -92,19 +92,32 @@ def socket_inodes(pid: int, budget: list[int]) -> dict[int, str | None] | None:
                 except OSError:
                     continue
                 if target.startswith("socket:["):
-                    out[int(target[8:-1])] = _protocol(entry.path)
+                    inode = int(target[8:-1])
+                    out[inode] = _protocol(entry.path, inode)
     except OSError:
         pass
     return out
 
 
-def _protocol(fd_path: str) -> str | None:
-    """The protocol of the socket a /proc/PID/fd entry is (read from the socket's inode; the
-    socket itself is not touched)."""
+def _protocol(fd_path: str, inode: int) -> str | None:
+    """The protocol of the socket a /proc/PID/fd entry is, read from the socket's inode (the
+    socket itself is not touched).  The descriptor is pinned first (O_PATH, which opens
+    nothing) and checked to be that socket still: the prison may have put another file in
+    its place meanwhile, and a getxattr of a file on the tenant's FUSE mount would wait on
+    the tenant's server, with the event loop (helper-36)."""
     try:
-        return os.getxattr(fd_path, "system.sockprotoname").rstrip(b"\0").decode()
+        fd = os.open(fd_path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        pinned = f"/proc/self/fd/{fd}"
+        if os.readlink(pinned) != f"socket:[{inode}]":
+            return None
+        return os.getxattr(pinned, "system.sockprotoname").rstrip(b"\0").decode()
     except (OSError, UnicodeDecodeError):
         return None
+    finally:
+        os.close(fd)
 
 
 def processes(pids: list[int], fd_budget: int = FD_BUDGET, cgroup_dir: str | None = None,

@@ -16,8 +16,8 @@ known listener is therefore what the kernel says now.  A dump is needed only for
 the book does not know: one filtered on the prison's cgroup, which decodes only the sockets
 asked about; and, after WHOLE_AFTER of those and WHOLE_EVERY since the last, one of the
 namespace's every listener, in a thread (70 ms with 10,000 prisons listening), whose findings
-(at most EXACT_MAX a cgroup) then cover every prison.  A prison with more known listeners
-than EXACT_MAX gets its filtered dump: one call instead of many lookups.  A TCP socket that no
+(at most EXACT_MAX a cgroup) then cover every prison.  A prison with more listeners than
+EXACT_MAX gets its filtered dump at every show, and the book keeps none of them.  A TCP socket that no
 dump found listening (a connection, or one bound and not yet listening) is not asked about
 again for OTHERS_TTL, while the prison holds it: a socket that starts listening later shows
 after at most that long.  UDP sockets are few, and a connect() changes their address: they
@@ -66,7 +66,7 @@ WHOLE_AFTER = 8     # filtered TCP dumps (for sockets the book did not know) bef
 WHOLE_EVERY = 10.0  # seconds at least between two dumps of every listener
 OTHERS_TTL = 1.0    # seconds a TCP socket no dump found listening is taken not to be listening
 EXACT_MAX = 32      # known listeners of one prison asked about one by one; more cost more than its dump
-OTHERS_CGROUPS = 4096  # cgroups whose quiet sockets are kept before the expired ones are dropped
+OTHERS_CGROUPS = 64  # cgroups whose quiet sockets are kept, at least, before the expired ones are dropped
 
 
 @dataclass(frozen=True)
@@ -188,9 +188,11 @@ class SocketBook:
     event loop; the dump of every listener runs in a thread of its own (run), and what it
     found replaces the book's listeners when it is done.
 
-    Bounded: the listeners are those of the last dump of every listener (at most EXACT_MAX a
-    cgroup: a prison with more gets its filtered dump) and those shows found since; the quiet
-    sockets (TCP, not listening) are those each cgroup's processes held at its last show."""
+    Bounded: the listeners are those of the last dump of every listener and those shows found
+    since, at most EXACT_MAX a cgroup (a prison with more gets its filtered dump at each show,
+    and none of them is kept); the quiet sockets (TCP, not listening) are those each cgroup's
+    processes held at its last show, kept for the cgroups shown in the last OTHERS_TTL and at
+    most as many others."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, whole_after: int = WHOLE_AFTER,
                  others_ttl: float = OTHERS_TTL, run: Callable[[Callable[[], None]], None] | None = None,
@@ -203,6 +205,7 @@ class SocketBook:
         self.listeners: dict[int, Found] = {}                   # inode -> as last found
         self.others: dict[int, tuple[float, set[int]]] = {}     # cgroup -> (when, its quiet sockets)
         self.partial = 0                                        # filtered dumps since the last whole one
+        self.prune_at = OTHERS_CGROUPS                          # cgroups in others that make it prune
         self.whole_at = -WHOLE_EVERY                            # when the last whole one began
         self.whole_busy = False
         self.whole_done: dict[int, Found] | None = None         # a finished whole dump, not yet taken
@@ -219,14 +222,13 @@ class SocketBook:
         out: dict[int, dict] = {}
         unknown: set[int] = set()
         udp = False
-        many = sum(1 for inode in kinds if inode in self.listeners) > EXACT_MAX
         for inode, kind in kinds.items():
             proto = KINDS[kind][0] if kind in KINDS else "?" if kind is None else ""
             udp = udp or proto in ("udp", "?")
             if proto not in ("tcp", "?") or inode in quiet:
                 continue
             known = self.listeners.get(inode)
-            if known is not None and not many:
+            if known is not None:
                 now_found = diag.exact(known)
                 if now_found is not None:
                     self.listeners[inode] = now_found
@@ -238,10 +240,10 @@ class SocketBook:
         if unknown:
             # both families whatever the name says: IPV6_ADDRFORM turns a TCPv6 socket into an AF_INET one
             found = {i: f for family in FAMILIES for i, f in diag.dump("tcp", family, cgroup_id, unknown).items()}
-            self.listeners.update(found)
             out.update((i, f.entry()) for i, f in found.items())
             quiet = (quiet & kinds.keys()) | (unknown - found.keys())
-            if not many:
+            if len(found) <= EXACT_MAX:  # a prison with more gets its dump each time: none kept (helper-38)
+                self.listeners.update(found)
                 self._count_partial(now)
         self._keep_quiet(cgroup_id, since, quiet, now)
         if udp:
@@ -254,8 +256,9 @@ class SocketBook:
             self.others[cgroup_id] = (since, quiet)
         else:
             self.others.pop(cgroup_id, None)
-        if len(self.others) > OTHERS_CGROUPS:
+        if len(self.others) > self.prune_at:  # those of cgroups gone (a restart makes a new one)
             self.others = {c: v for c, v in self.others.items() if now - v[0] < self.others_ttl}
+            self.prune_at = max(OTHERS_CGROUPS, 2 * len(self.others))
 
     def _count_partial(self, now: float) -> None:
         """After WHOLE_AFTER filtered dumps for sockets the book did not know (and WHOLE_EVERY

@@ -252,7 +252,11 @@ def test_the_c_prisonctl_execs_as_the_python_one_does(daemon, confined_root):
     d = daemon("prisons:\n" + confined(confined_root, "a", "127.0.2.1", extra="    exec: {env: {MODE: prod}}\n")
                + "  b:\n    hostname: b.example.test\n    ip4: [127.0.3.1]\n")
     r = fast(d, "exec", "a", "--", "sh", "-c", "hostname; echo $MODE; ps -e -o comm= | sort | tr '\\n' ' '; exit 5")
-    assert r.returncode == 5 and r.stdout == b"a.example.test\nprod\ninit ps sh sort tr "
+    name, mode, seen = r.stdout.split(b"\n")
+    # the prison's processes alone: its init and the pipeline (a stage ps catches between its
+    # fork and its exec still says sh, as ci51 saw once)
+    assert r.returncode == 5 and (name, mode) == (b"a.example.test", b"prod")
+    assert {b"init", b"ps"} <= set(seen.split()) <= {b"init", b"ps", b"sh", b"sort", b"tr"}, seen
     assert fast(d, "exec", "a", input=b"echo shell=$0\n").stdout == b"shell=/bin/bash\n"
     assert fast(d, "exec", "-u", "nobody", "a", "id", "-u").stdout == b"65534\n"
     r = fast(d, "exec", "-l", "a", "sh", "-c", "echo $HOME $(pwd); env | grep -c SECRET_HOST_VAR",

@@ -17,10 +17,10 @@ the book does not know: one filtered on the prison's cgroup, which decodes only 
 asked about; and, after WHOLE_AFTER of those and WHOLE_EVERY since the last, one of the
 namespace's every listener, in a thread (70 ms with 10,000 prisons listening), whose findings
 (at most EXACT_MAX a cgroup) then cover every prison.  A prison with more listeners than
-EXACT_MAX gets its filtered dump at every show, and the book keeps none of them.  A TCP socket that no
-dump found listening (a connection, or one bound and not yet listening) is not asked about
-again for OTHERS_TTL, while the prison holds it: a socket that starts listening later shows
-after at most that long.  UDP sockets are few, and a connect() changes their address: they
+EXACT_MAX gets its filtered dump at every show, and the book keeps none of them.  A TCP
+socket that no dump found listening (a connection, or one bound and not yet listening) is not
+asked about again for OTHERS_TTL, while the prison holds it: a socket that starts listening
+later shows after at most that long.  UDP sockets are few, and a connect() changes their address: they
 are dumped, filtered, at every show of a prison that holds one.  Which protocol a socket is
 comes from its system.sockprotoname attribute (procinfo.py), so a prison holding only Unix
 sockets costs no dump at all.
@@ -58,9 +58,8 @@ HDR = struct.Struct("=IHHII")                     # nlmsghdr
 ATTR = struct.Struct("=HH")                       # rtattr
 STATES = {"tcp": 1 << TCP_LISTEN, "udp": 0xFFFFFFFF}  # what show lists: TCP listeners, every UDP socket
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
-# system.sockprotoname of a socket -> (protocol, family); other names (UNIX, NETLINK, ...) are not inet
-KINDS = {"TCP": ("tcp", socket.AF_INET), "TCPv6": ("tcp", socket.AF_INET6),
-         "UDP": ("udp", socket.AF_INET), "UDPv6": ("udp", socket.AF_INET6)}
+# system.sockprotoname of a socket -> its protocol; other names (UNIX-STREAM, NETLINK, ...) are not inet
+KINDS = {"TCP": "tcp", "TCPv6": "tcp", "UDP": "udp", "UDPv6": "udp"}
 FAMILIES = (socket.AF_INET, socket.AF_INET6)
 WHOLE_AFTER = 8     # filtered TCP dumps (for sockets the book did not know) before one of every listener
 WHOLE_EVERY = 10.0  # seconds at least between two dumps of every listener
@@ -183,6 +182,11 @@ class Diag:
         return None if err else got.get(found.inode)
 
 
+def _both(diag: Diag, proto: str, cgroup_id: int | None = None, wanted: set[int] | None = None) -> dict[int, Found]:
+    """diag.dump of both families."""
+    return {i: f for family in FAMILIES for i, f in diag.dump(proto, family, cgroup_id, wanted).items()}
+
+
 class SocketBook:
     """What the dumps found, kept between shows (see the module's docstring).  Used from the
     event loop; the dump of every listener runs in a thread of its own (run), and what it
@@ -223,7 +227,7 @@ class SocketBook:
         unknown: set[int] = set()
         udp = False
         for inode, kind in kinds.items():
-            proto = KINDS[kind][0] if kind in KINDS else "?" if kind is None else ""
+            proto = KINDS.get(kind, "") if kind is not None else "?"
             udp = udp or proto in ("udp", "?")
             if proto not in ("tcp", "?") or inode in quiet:
                 continue
@@ -239,7 +243,7 @@ class SocketBook:
             unknown.add(inode)
         if unknown:
             # both families whatever the name says: IPV6_ADDRFORM turns a TCPv6 socket into an AF_INET one
-            found = {i: f for family in FAMILIES for i, f in diag.dump("tcp", family, cgroup_id, unknown).items()}
+            found = _both(diag, "tcp", cgroup_id, unknown)
             out.update((i, f.entry()) for i, f in found.items())
             quiet = (quiet & kinds.keys()) | (unknown - found.keys())
             if len(found) <= EXACT_MAX:  # a prison with more gets its dump each time: none kept (helper-38)
@@ -247,8 +251,7 @@ class SocketBook:
                 self._count_partial(now)
         self._keep_quiet(cgroup_id, since, quiet, now)
         if udp:
-            for family in FAMILIES:
-                out.update((i, f.entry()) for i, f in diag.dump("udp", family, cgroup_id, set(kinds)).items())
+            out.update((i, f.entry()) for i, f in _both(diag, "udp", cgroup_id, set(kinds)).items())
         return out
 
     def _keep_quiet(self, cgroup_id: int, since: float, quiet: set[int], now: float) -> None:
@@ -271,7 +274,7 @@ class SocketBook:
         def whole() -> None:
             try:
                 with self.open_diag() as diag:
-                    found = {i: f for family in FAMILIES for i, f in diag.dump("tcp", family).items()}
+                    found = _both(diag, "tcp")
                 per: dict[int | None, int] = {}
                 for f in found.values():
                     per[f.cgroup] = per.get(f.cgroup, 0) + 1

@@ -243,7 +243,15 @@ def cmd_show(client: Client, args: list[str]) -> int:
     if p["processes"]:
         print()
         print_table(process_rows(p["processes"], indent="  "))
+        unread_lines(p["processes"], indent="  ")
     return 0
+
+
+def unread_lines(processes: list[dict], indent: str = "") -> None:
+    """Why a process shows `?`: the daemon's look at it did not finish (host/looker.py)."""
+    for proc in processes:
+        if proc.get("unread"):
+            print(one_line(f"{indent}{proc['pid']}: {proc['unread']}"))
 
 
 def process_rows(processes: list[dict], indent: str = "") -> list[tuple]:
@@ -339,6 +347,7 @@ def cmd_ps(client: Client, args: list[str]) -> int:
         print_json(r)
         return 0
     print_table(process_rows(r["processes"]))
+    unread_lines(r["processes"])
     return 0
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from prisond.engine import seams
 from prisond.host import procinfo
+from prisond.host.looker import Lookers
 from prisond.host.sockinfo import SocketBook
 from prisond.model.config import Command, PrisonSpec
 from prisond.model.errors import PrisonError, StateConflict, SystemLayerError
@@ -45,6 +46,7 @@ class Deps:
     events: seams.Events | None = None
     output: seams.Output | None = None        # where service output goes (None: the daemon's log only)
     sockets: SocketBook | None = None         # what show found of the prisons' sockets (host/sockinfo.py)
+    looker: Lookers | None = None             # who looks at a prison's processes for show (None: the loop itself)
 
     def enforcement(self, spec: PrisonSpec) -> tuple[str, str]:
         """The level a prison gets, and why: asked for, or the host's default."""

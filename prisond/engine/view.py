@@ -3,6 +3,7 @@ many callers (a thousand prisons, a prison asking as fast as it can) cheap.  The
 prison.py's; this only reads it."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ class PrisonView:
         self._pidmap_at = -PIDS_TTL - 1.0
         self._line: tuple | None = None  # (what it shows, when, list's line)
         self._details: tuple | None = None  # the same for show
+        self._making: tuple | None = None  # (what it shows, the look under way) for show
         self.refresh()
 
     def refresh(self) -> None:
@@ -125,17 +127,40 @@ class PrisonView:
             **({"kernel_counters": counters} if full else {}),
         }
 
-    def details(self) -> dict:
+    def details(self):
         """show's answer, kept FIGURES_TTL (its figures may be that old anyway) while nothing
         it tells changes: a hundred clients asking about one prison cost one look at its
         processes per FIGURES_TTL, not one each (a look: its pids, each one's command, user and
-        descriptors, its sockets from the kernel, its cgroup files, ~0.4 ms)."""
+        descriptors, its sockets from the kernel, its cgroup files, ~0.4 ms).  The answer kept,
+        or a coroutine giving it: the look at the processes is made by a helper the daemon can
+        kill (host/looker.py), and callers that ask meanwhile wait for that same look."""
         p = self.p
-        return self._kept("_details", (p.jid, p.spec, p.state, p.reason, p.restarts, p.service, p.service_status,
-                                       p.init_pid), FIGURES_TTL, self._make_details)
+        key = (p.jid, p.spec, p.state, p.reason, p.restarts, p.service, p.service_status, p.init_pid)
+        kept = self._details
+        if kept is not None and kept[0] == key and time.monotonic() - kept[1] <= FIGURES_TTL:
+            return kept[2]
+        if self._making is None or self._making[0] != key:
+            self._making = (key, asyncio.ensure_future(self._make_details(key)))
+        return self._wait(self._making[1])
 
-    def _make_details(self) -> dict:
-        pids = self.p.pids()
+    @staticmethod
+    async def _wait(making: asyncio.Future) -> dict:
+        return await asyncio.shield(making)  # one caller gone does not end the look the others wait for
+
+    async def _make_details(self, key: tuple) -> dict:
+        try:
+            pids = self.p.pids()
+            looker = self.p.deps.looker
+            budget = [procinfo.FD_BUDGET]
+            looked = await looker.look(pids) if looker else [procinfo.look_at(pid, budget) for pid in pids]
+            info = self._assemble(pids, looked)
+            self._details = (key, time.monotonic(), info)
+            return info
+        finally:
+            if self._making is not None and self._making[0] == key:
+                self._making = None
+
+    def _assemble(self, pids: list[int], looked: list[dict]) -> dict:
         info = self.summary(full=True, pids=pids)
         info.update(self._static_details())
         spec = self.p.spec
@@ -146,8 +171,8 @@ class PrisonView:
                          "pid": self.p.service.pid if self.p.service else None,
                          "status": self.p.service_status} if spec.exec.start else None),
             "init_pid": self.p.init_pid,
-            "processes": procinfo.processes(pids, cgroup_dir=self.p.cgroup.path if self.p.cgroup.v2 else None,
-                                            book=self.p.deps.sockets),
+            "processes": procinfo.describe(looked, cgroup_dir=self.p.cgroup.path if self.p.cgroup.v2 else None,
+                                           book=self.p.deps.sockets),
             "kernel_counters": self._figures()[1],
         })
         return info

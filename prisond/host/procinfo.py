@@ -120,16 +120,27 @@ def _protocol(fd_path: str, inode: int) -> str | None:
         os.close(fd)
 
 
+def look_at(pid: int, budget: list[int]) -> dict:
+    """What show tells of one process that is read from the process itself: its user, its
+    command line and the sockets among its descriptors ({inode: protocol}; None past the
+    budget).  These reads can be made to wait by the tenant (looker.py runs them)."""
+    return {"pid": pid, "user": user_of(pid), "command": command_of(pid), "sockets": socket_inodes(pid, budget)}
+
+
 def processes(pids: list[int], fd_budget: int = FD_BUDGET, cgroup_dir: str | None = None,
               book: sockinfo.SocketBook | None = None) -> list[dict]:
-    """For each pid: command, user and the inet sockets it holds (listening and bound ones);
-    "sockets" is None for the processes past the descriptor budget.  cgroup_dir: the cgroup v2
-    directory the processes are in, whose sockets the kernel then tells alone (sockinfo.py;
-    book: what earlier shows found); without it, or where the kernel cannot, every socket of
-    the network namespace is read from /proc/net."""
+    """describe() of look_at() of each pid, here and now (the daemon looks through looker.py)."""
     budget = [fd_budget]
-    inodes = {pid: socket_inodes(pid, budget) for pid in pids}
-    kinds = {i: k for found in inodes.values() if found for i, k in found.items()}
+    return describe([look_at(pid, budget) for pid in pids], cgroup_dir, book)
+
+
+def describe(looked: list[dict], cgroup_dir: str | None = None, book: sockinfo.SocketBook | None = None) -> list[dict]:
+    """For each process looked at: command, user and the inet sockets it holds (listening and
+    bound ones); "sockets" is None for the processes past the descriptor budget or not read.
+    cgroup_dir: the cgroup v2 directory the processes are in, whose sockets the kernel then
+    tells alone (sockinfo.py; book: what earlier shows found); without it, or where the kernel
+    cannot, every socket of the network namespace is read from /proc/net."""
+    kinds = {i: k for one in looked if one["sockets"] for i, k in one["sockets"].items()}
     table = None
     if kinds:
         if cgroup_dir is not None:
@@ -142,12 +153,12 @@ def processes(pids: list[int], fd_budget: int = FD_BUDGET, cgroup_dir: str | Non
             table = socket_table()
     table = table or {}
     out = []
-    for pid in pids:
-        found = inodes[pid]
+    for one in looked:
+        found = one["sockets"]
         socks = None if found is None else sorted(
             (table[i] for i in found if i in table and table[i]["state"] != "connected"),
             key=lambda s: (s["proto"], s["local"]))
-        out.append({"pid": pid, "user": user_of(pid), "command": command_of(pid), "sockets": socks})
+        out.append(dict(one, sockets=socks))
     return out
 
 

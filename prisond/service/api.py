@@ -156,7 +156,14 @@ class Api:
     def ps(self, req: Request):
         prison = self.registry.get(param(req, "name"))
         # show's look at the processes, kept as long (view.py): any reader may ask, as often as it likes
-        return {"name": prison.spec.name, "jid": prison.jid, "processes": prison.view.details()["processes"]}
+        details = prison.view.details()
+        if asyncio.iscoroutine(details):
+            return self._ps_after(prison.spec.name, prison.jid, details)
+        return {"name": prison.spec.name, "jid": prison.jid, "processes": details["processes"]}
+
+    @staticmethod
+    async def _ps_after(name: str, jid: int, details) -> dict:
+        return {"name": name, "jid": jid, "processes": (await details)["processes"]}
 
     def which(self, req: Request):
         pid = param(req, "pid", int)

@@ -39,6 +39,7 @@ from prisond.host.lock import DaemonLock, lock_paths
 from prisond.host.net import AliasBook, Netlink
 from prisond.host.peer import PeerJudge
 from prisond.host.reach import closed_to_others
+from prisond.host.looker import Lookers
 from prisond.host.sockinfo import SocketBook
 from prisond.engine.prison import Deps, Prison
 from prisond.model.states import UP
@@ -234,9 +235,10 @@ class Daemon:
             if config.daemon.limits else None
         d = config.daemon
         self.output = Output(d.log_dir, d.log_max_bytes, d.log_keep, journal=under_journal())
+        self.looker = Lookers()  # show's look at processes, in helpers it can kill (looker.py)
         self.deps = Deps(cgroups=tree, aliases=AliasBook(self.netlink, record=self.store), launcher=self.launcher,
                          kernel=kernel, kernel_why=why, resources=self.resources, events=self.events,
-                         output=self.output, sockets=SocketBook())
+                         output=self.output, sockets=SocketBook(), looker=self.looker)
         self.registry = Registry(config, self.deps, self.store)
         self.status = "starting"
         gid = control_gid(config.daemon.control_group)
@@ -263,6 +265,10 @@ class Daemon:
                                                                  daemon_up=self.status == "ready")) if listen else None
         # the shim's reports (the policy's s= names the prisons' socket; events.sock is beside it)
         self.audit = AuditSocket(os.path.join(public, contract.EVENTS_SOCKET), tree.prison_of, self._shim_event)
+
+    def _waited(self, pid: int) -> bool:
+        """Whether a child is waited for elsewhere (not the orphan reaper's)."""
+        return pid in WAITED or pid in self.looker.children()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -327,6 +333,7 @@ class Daemon:
         self.tree.remove_parent()
         if self.resources:
             self.resources.remove_parents()
+        await self.looker.close()
         self.netlink.close()
         self.launcher.spawner.stop()
         self.event_file.close()
@@ -371,7 +378,7 @@ class Daemon:
 
         while not self.stopping.is_set():
             if any_zombie():  # one system call: the thread only when there is something to collect
-                await asyncio.to_thread(reap_orphans, WAITED.__contains__)  # what dead inits left
+                await asyncio.to_thread(reap_orphans, self._waited)  # what dead inits left
             # a slice of all prisons, then the running ones in it (not a list of 10,000 a second)
             prisons = [p for p in turn.next(list(self.registry.prisons.values())) if p.state in UP]
             stats = await asyncio.to_thread(lambda: [(p, read(p)) for p in prisons])  # noqa: B023 (awaited here)

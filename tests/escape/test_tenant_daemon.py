@@ -16,6 +16,7 @@ import resource
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -262,3 +263,52 @@ def test_a_proc_status_flood_does_not_stall_the_daemon(confined_root, tenant_sta
         p50, p99 = figures("proc.status flood, 400 processes", lat, errors, rss0, rss1)
         assert not errors, errors[:3]
         assert p99 < 1.0, f"the operator's list p99 was {p99:.2f} s during a proc.status flood"
+
+
+@pytest.mark.root  # /dev/fuse and a mount (the tenant's FUSE server, set up from the host here)
+def test_a_process_whose_reads_wait_does_not_stall_the_daemon(cell):
+    """A process of prison att whose command line cannot be read: its mmap lock is held
+    behind a READ of its own FUSE file that its server does not answer (helper-38's N2; a
+    tenant with FUSE in its user namespace can do this).  `show att` must not wait for it in
+    the event loop: the operator's list goes on, and show answers with the process unread.
+    The process is made on the host (support/mmaphold.py) and moved into att's cgroup: this
+    VM's prisons get no /dev/fuse of their own."""
+    d = cell
+    holder = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), "support",
+                                                            "mmaphold.py")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = holder.stdout.readline().strip()
+        assert line.isdigit(), line
+        victim = int(line)
+        cgroup = d.call("prison.show", name="att")["cgroup"]
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as fh:
+            fh.write(str(victim))
+        result = {}
+
+        def measure():
+            result["lat"], result["errors"] = list_latencies(d.socket, 4.0, timeout=30)
+
+        t = threading.Thread(target=measure)
+        t.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        r = d.ctl("show", "att", "--json", timeout=60)
+        took = time.monotonic() - t0
+        t.join()
+        lat = sorted(result["lat"])
+        print(f"\n[N2 held mmap lock] show att took {took:.2f} s; operator list: {len(lat)} calls, "
+              f"max {lat[-1] * 1000:.0f} ms, errors {result['errors'][:3]}")
+        assert r.returncode == 0, r.stderr
+        import json
+        procs = {p["pid"]: p for p in json.loads(r.stdout)["processes"]}
+        assert procs[victim]["command"] == "?" and procs[victim]["unread"].startswith("not read"), procs[victim]
+        assert not result["errors"], result["errors"][:3]
+        assert lat[-1] < 0.5, f"the operator's list waited {lat[-1]:.2f} s while show looked at att"
+        assert took < 5, took
+        ps = d.ctl("ps", "att", timeout=60)  # what a person reads: why the process shows ?
+        assert ps.returncode == 0 and f"{victim}: not read: the look at it took over 1 s" in ps.stdout.decode(), ps
+    finally:
+        holder.stdin.write("quit\n")
+        holder.stdin.flush()
+        holder.wait(timeout=60)

@@ -102,6 +102,14 @@ class Lookers:
         self._waits: set[asyncio.Future] = set()
         self._size = size
 
+    async def start(self) -> None:
+        """One helper ready before the first show (started while the daemon holds few
+        descriptors: each one it holds then costs the start a little)."""
+        try:
+            self.idle.append(await self._start())
+        except OSError as exc:
+            log.error("cannot start the helper that looks at processes: %s", exc)
+
     def children(self) -> set[int]:
         return {p.pid for p in self.running}
 

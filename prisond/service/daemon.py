@@ -278,6 +278,7 @@ class Daemon:
         become_subreaper()
         raise_nofile()
         self.launcher.spawner.start()  # now, while the daemon holds few descriptors (spawner.py)
+        await self.looker.start()
         report_isolation(self.args.landlock_abi)
         loop.add_signal_handler(signal.SIGTERM, self._stop)
         loop.add_signal_handler(signal.SIGINT, self._stop)

@@ -151,8 +151,11 @@ class PrisonView:
         try:
             pids = self.p.pids()
             looker = self.p.deps.looker
-            budget = [procinfo.FD_BUDGET]
-            looked = await looker.look(pids) if looker else [procinfo.look_at(pid, budget) for pid in pids]
+            if looker is not None:
+                looked = await looker.look(pids, label=self.p.spec.name)
+            else:
+                budget = [procinfo.FD_BUDGET]
+                looked = [procinfo.look_at(pid, budget) for pid in pids]
             info = self._assemble(pids, looked)
             self._details = (key, time.monotonic(), info)
             return info

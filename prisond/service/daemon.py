@@ -266,10 +266,6 @@ class Daemon:
         # the shim's reports (the policy's s= names the prisons' socket; events.sock is beside it)
         self.audit = AuditSocket(os.path.join(public, contract.EVENTS_SOCKET), tree.prison_of, self._shim_event)
 
-    def _waited(self, pid: int) -> bool:
-        """Whether a child is waited for elsewhere (not the orphan reaper's)."""
-        return pid in WAITED or pid in self.looker.children()
-
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         # prisons start side by side (START_CONCURRENCY), each waiting in a thread for its
@@ -379,7 +375,8 @@ class Daemon:
 
         while not self.stopping.is_set():
             if any_zombie():  # one system call: the thread only when there is something to collect
-                await asyncio.to_thread(reap_orphans, self._waited)  # what dead inits left
+                helpers = self.looker.children()  # taken here, on the loop that changes it
+                await asyncio.to_thread(reap_orphans, lambda pid: pid in WAITED or pid in helpers)  # noqa: B023
             # a slice of all prisons, then the running ones in it (not a list of 10,000 a second)
             prisons = [p for p in turn.next(list(self.registry.prisons.values())) if p.state in UP]
             stats = await asyncio.to_thread(lambda: [(p, read(p)) for p in prisons])  # noqa: B023 (awaited here)

@@ -4,6 +4,7 @@ prison.py's; this only reads it."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ class PrisonView:
         self._static: tuple = (None, {})
         self._pidmap: dict[int, int] = {}
         self._pidmap_at = -PIDS_TTL - 1.0
+        self._ns_ioctl = True  # the kernel can translate a pid of the prison's namespace
         self._line: tuple | None = None  # (what it shows, when, list's line)
         self._details: tuple | None = None  # the same for show
         self._making: tuple | None = None  # (what it shows, the look under way) for show
@@ -49,6 +51,16 @@ class PrisonView:
         (never a read of every process's status)."""
         if inner in self._pidmap and time.monotonic() - self._pidmap_at < PIDS_TTL:
             return self._pidmap[inner]
+        if self.p.spec.own_pids and self._ns_ioctl:
+            # the kernel translates (Linux 6.10): what its namespace holds is the prison's
+            if not self.p.init_pid:
+                return None
+            try:
+                return procinfo.host_tgid(f"/proc/{self.p.init_pid}/ns/pid", inner)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTTY, errno.EINVAL):
+                    return None
+                self._ns_ioctl = False  # an older kernel: the map below
         pids = set(self.p.pids())
         new = pids - set(self._pidmap.values())
         found = procinfo.inner_pids(sorted(new)) if self.p.spec.own_pids else {p: p for p in new}

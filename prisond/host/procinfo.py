@@ -174,6 +174,29 @@ def nspids(pid: int) -> list[int]:
     return []
 
 
+NS_GET_TGID_FROM_PIDNS = 0x8004B707  # _IOR(0xb7, 0x7, int): Linux 6.10
+
+
+def host_tgid(pidns: str, inner: int) -> int | None:
+    """The host's pid of the process that the PID namespace at pidns (/proc/PID/ns/pid) calls
+    inner, asked of the kernel: nothing of the process is read (a read of its /proc/PID/status
+    takes a hold of its memory, which the tenant can make slow or make the daemon's to drop: a
+    last drop unmaps it, closing what it mapped, which can wait out a socket's linger or the
+    tenant's FUSE server).  None: no such process there.  OSError ENOTTY or EINVAL: the kernel
+    is older than 6.10 (inner_pids then)."""
+    import errno
+    import fcntl
+    fd = os.open(pidns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fcntl.ioctl(fd, NS_GET_TGID_FROM_PIDNS, inner) or None
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            return None
+        raise
+    finally:
+        os.close(fd)
+
+
 def inner_pids(pids: list[int]) -> dict[int, int]:
     """{the pid a confined prison's processes see: the host's} (NSpid's last and first)."""
     out = {}

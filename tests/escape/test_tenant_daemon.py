@@ -312,3 +312,58 @@ def test_a_process_whose_reads_wait_does_not_stall_the_daemon(cell):
         holder.stdin.write("quit\n")
         holder.stdin.flush()
         holder.wait(timeout=60)
+
+
+STATUS_BOMB = r"""
+import os, signal, socket, sys, time
+sock = [f[2:] for f in os.environ["PRISOND_POLICY"].split(";") if f.startswith("s=")][0]
+os.setgroups(list(range(200000, 265536)))  # inherited: each child's /proc/PID/status is ~460 KB
+n, rounds = int(sys.argv[1]), int(sys.argv[2])
+print("ready", flush=True)
+for r in range(rounds):
+    kids = []
+    for i in range(n):
+        p = os.fork()
+        if p == 0:
+            signal.pause()
+            os._exit(0)
+        kids.append(p)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    t = time.monotonic()
+    s.sendall(b'{"v":1,"id":1,"method":"proc.status","params":{"pid":999999}}\n')
+    rep = s.makefile("rb").readline()
+    s.close()
+    print(f"round {r}: {time.monotonic() - t:.3f} s {rep[:70]!r}", flush=True)
+    for p in kids:
+        os.kill(p, 9)
+    for p in kids:
+        os.waitpid(p, 0)
+"""
+
+
+def test_proc_status_of_a_prison_with_costly_processes_does_not_stall_the_daemon(confined_root):
+    """A confined prison's root (CAP_SETGID in its namespace) takes 65,536 groups, forks 300
+    children and asks proc.status of a pid it does not have, round after round.  The daemon
+    once read /proc/PID/status of every new process in its event loop to map the prison's
+    pids: ~460 KB and ~15 ms a read with those groups, seconds a round (helper-39's F1; such a
+    read also holds the process's memory, which an exit during it makes the daemon unmap: F2).
+    The kernel now translates the pid (NS_GET_TGID_FROM_PIDNS), and nothing is read."""
+    body = "prisons:\n" + confined(confined_root, "att", "127.0.3.1", extra="    limits: {pids: 1000}\n")
+    with public_cell(body) as d:
+        bomb = subprocess.Popen(d.ctl_argv() + ["exec", "-T", "att", "--", "python3", "-c", STATUS_BOMB, "300", "4"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert bomb.stdout.readline().strip() == "ready", bomb.stderr.read()
+            lat, errors = list_latencies(d.socket, 6.0, timeout=60)
+            out, err = bomb.communicate(timeout=120)
+        finally:
+            if bomb.poll() is None:
+                bomb.kill()
+                bomb.wait()
+        p50, p99 = figures("proc.status, 300 new processes with 65,536 groups a round", lat, errors, 0, 0)
+        print(out)
+        rounds = [line for line in out.splitlines() if line.startswith("round")]
+        assert len(rounds) == 4 and all("no_such_process" in line for line in rounds), (out, err)
+        assert not errors, errors[:3]
+        assert max(lat) < 1.0, f"the operator's list waited {max(lat):.2f} s during the rounds"

@@ -18,16 +18,22 @@ CLONE_NEWNS = 0x00020000
 FUSE_LOOKUP, FUSE_FORGET, FUSE_GETATTR, FUSE_OPEN, FUSE_GETXATTR, FUSE_INIT, FUSE_BATCH_FORGET = 1, 2, 3, 14, 22, 26, 42
 
 
-def main() -> None:
-    hold = float(sys.argv[1])
+def mount_fuse(name: bytes) -> tuple[ctypes.CDLL, str, int]:
+    """A FUSE mount in a mount namespace of this process's own: (libc, its directory, /dev/fuse)."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNS) != 0 or libc.mount(b"none", b"/", None, 0x40000 | 0x4000, None) != 0:
         raise OSError(ctypes.get_errno(), "unshare or make / private")  # MS_PRIVATE | MS_REC
     mnt = tempfile.mkdtemp()
     dev = os.open("/dev/fuse", os.O_RDWR)
-    if libc.mount(b"fusehold", mnt.encode(), b"fuse", 0x2 | 0x4,  # MS_NOSUID | MS_NODEV
+    if libc.mount(name, mnt.encode(), b"fuse", 0x2 | 0x4,  # MS_NOSUID | MS_NODEV
                   f"fd={dev},rootmode=40000,user_id=0,group_id=0".encode()) != 0:
         raise OSError(ctypes.get_errno(), "mount fuse")
+    return libc, mnt, dev
+
+
+def main() -> None:
+    hold = float(sys.argv[1])
+    libc, mnt, dev = mount_fuse(b"fusehold")
     asked = [0]
 
     def attr(ino: int, mode: int) -> bytes:

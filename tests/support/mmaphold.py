@@ -19,11 +19,11 @@ import os
 import signal
 import struct
 import sys
-import tempfile
 import threading
 import time
 
-CLONE_NEWNS = 0x00020000
+from fusehold import mount_fuse  # beside this file
+
 FUSE_LOOKUP, FUSE_FORGET, FUSE_GETATTR, FUSE_OPEN, FUSE_READ = 1, 2, 3, 14, 15
 FUSE_RELEASE, FUSE_FLUSH, FUSE_INIT, FUSE_BATCH_FORGET = 18, 25, 26, 42
 SIZE = 1 << 16
@@ -44,14 +44,7 @@ def victim(path: str) -> None:
 
 
 def main() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNS) != 0 or libc.mount(b"none", b"/", None, 0x40000 | 0x4000, None) != 0:
-        raise OSError(ctypes.get_errno(), "unshare or make / private")  # MS_PRIVATE | MS_REC
-    mnt = tempfile.mkdtemp()
-    dev = os.open("/dev/fuse", os.O_RDWR)
-    if libc.mount(b"mmaphold", mnt.encode(), b"fuse", 0x2 | 0x4,  # MS_NOSUID | MS_NODEV
-                  f"fd={dev},rootmode=40000,user_id=0,group_id=0".encode()) != 0:
-        raise OSError(ctypes.get_errno(), "mount fuse")
+    libc, mnt, dev = mount_fuse(b"mmaphold")
     held: list[tuple[int, int]] = []
     release = threading.Event()
     lock = threading.Lock()
